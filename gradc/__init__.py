@@ -1,0 +1,24 @@
+"""gradc: compile models into native gradient functions.
+
+`import gradc as torch` covers PyTorch's autograd tutorial; `gradc.trace`, `gradc.grad`,
+`gradc.value_and_grad` and `gradc.compile` work on plain Python functions of tensors.
+"""
+
+from gradc import autograd, functional, methods, nn  # noqa: F401  (methods binds Tensor operators)
+from gradc.factories import (arange, eye, from_numpy, full, manual_seed, ones, ones_like, rand,  # noqa: F401
+                             randn, randn_like, tensor, zeros, zeros_like)
+from gradc.functional import (abs, amax, argmax, clamp, exp, expand, flatten, gather, log,  # noqa: F401
+                              log_softmax, matmul, max, maximum, mean, min, minimum, mm, permute, pow,
+                              reciprocal, relu, reshape, sigmoid, softmax, sqrt, squeeze, sum, t, tanh,
+                              transpose, unsqueeze, where)
+from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from gradc.ir.core import bool_ as bool  # noqa: F401
+from gradc.ir.core import float32, float64, int64  # noqa: F401
+from gradc.tensor import Tensor  # noqa: F401
+
+float = float32
+double = float64
+long = int64
+add, sub, mul, div, neg = functional.add, functional.sub, functional.mul, functional.div, functional.neg
+
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""Tensor factories with PyTorch names and defaults (float32, seeded by manual_seed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradc.ir.core import DType, float32, int64
+from gradc.tensor import Tensor
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed gradc's generator (randn, rand, initializers); the numbers differ from PyTorch's."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    return _rng
+
+
+def _shape(size: tuple) -> tuple[int, ...]:
+    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+
+
+def _make(array: np.ndarray, dtype: DType | None, requires_grad: bool) -> Tensor:
+    t = Tensor._from_array(np.ascontiguousarray(array.astype((dtype or float32).numpy)))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    if isinstance(data, Tensor):
+        data = data._data
+    t = Tensor(data, dtype=dtype)
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor over the array (float32/float64/int64/bool), as torch.from_numpy."""
+    return Tensor._from_array(np.ascontiguousarray(array))
+
+
+def zeros(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(np.zeros(_shape(size)), dtype, requires_grad)
+
+
+def ones(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(np.ones(_shape(size)), dtype, requires_grad)
+
+
+def full(size: Any, fill_value: float, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(np.full(_shape((size,)), fill_value), dtype, requires_grad)
+
+
+def eye(n: int, m: int | None = None, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(np.eye(n, m), dtype, requires_grad)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype: DType | None = None,
+           requires_grad: bool = False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    values = np.arange(start, end, step)
+    if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
+        dtype = int64
+    return _make(values, dtype, requires_grad)
+
+
+def randn(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(_rng.standard_normal(_shape(size)), dtype, requires_grad)
+
+
+def rand(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    return _make(_rng.random(_shape(size)), dtype, requires_grad)
+
+
+def _like(fn):
+    def factory(t: Tensor, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+        return fn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+    return factory
+
+
+ones_like = _like(ones)
+zeros_like = _like(zeros)
+randn_like = _like(randn)

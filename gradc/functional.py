@@ -1,0 +1,486 @@
+"""Front-end operations with PyTorch names, written once for eager and traced tensors.
+
+Each function validates and promotes its arguments the way PyTorch does (dtype promotion, numpy
+broadcasting, negative dims), then emits primitives through `apply`. Broadcasting and dtype casts
+become explicit `broadcast_to` / `cast` ops, so the IR has none implicit.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import namedtuple
+from typing import Any, Sequence
+
+import numpy as np
+
+from gradc.ir.core import DType, bool_, float32, float64, int64
+from gradc.tensor import Tensor, apply, as_tensor_like, torch_op
+
+DTYPE_RANK = {bool_: 0, int64: 1, float32: 2, float64: 3}
+
+
+# ----------------------------------------------------------------------------- argument helpers
+
+def to_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (bool, int, float, np.number)) or (isinstance(x, np.ndarray) and x.ndim == 0 and like):
+        return as_tensor_like(x.item() if isinstance(x, (np.ndarray, np.number)) else x, like)
+    return Tensor(x)
+
+
+def cast(x: Tensor, dtype: DType) -> Tensor:
+    return x if x.dtype == dtype else apply("cast", x, dtype=dtype)
+
+
+def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    """numpy broadcasting with PyTorch's error message, which also names both shapes."""
+    rank = builtins.max(len(a), len(b))
+    pa, pb = (1,) * (rank - len(a)) + tuple(a), (1,) * (rank - len(b)) + tuple(b)
+    out = []
+    for i, (da, db) in enumerate(zip(pa, pb)):
+        if da != db and 1 not in (da, db):
+            raise RuntimeError(f"The size of tensor a ({da}) must match the size of tensor b ({db}) at "
+                               f"non-singleton dimension {i} (shapes {list(a)} and {list(b)})")
+        out.append(db if da == 1 else da)
+    return tuple(out)
+
+
+def expand_to(x: Tensor, shape: Sequence[int]) -> Tensor:
+    return x if x.shape == tuple(shape) else apply("broadcast_to", x, shape=tuple(shape))
+
+
+def promote(*args: Any, float_result: bool = False) -> list[Tensor]:
+    """Common dtype (bool < int64 < float32 < float64; Python numbers adapt) and common shape."""
+    anchor = next((a for a in args if isinstance(a, Tensor)), None)
+    tensors = [to_tensor(a, anchor) for a in args]
+    dtype = builtins.max((t.dtype for t in tensors), key=DTYPE_RANK.__getitem__)
+    if float_result and not dtype.is_float:
+        dtype = float32
+    shape: tuple[int, ...] = ()
+    for t in tensors:
+        shape = broadcast_shapes(shape, t.shape)
+    return [expand_to(cast(t, dtype), shape) for t in tensors]
+
+
+def normalize_dim(dim: int, rank: int) -> int:
+    if not -builtins.max(rank, 1) <= dim < builtins.max(rank, 1):
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-builtins.max(rank, 1)}, "
+                         f"{builtins.max(rank, 1) - 1}], but got {dim})")
+    return dim % builtins.max(rank, 1)
+
+
+def normalize_dims(dim: Any, rank: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(rank))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(sorted({normalize_dim(d, rank) for d in dims})) if rank else ()
+
+
+def scalar_like(value: float, like: Tensor) -> Tensor:
+    return expand_to(as_tensor_like(value, like) if like._value is None else
+                     apply("const", value=value, shape=(), dtype=like.dtype), like.shape)
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+def _binary(prim: str, a: Any, b: Any, float_result: bool = False) -> Tensor:
+    x, y = promote(a, b, float_result=float_result)
+    return apply(prim, x, y)
+
+
+add = torch_op("AddBackward0")(lambda a, b, alpha=1: _binary("add", a, b if alpha == 1 else mul(b, alpha)))
+sub = torch_op("SubBackward0")(lambda a, b, alpha=1: _binary("sub", a, b if alpha == 1 else mul(b, alpha)))
+rsub = torch_op("RsubBackward1")(lambda a, b: _binary("sub", b, a))
+mul = torch_op("MulBackward0")(lambda a, b: _binary("mul", a, b))
+div = torch_op("DivBackward0")(lambda a, b: _binary("div", a, b, float_result=True))
+maximum = torch_op("MaximumBackward0")(lambda a, b: _binary("maximum", a, b))
+
+
+@torch_op("MinimumBackward0")
+def minimum(a: Any, b: Any) -> Tensor:
+    x, y = promote(a, b)
+    return apply("neg", apply("maximum", apply("neg", x), apply("neg", y)))
+
+
+@torch_op(lambda a, b: "PowBackward1" if isinstance(b, Tensor) else "PowBackward0")
+def pow(a: Any, b: Any) -> Tensor:
+    x, y = promote(a, b, float_result=True)
+    return apply("pow", x, y)
+
+
+def _unary(prim: str, node: str, float_result: bool = True):
+    @torch_op(node)
+    def op(x: Any) -> Tensor:
+        x = to_tensor(x)
+        if float_result and not x.dtype.is_float:
+            x = cast(x, float32)
+        return apply(prim, x)
+    op.__name__ = prim
+    return op
+
+
+neg = _unary("neg", "NegBackward0", float_result=False)
+exp = _unary("exp", "ExpBackward0")
+log = _unary("log", "LogBackward0")
+sqrt = _unary("sqrt", "SqrtBackward0")
+tanh = _unary("tanh", "TanhBackward0")
+sigmoid = _unary("sigmoid", "SigmoidBackward0")
+reciprocal = _unary("recip", "ReciprocalBackward0")
+relu = _unary("relu", "ReluBackward0", float_result=False)
+abs = _unary("abs", "AbsBackward0", float_result=False)
+
+
+def compare(pred: str, a: Any, b: Any) -> Tensor:
+    x, y = promote(a, b)
+    return apply("compare", x, y, pred=pred)
+
+
+@torch_op("WhereBackward0")
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    c = to_tensor(condition)
+    if c.dtype != bool_:
+        c = compare("ne", c, 0)
+    x, y = promote(a, b)
+    shape = broadcast_shapes(c.shape, x.shape)
+    return apply("where", expand_to(c, shape), expand_to(x, shape), expand_to(y, shape))
+
+
+@torch_op("ClampBackward1")
+def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    out = x
+    if min is not None:
+        lo = promote(out, min)
+        out = where(compare("lt", *lo), lo[1], lo[0])
+    if max is not None:
+        hi = promote(out, max)
+        out = where(compare("gt", *hi), hi[1], hi[0])
+    return out
+
+
+# ----------------------------------------------------------------------------- reductions
+
+def _keep(x: Tensor, reduced: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
+    if not keepdim:
+        return reduced
+    return apply("reshape", reduced, shape=tuple(1 if i in dims else d for i, d in enumerate(x.shape)))
+
+
+@torch_op(lambda x, dim=None, keepdim=False, dtype=None: "SumBackward0" if dim is None else "SumBackward1")
+def sum(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: DType | None = None) -> Tensor:
+    x = to_tensor(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif x.dtype == bool_:
+        x = cast(x, int64)
+    dims = normalize_dims(dim, x.ndim)
+    return _keep(x, apply("reduce_sum", x, axes=dims), dims, keepdim)
+
+
+@torch_op(lambda x, dim=None, keepdim=False, dtype=None: "MeanBackward0" if dim is None else "MeanBackward1")
+def mean(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: DType | None = None) -> Tensor:
+    x = to_tensor(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    if not x.dtype.is_float:
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating "
+                           f"point or complex dtype. Got: {x.dtype.name.capitalize()}")
+    dims = normalize_dims(dim, x.ndim)
+    count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
+    total = apply("reduce_sum", x, axes=dims)
+    return _keep(x, apply("mul", total, scalar_like(1.0 / count if count else float("nan"), total)), dims, keepdim)
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _argmax(x: Tensor, dim: int, keepdim: bool, best: Tensor) -> Tensor:
+    # the first index holding the maximum, as numpy and PyTorch: max over (n-1-i) where x == best
+    n = x.shape[dim]
+    iota = apply("iota", shape=x.shape, axis=dim)
+    hit = apply("compare", x, expand_to(apply("reshape", best, shape=tuple(
+        1 if i == dim else d for i, d in enumerate(x.shape))), x.shape), pred="eq")
+    flipped = apply("sub", scalar_like(n - 1, iota), iota)
+    score = apply("where", hit, flipped, scalar_like(-1, iota))
+    index = apply("sub", scalar_like(n - 1, best_index := apply("reduce_max", score, axes=(dim,))), best_index)
+    return _keep(x, index, (dim,), keepdim)
+
+
+def _max_min(x: Tensor, dim: Any, keepdim: bool, sign: int) -> Any:
+    x = to_tensor(x)
+    y = x if sign > 0 else apply("neg", x)
+    if dim is None:
+        if x.numel() == 0:
+            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
+        best = apply("reduce_max", y, axes=tuple(range(x.ndim)))
+        return best if sign > 0 else apply("neg", best)
+    d = normalize_dim(dim, x.ndim)
+    best = apply("reduce_max", y, axes=(d,))
+    index = _argmax(y, d, keepdim, best)
+    values = _keep(x, best if sign > 0 else apply("neg", best), (d,), keepdim)
+    return MaxResult(values, index)
+
+
+_max_all = torch_op("MaxBackward1")(lambda x: _max_min(x, None, False, 1))
+_min_all = torch_op("MinBackward1")(lambda x: _max_min(x, None, False, -1))
+
+
+def _named(name: str, x: Any, values: Tensor) -> Tensor:
+    # the values of a (values, indices) pair get the grad_fn PyTorch gives them
+    from gradc.tensor import Node, next_function
+    if values._record is not None and values._value is None:
+        values.grad_fn = Node(name, (next_function(x),))
+    return values
+
+
+def max(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
+    """torch.max: the maximum (ties share the gradient), or (values, indices) along `dim`;
+    with a tensor second argument it is torch.maximum."""
+    if isinstance(dim, Tensor):
+        return maximum(x, dim)
+    if dim is None:
+        return _max_all(x)
+    result = _max_min(x, dim, keepdim, 1)
+    return MaxResult(_named("MaxBackward0", x, result.values), result.indices)
+
+
+def min(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
+    if isinstance(dim, Tensor):
+        return minimum(x, dim)
+    if dim is None:
+        return _min_all(x)
+    result = _max_min(x, dim, keepdim, -1)
+    return MaxResult(_named("MinBackward0", x, result.values), result.indices)
+
+
+def amax(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
+    x = to_tensor(x)
+    dims = normalize_dims(None if dim == () else dim, x.ndim)
+    return _keep(x, apply("reduce_max", x, axes=dims), dims, keepdim)
+
+
+def argmax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    x = to_tensor(x)
+    if dim is None:
+        return _max_min(reshape(x, (-1,)), 0, False, 1).indices
+    return _max_min(x, dim, keepdim, 1).indices
+
+
+# ----------------------------------------------------------------------------- layout
+
+def _resolve_shape(shape: Sequence[int], numel: int, current: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise RuntimeError("only one dimension can be inferred")
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    if int(np.prod(shape, dtype=np.int64)) != numel or builtins.min(shape, default=0) < 0:
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel} "
+                           f"(input shape {list(current)})")
+    return shape
+
+
+def _shape_args(shape: tuple) -> tuple:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+@torch_op("ViewBackward0")
+def reshape(x: Tensor, *shape: Any) -> Tensor:
+    x = to_tensor(x)
+    new = _resolve_shape(_shape_args(shape), x.numel(), x.shape)
+    return apply("reshape", x, shape=new)
+
+
+view = reshape
+
+
+@torch_op("PermuteBackward0")
+def permute(x: Tensor, *dims: Any) -> Tensor:
+    dims = tuple(normalize_dim(d, x.ndim) for d in _shape_args(dims))
+    if sorted(dims) != list(range(x.ndim)):
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
+                           f"the length of the desired ordering of dimensions i.e. input.dim() = {x.ndim} "
+                           f"is not equal to len(dims) = {len(dims)}")
+    return apply("permute", x, perm=dims)
+
+
+@torch_op("TransposeBackward0")
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    perm = list(range(x.ndim))
+    a, b = normalize_dim(dim0, x.ndim), normalize_dim(dim1, x.ndim)
+    perm[a], perm[b] = perm[b], perm[a]
+    return apply("permute", x, perm=tuple(perm)) if x.ndim > 1 else apply("reshape", x, shape=x.shape)
+
+
+@torch_op("TBackward0")
+def t(x: Tensor) -> Tensor:
+    if x.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+    return apply("permute", x, perm=(1, 0)) if x.ndim == 2 else apply("reshape", x, shape=x.shape)
+
+
+@torch_op("ExpandBackward0")
+def expand(x: Tensor, *shape: Any) -> Tensor:
+    shape = _shape_args(shape)
+    lead = len(shape) - x.ndim
+    target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    broadcast_shapes(x.shape, target)
+    return apply("broadcast_to", x, shape=target)
+
+
+@torch_op("UnsqueezeBackward0")
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    d = normalize_dim(dim, x.ndim + 1)
+    return apply("reshape", x, shape=x.shape[:d] + (1,) + x.shape[d:])
+
+
+@torch_op("SqueezeBackward0")
+def squeeze(x: Tensor, dim: Any = None) -> Tensor:
+    dims = normalize_dims(dim, x.ndim)
+    return apply("reshape", x, shape=tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    a, b = normalize_dim(start_dim, x.ndim), normalize_dim(end_dim, x.ndim)
+    return reshape(x, x.shape[:a] + (-1,) + x.shape[b + 1:])
+
+
+@torch_op(lambda x, dim, index: "GatherBackward0")
+def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
+    """torch.gather restricted to an index with size 1 along `dim` (one pick per row)."""
+    d = normalize_dim(dim, x.ndim)
+    index = to_tensor(index)
+    if index.dtype != int64:
+        raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype.name}")
+    expected = x.shape[:d] + (1,) + x.shape[d + 1:]
+    if index.shape != expected:
+        raise RuntimeError(f"gradc.gather supports an index of shape {list(expected)} (one pick along dim "
+                           f"{d}), got {list(index.shape)}")
+    picked = apply("gather", x, apply("reshape", index, shape=x.shape[:d] + x.shape[d + 1:]), axis=d)
+    return apply("reshape", picked, shape=expected)
+
+
+def _index_parts(x: Tensor, key: Any) -> tuple:
+    key = key if isinstance(key, tuple) else (key,)
+    if builtins.sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = builtins.sum(k is not None and k is not Ellipsis for k in key)
+    if used > x.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {x.ndim}")
+    expanded = []
+    for k in key:
+        if k is Ellipsis:
+            expanded.extend([slice(None)] * (x.ndim - used))
+        else:
+            expanded.append(k)
+    expanded.extend([slice(None)] * (x.ndim - builtins.sum(k is not None for k in expanded)))
+    return tuple(expanded)
+
+
+@torch_op(lambda x, key: "SelectBackward0" if isinstance(key, int) else "SliceBackward0")
+def getitem(x: Tensor, key: Any) -> Tensor:
+    starts, stops, steps, out_shape = [], [], [], []
+    axis = 0
+    for k in _index_parts(x, key):
+        if k is None:
+            out_shape.append(1)
+            continue
+        size = x.shape[axis]
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            if not -size <= k < size:
+                raise IndexError(f"index {k} is out of bounds for dimension {axis} with size {size}")
+            k = int(k) % size
+            starts.append(k), stops.append(k + 1), steps.append(1)
+        elif isinstance(k, slice):
+            lo, hi, step = k.indices(size)
+            if step < 1:
+                raise ValueError("step must be greater than zero")
+            hi = builtins.max(hi, lo)
+            starts.append(lo), stops.append(hi), steps.append(step)
+            out_shape.append(len(range(lo, hi, step)))
+        else:
+            raise IndexError(f"gradc supports indexing with ints, slices, None and ..., got {type(k).__name__}")
+        axis += 1
+    sliced = apply("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+    return apply("reshape", sliced, shape=tuple(out_shape))
+
+
+# ----------------------------------------------------------------------------- matmul
+
+def _matmul_node(a: Any, b: Any) -> str:
+    ra, rb = to_tensor(a).ndim, to_tensor(b).ndim
+    if ra == 1 and rb == 1:
+        return "DotBackward0"
+    if ra == 2 and rb == 1:
+        return "MvBackward0"
+    if ra == 1 and rb == 2:
+        return "SqueezeBackward4"
+    if ra == 2 and rb == 2:
+        return "MmBackward0"
+    return "UnsafeViewBackward0"
+
+
+@torch_op(_matmul_node)
+def matmul(a: Any, b: Any) -> Tensor:
+    x, y = to_tensor(a), to_tensor(b)
+    if x.ndim == 0 or y.ndim == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {x.ndim}D and {y.ndim}D")
+    dtype = builtins.max((x.dtype, y.dtype, float32), key=DTYPE_RANK.__getitem__)
+    x, y = cast(x, dtype), cast(y, dtype)
+    x2 = apply("reshape", x, shape=(1,) + x.shape) if x.ndim == 1 else x
+    y2 = apply("reshape", y, shape=y.shape + (1,)) if y.ndim == 1 else y
+    if x2.shape[-1] != y2.shape[-2]:
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, x2.shape[-2:]))} and "
+                           f"{'x'.join(map(str, y2.shape[-2:]))}) (shapes {list(x.shape)} and {list(y.shape)})")
+    batch = broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    x2 = expand_to(x2, batch + x2.shape[-2:])
+    y2 = expand_to(y2, batch + y2.shape[-2:])
+    out = apply("matmul", x2, y2)
+    shape = batch + (x2.shape[-2],) * (x.ndim > 1) + (y2.shape[-1],) * (y.ndim > 1)
+    return out if out.shape == shape else apply("reshape", out, shape=shape)
+
+
+mm = matmul
+
+
+# ----------------------------------------------------------------------------- softmax family
+
+@torch_op("LogSoftmaxBackward0")
+def log_softmax(x: Tensor, dim: int = -1, dtype: DType | None = None) -> Tensor:
+    x = cast(to_tensor(x), dtype) if dtype else to_tensor(x)
+    d = normalize_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return apply("sub", x, x)
+    # max-shifted log-sum-exp: never overflows
+    keep = tuple(1 if i == d else s for i, s in enumerate(x.shape))
+    shift = apply("stop_gradient", apply("reduce_max", x, axes=(d,)))
+    shifted = apply("sub", x, expand_to(apply("reshape", shift, shape=keep), x.shape))
+    lse = apply("log", apply("reduce_sum", apply("exp", shifted), axes=(d,)))
+    return apply("sub", shifted, expand_to(apply("reshape", lse, shape=keep), x.shape))
+
+
+@torch_op("SoftmaxBackward0")
+def softmax(x: Tensor, dim: int = -1, dtype: DType | None = None) -> Tensor:
+    x = cast(to_tensor(x), dtype) if dtype else to_tensor(x)
+    d = normalize_dim(dim, x.ndim)
+    keep = tuple(1 if i == d else s for i, s in enumerate(x.shape))
+    if x.ndim == 0:
+        return apply("exp", apply("sub", x, x))
+    shift = apply("stop_gradient", apply("reduce_max", x, axes=(d,)))
+    e = apply("exp", apply("sub", x, expand_to(apply("reshape", shift, shape=keep), x.shape)))
+    total = apply("reduce_sum", e, axes=(d,))
+    return apply("div", e, expand_to(apply("reshape", total, shape=keep), x.shape))
+
+
+@torch_op("ToCopyBackward0")
+def cast_op(x: Tensor, dtype: DType) -> Tensor:
+    """Tensor.to(dtype) / .float() / .double(): a copy in another dtype."""
+    return apply("cast", x, dtype=dtype) if x.dtype != dtype else apply("reshape", x, shape=x.shape)

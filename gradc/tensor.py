@@ -1,0 +1,343 @@
+"""The Tensor and the one dispatch (`apply`) that serves both eager and traced execution.
+
+A Tensor holds either a numpy array (eager) or an IR Value (inside `gradc.trace`). Every operation,
+however it is spelled by the user, ends in `apply(primitive, *tensors, **attrs)`:
+  - traced: the primitive is emitted into the current trace's Builder;
+  - eager: the primitive's numpy eval rule runs, and if gradients are being recorded the result
+    keeps a `Record` (primitive, attrs, input tensors). `backward()` turns the recorded ops into a
+    Function and runs the AD pass on it (gradc.autograd), so eager mode has no gradient code of its own.
+
+User-facing `grad_fn` nodes are named as PyTorch names them; one node may stand for several
+primitives (`torch_op` groups them).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from gradc.grad_mode import is_grad_enabled
+from gradc.ir.builder import Builder, canonical_attr
+from gradc.ir.core import DType, TensorType, Value, dtype_of_numpy, float32
+from gradc.ir.ops import OPS
+
+_sequence = itertools.count()
+_local = threading.local()
+
+
+class TracerError(TypeError):
+    """A traced value was used where a concrete value is needed (e.g. Python control flow)."""
+
+
+# ----------------------------------------------------------------------------- tracing state
+
+class Trace:
+    """The Builder that traced ops go to, plus the constants captured from eager tensors."""
+
+    def __init__(self) -> None:
+        self.builder = Builder()
+        self.captured: dict[int, Value] = {}
+
+    def lift(self, t: Tensor) -> Value:
+        if t._value is not None:
+            return t._value
+        key = id(t)
+        if key not in self.captured:  # a closed-over eager tensor becomes a constant
+            self.captured[key] = self.builder.emit("const", value=t._data, shape=t._data.shape, dtype=t.dtype)
+        return self.captured[key]
+
+
+def current_trace() -> Trace | None:
+    stack = getattr(_local, "traces", None)
+    return stack[-1] if stack else None
+
+
+class tracing:
+    """Context manager that makes `trace` the destination of traced ops."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def __enter__(self) -> Trace:
+        if not hasattr(_local, "traces"):
+            _local.traces = []
+        _local.traces.append(self.trace)
+        return self.trace
+
+    def __exit__(self, *exc: Any) -> None:
+        _local.traces.pop()
+
+
+# ----------------------------------------------------------------------------- graph nodes
+
+class Node:
+    """A user-facing grad_fn: PyTorch's name and `next_functions`."""
+
+    __slots__ = ("_name", "next_functions", "__weakref__")
+
+    def __init__(self, name: str, next_functions: tuple) -> None:
+        self._name = name
+        self.next_functions = next_functions
+
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<{self._name} object at {hex(id(self))}>"
+
+
+class AccumulateGrad(Node):
+    __slots__ = ("variable",)
+
+    def __init__(self, variable: Tensor) -> None:
+        super().__init__("AccumulateGrad", ())
+        self.variable = variable
+
+
+class Record:
+    """How a non-leaf tensor was computed: one primitive over input tensors (saved, with versions)."""
+
+    __slots__ = ("opdef", "attrs", "inputs", "versions", "seq", "freed")
+
+    def __init__(self, opdef: Any, attrs: dict, inputs: tuple) -> None:
+        self.opdef = opdef
+        self.attrs = attrs
+        self.inputs = inputs
+        self.versions = tuple(t._version for t in inputs)
+        self.seq = next(_sequence)
+        self.freed = False
+
+
+def next_function(t: Any) -> tuple:
+    if not isinstance(t, Tensor) or not t.requires_grad:
+        return (None, 0)
+    if t._record is not None:
+        return (t.grad_fn, 0)
+    if t._accumulate is None:
+        t._accumulate = AccumulateGrad(t)
+    return (t._accumulate, 0)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
+    """Run one primitive on tensors: emit it when tracing, evaluate (and record) it when eager."""
+    trace = current_trace()
+    if trace is not None and (not inputs or any(t._value is not None for t in inputs)):
+        b = trace.builder
+        value = b.emit(name, *(trace.lift(t) for t in inputs), **attrs)
+        if not is_grad_enabled() and value.dtype.is_float and OPS[name].vjp is not None:
+            value = b.emit("stop_gradient", value)
+        return Tensor._from_value(value)
+    opdef = OPS[name]
+    attrs = {k: canonical_attr(k, v) for k, v in attrs.items()}
+    result_type = opdef.shape([t._type() for t in inputs], attrs)
+    with np.errstate(all="ignore"):
+        data = np.asarray(opdef.eval(*(t._data for t in inputs), **attrs), dtype=result_type.dtype.numpy)
+    out = Tensor._from_array(data)
+    if (opdef.vjp is not None and result_type.dtype.is_float and is_grad_enabled()
+            and any(t.requires_grad for t in inputs)):
+        out.requires_grad = True
+        out._record = Record(opdef, attrs, inputs)
+    return out
+
+
+_grouping = threading.local()
+
+
+def torch_op(node_name: str | Callable[..., str]) -> Callable:
+    """Decorate a front-end function so that its result gets ONE grad_fn named as in PyTorch.
+
+    The function may emit any number of primitives; the node's next_functions are the tensor
+    arguments' grad_fns, in argument order. Nested torch_ops inside it stay invisible.
+    """
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if getattr(_grouping, "depth", 0) or current_trace() is not None:
+                return fn(*args, **kwargs)
+            _grouping.depth = 1
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                _grouping.depth = 0
+            if isinstance(out, Tensor) and out._record is not None:
+                tensors = [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, Tensor)]
+                if any(out is t for t in tensors):  # a no-op still gives a new node, as in PyTorch
+                    out = apply("reshape", out, shape=out.shape)
+                name = node_name(*args, **kwargs) if callable(node_name) else node_name
+                out.grad_fn = Node(name, tuple(next_function(t) for t in tensors))
+            return out
+        return wrapper
+    return decorate
+
+
+# ----------------------------------------------------------------------------- the Tensor
+
+class Tensor:
+    """A PyTorch-style tensor: numpy data (eager) or an IR value (traced), with autograd state."""
+
+    __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
+
+    def __init__(self, data: Any = None, dtype: DType | None = None, requires_grad: bool = False) -> None:
+        array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.ndarray):
+            array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
+        self._init(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")), None)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def _init(self, data: np.ndarray | None, value: Value | None) -> None:
+        if data is not None:
+            dtype_of_numpy(data.dtype)  # refuses dtypes gradc does not support
+        self._data = data
+        self._value = value
+        self._record: Record | None = None
+        self._accumulate: AccumulateGrad | None = None
+        self._version = 0
+        self.requires_grad = False
+        self.grad: Tensor | None = None
+        self.grad_fn: Node | None = None
+
+    @classmethod
+    def _from_array(cls, data: np.ndarray) -> Tensor:
+        t = cls.__new__(cls)
+        t._init(data, None)
+        return t
+
+    @classmethod
+    def _from_value(cls, value: Value) -> Tensor:
+        t = cls.__new__(cls)
+        t._init(None, value)
+        return t
+
+    def _type(self) -> TensorType:
+        if self._value is not None:
+            return self._value.type
+        return TensorType(self._data.shape, dtype_of_numpy(self._data.dtype))
+
+    # --- properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._type().shape
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self) -> DType:
+        return self._type().dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._record is None
+
+    @property
+    def is_traced(self) -> bool:
+        return self._value is not None
+
+    def _concrete(self, what: str) -> np.ndarray:
+        if self._value is not None:
+            raise TracerError(
+                f"{what} needs a concrete value, but this tensor is traced ({self._value.type}); "
+                "Python control flow and conversions on traced values are not supported inside "
+                "gradc.trace/compile/grad: use gradc.where or pass the value as a static Python number")
+        return self._data
+
+    # --- conversion
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        return self._concrete("numpy()")
+
+    def item(self) -> Any:
+        data = self._concrete("item()")
+        if data.size != 1:
+            raise RuntimeError(f"a Tensor with {data.size} elements cannot be converted to Scalar")
+        return data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self._concrete("tolist()").tolist()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self._concrete("conversion to a numpy array")
+        return data if dtype is None else data.astype(dtype)
+
+    def __bool__(self) -> bool:
+        data = self._concrete("bool()")
+        if data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(data.reshape(()))
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # --- autograd
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and not self.dtype.is_float:
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
+        if not requires_grad and self._record is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to use "
+                               "a computed variable in a subgraph that doesn't require differentiation use "
+                               "var_no_grad = var.detach().")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self) -> Tensor:
+        if self._value is not None:
+            return Tensor._from_value(current_trace().builder.emit("stop_gradient", self._value)) \
+                if self._value.dtype.is_float else self
+        return Tensor._from_array(self._data)  # shares memory, as PyTorch's detach
+
+    def backward(self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs: Any = None) -> None:
+        from gradc.autograd import backward
+        backward([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
+
+    def _bump_version(self) -> None:
+        self._version += 1
+
+    def __repr__(self) -> str:
+        from gradc.printing import tensor_repr
+        return tensor_repr(self)
+
+
+def as_tensor_like(value: Any, like: Tensor | None = None) -> Tensor:
+    """Python numbers and arrays become tensors; numbers take `like`'s dtype (PyTorch's promotion)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.ndarray):
+        if like is not None:
+            dtype = like.dtype
+            if isinstance(value, float) and not dtype.is_float:
+                dtype = float32
+            return Tensor._from_array(np.asarray(value, dtype=dtype.numpy))
+    return Tensor(value)
