@@ -27,20 +27,26 @@ def _shape(size: tuple) -> tuple[int, ...]:
 
 
 def _make(array: np.ndarray, dtype: DType | None, requires_grad: bool) -> Tensor:
-    t = Tensor._from_array(np.ascontiguousarray(array.astype((dtype or float32).numpy)))
+    t = Tensor._from_array(np.asarray(array, dtype=(dtype or float32).numpy, order="C"))
     return t.requires_grad_(True) if requires_grad else t
 
 
 def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of `data` (Python floats become float32, ints int64)."""
     if isinstance(data, Tensor):
-        data = data._data
+        data = data._concrete("gradc.tensor()")
     t = Tensor(data, dtype=dtype)
+    if isinstance(data, np.ndarray) and np.shares_memory(t._data, data):  # torch.tensor always copies
+        t._data = t._data.copy()
     return t.requires_grad_(True) if requires_grad else t
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor over the array (float32/float64/int64/bool), as torch.from_numpy."""
-    return Tensor._from_array(np.ascontiguousarray(array))
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
+    # shares memory with a C-contiguous native-endian array; other layouts are copied
+    return Tensor._from_array(np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"))
 
 
 def zeros(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:

@@ -185,9 +185,9 @@ class Tensor:
 
     def __init__(self, data: Any = None, dtype: DType | None = None, requires_grad: bool = False) -> None:
         array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
-        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.ndarray):
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
             array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
-        self._init(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")), None)
+        self._init(np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), None)
         if requires_grad:
             self.requires_grad_(True)
 
