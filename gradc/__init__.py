@@ -5,6 +5,8 @@
 """
 
 from gradc import autograd, functional, methods, nn  # noqa: F401  (methods binds Tensor operators)
+from gradc.api import (compile, grad, hessian, jacobian, make_ir, set_backend, trace,  # noqa: F401
+                       value_and_grad, vjp)
 from gradc.factories import (arange, eye, from_numpy, full, manual_seed, ones, ones_like, rand,  # noqa: F401
                              randn, randn_like, tensor, zeros, zeros_like)
 from gradc.functional import (abs, amax, argmax, clamp, exp, expand, flatten, gather, log,  # noqa: F401

@@ -43,6 +43,8 @@ class Builder:
         if missing or extra:
             raise ShapeError(f"{name} takes attributes {list(opdef.attrs)}, got {sorted(attrs)}")
         attrs = {k: canonical_attr(k, attrs[k]) for k in opdef.attrs}
+        if "value" in attrs:  # constants are stored at their own precision, so the text is exact
+            attrs["value"] = canonical_attr("value", np.asarray(attrs["value"], dtype=attrs["dtype"].numpy))
         result_type = opdef.shape([v.type for v in inputs], attrs)
         result = Value(result_type)
         op = Op(opdef, tuple(inputs), attrs, result)
