@@ -1,0 +1,184 @@
+"""Algebraic simplification and constant folding.
+
+Only rewrites that keep numpy's results for every input, NaN and inf included: `x * 0` is NOT
+folded (it is NaN for x = inf or NaN) and neither is `x - x`. The one liberty is the sign of a zero:
+`x + 0` becomes `x` although `-0.0 + 0.0` is `+0.0`. `stop_gradient` is kept, since a later `ad`
+depends on it. Constant folding evaluates ops whose operands are all `const`s with the registry's
+own eval rule: any op whose result is small (<= FOLD_LIMIT elements), and elementwise and layout
+ops of filled constants at any size (a filled const stays a filled const).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradc.ir.builder import Builder
+from gradc.ir.core import Function, IRError, TensorType, Value
+from gradc.ir.ops import ELEMENTWISE, OPS
+
+FOLD_LIMIT = 64
+FILL_PRESERVING = ("reshape", "permute", "broadcast_to", "slice", "reduce_max")  # same value out
+NOT_FOLDED = ("const", "iota", "stop_gradient")
+
+
+def filled_value(v: Value) -> Any:
+    """The scalar of a filled `const` (the same value everywhere), else None."""
+    if v.op is not None and v.op.name == "const" and not isinstance(v.op.attrs["value"], np.ndarray):
+        return v.op.attrs["value"]
+    return None
+
+
+def is_filled_with(v: Value, number: float) -> bool:
+    value = filled_value(v)
+    return value is not None and value == number
+
+
+def as_fill(array: np.ndarray) -> Any:
+    """The scalar that fills `array` bit for bit (so -0.0 and NaN payloads count), else None."""
+    if array.size == 0:
+        return np.zeros((), array.dtype).item()
+    first = array.flat[0]
+    if np.full(array.shape, first, array.dtype).tobytes() == np.ascontiguousarray(array).tobytes():
+        return first.item()
+    return None
+
+
+class Simplifier:
+    def __init__(self) -> None:
+        self.b = Builder()
+
+    def emit(self, name: str, *inputs: Value, **attrs: Any) -> Value:
+        """Emit an op, or an equivalent existing/cheaper value when a rule applies."""
+        replacement = self.rewrite(name, inputs, attrs)
+        if replacement is None:
+            return self.b.emit(name, *inputs, **attrs)
+        expected = OPS[name].shape([v.type for v in inputs], attrs)
+        if replacement.type != expected:  # a wrong rule must fail loudly, not change types
+            raise IRError(f"simplify rewrote {name} of type {expected} to a value of type {replacement.type}")
+        return replacement
+
+    def rewrite(self, name: str, ins: tuple[Value, ...], attrs: dict[str, Any]) -> Value | None:
+        rule = getattr(self, f"rule_{name}", None)
+        out = rule(*ins, **attrs) if rule is not None else None
+        if out is None and name not in NOT_FOLDED and all(v.op is not None and v.op.name == "const"
+                                                          for v in ins):
+            out = self.fold(name, ins, attrs)
+        return out
+
+    # --- constant folding
+    def fold(self, name: str, ins: tuple[Value, ...], attrs: dict[str, Any]) -> Value | None:
+        opdef = OPS[name]
+        t: TensorType = opdef.shape([v.type for v in ins], attrs)
+        scalars = [filled_value(v) for v in ins]
+        try:
+            with np.errstate(all="ignore"):
+                if all(s is not None for s in scalars) and (opdef.kind == ELEMENTWISE or name in FILL_PRESERVING):
+                    if opdef.kind == ELEMENTWISE:
+                        arrays = [np.asarray(s, dtype=v.dtype.numpy) for s, v in zip(scalars, ins)]
+                        value = np.asarray(opdef.eval(*arrays, **attrs), dtype=t.dtype.numpy).item()
+                    else:
+                        value = scalars[0]
+                    return self.b.emit("const", value=value, shape=t.shape, dtype=t.dtype)
+                if t.size > FOLD_LIMIT:
+                    return None
+                arrays = [v.op.opdef.eval(**v.op.attrs) for v in ins]
+                out = np.asarray(opdef.eval(*arrays, **attrs), dtype=t.dtype.numpy)
+        except (ArithmeticError, IndexError, ValueError, TypeError):
+            return None  # e.g. a gather out of bounds: leave the error to run time
+        fill = as_fill(out)
+        return self.b.emit("const", value=out if fill is None else fill, shape=t.shape, dtype=t.dtype)
+
+    # --- identities (each returns a replacement or None)
+    def rule_add(self, x: Value, y: Value) -> Value | None:
+        if is_filled_with(y, 0):
+            return x
+        if is_filled_with(x, 0):
+            return y
+        return None
+
+    def rule_sub(self, x: Value, y: Value) -> Value | None:
+        if is_filled_with(y, 0):
+            return x
+        if is_filled_with(x, 0) and x.dtype.name != "bool" and filled_value(y) is None:
+            return self.emit("neg", y)
+        return None
+
+    def rule_mul(self, x: Value, y: Value) -> Value | None:
+        if is_filled_with(y, 1):
+            return x
+        if is_filled_with(x, 1):
+            return y
+        return None
+
+    def rule_div(self, x: Value, y: Value) -> Value | None:
+        return x if is_filled_with(y, 1) else None
+
+    def rule_pow(self, x: Value, y: Value) -> Value | None:
+        return x if is_filled_with(y, 1) else None
+
+    def rule_neg(self, x: Value) -> Value | None:
+        return x.op.inputs[0] if x.op is not None and x.op.name == "neg" else None
+
+    def rule_stop_gradient(self, x: Value) -> Value | None:
+        return x if x.op is not None and x.op.name == "stop_gradient" else None
+
+    def rule_where(self, c: Value, x: Value, y: Value) -> Value | None:
+        if x is y:
+            return x
+        fill = filled_value(c)
+        return None if fill is None else (x if fill else y)
+
+    def rule_cast(self, x: Value, dtype: Any) -> Value | None:
+        return x if x.dtype == dtype else None
+
+    def rule_reshape(self, x: Value, shape: tuple[int, ...]) -> Value | None:
+        if x.shape == tuple(shape):
+            return x
+        if x.op is not None and x.op.name == "reshape":
+            return self.emit("reshape", x.op.inputs[0], shape=shape)
+        return None
+
+    def rule_permute(self, x: Value, perm: tuple[int, ...]) -> Value | None:
+        if tuple(perm) == tuple(range(x.type.rank)):
+            return x
+        if x.op is not None and x.op.name == "permute":
+            inner = x.op.attrs["perm"]
+            return self.emit("permute", x.op.inputs[0], perm=tuple(inner[p] for p in perm))
+        return None
+
+    def rule_broadcast_to(self, x: Value, shape: tuple[int, ...]) -> Value | None:
+        if x.shape == tuple(shape):
+            return x
+        if x.op is not None and x.op.name == "broadcast_to":  # broadcasting composes
+            return self.emit("broadcast_to", x.op.inputs[0], shape=shape)
+        if x.op is not None and x.op.name == "reshape":  # a reshape that only adds leading unit dims
+            inner = x.op.inputs[0]
+            lead = x.type.rank - inner.type.rank
+            if lead >= 0 and x.shape == (1,) * lead + inner.shape or inner.type.size == 1 and \
+                    inner.type.rank <= len(shape):
+                return self.emit("broadcast_to", inner, shape=shape)
+        return None
+
+    def rule_reduce_sum(self, x: Value, axes: tuple[int, ...]) -> Value | None:
+        return x if not axes else None
+
+    rule_reduce_max = rule_reduce_sum
+
+    def rule_slice(self, x: Value, starts: tuple, stops: tuple, steps: tuple) -> Value | None:
+        whole = all(a == 0 and z == d and s == 1 for a, z, s, d in zip(starts, stops, steps, x.shape))
+        return x if whole else None
+
+    def rule_pad(self, x: Value, lo: tuple, hi: tuple, interior: tuple) -> Value | None:
+        return x if not any(lo) and not any(hi) and not any(interior) else None
+
+
+def simplify(fn: Function) -> Function:
+    """Apply NaN-safe algebraic identities and fold constants."""
+    s = Simplifier()
+    params = [Value(p.type, name=p.name) for p in fn.params]
+    env: dict[Value, Value] = dict(zip(fn.params, params))
+    for op in fn.ops:
+        env[op.result] = s.emit(op.name, *(env[v] for v in op.inputs), **op.attrs)
+    return Function(fn.name, params, s.b.ops, [env[r] for r in fn.results], dict(fn.meta))
