@@ -29,6 +29,12 @@ FREED_MESSAGE = (
     "time or if you need to access saved tensors after calling backward.")
 
 
+# Primitives whose VJP reads no forward values: like PyTorch's nodes that save no tensors, they can be
+# backpropagated through again after their graph was freed.
+NOTHING_SAVED = frozenset({"add", "sub", "neg", "reshape", "permute", "broadcast_to", "reduce_sum", "slice",
+                           "pad", "cast", "stop_gradient"})
+
+
 class GraphCapture:
     """The recorded graph between some inputs (leaves or cut points) and some outputs."""
 
@@ -55,7 +61,7 @@ class GraphCapture:
     def check_saved(self) -> None:
         for t in self.computed:
             record = t._record
-            if record.freed:
+            if record.freed and record.opdef.name not in NOTHING_SAVED:
                 raise RuntimeError(FREED_MESSAGE)
             for position, (inp, version) in enumerate(zip(record.inputs, record.versions)):
                 if inp._version != version:

@@ -28,7 +28,7 @@ def _shape(size: tuple) -> tuple[int, ...]:
 
 def _make(array: np.ndarray, dtype: DType | None, requires_grad: bool) -> Tensor:
     t = Tensor._from_array(np.asarray(array, dtype=(dtype or float32).numpy, order="C"))
-    return t.requires_grad_(True) if requires_grad else t
+    return t._set_requires_grad() if requires_grad else t
 
 
 def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
@@ -38,7 +38,7 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
     t = Tensor(data, dtype=dtype)
     if isinstance(data, np.ndarray) and np.shares_memory(t._data, data):  # torch.tensor always copies
         t._data = t._data.copy()
-    return t.requires_grad_(True) if requires_grad else t
+    return t._set_requires_grad() if requires_grad else t
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

@@ -17,6 +17,7 @@ from gradc.ir.core import DType, bool_, float32, float64, int64
 from gradc.tensor import Tensor, apply, as_tensor_like, torch_op
 
 DTYPE_RANK = {bool_: 0, int64: 1, float32: 2, float64: 3}
+SCALAR_NAMES = {bool_: "Bool", int64: "Long", float32: "Float", float64: "Double"}  # PyTorch's names in errors
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -92,6 +93,11 @@ def _binary(prim: str, a: Any, b: Any, float_result: bool = False) -> Tensor:
 add = torch_op("AddBackward0")(lambda a, b, alpha=1: _binary("add", a, b if alpha == 1 else mul(b, alpha)))
 sub = torch_op("SubBackward0")(lambda a, b, alpha=1: _binary("sub", a, b if alpha == 1 else mul(b, alpha)))
 rsub = torch_op("RsubBackward1")(lambda a, b: _binary("sub", b, a))
+
+
+def rdiv(a: Tensor, b: Any) -> Tensor:
+    """number / tensor: PyTorch computes reciprocal(a) * b (so the node is MulBackward0)."""
+    return mul(reciprocal(a), b) if isinstance(b, (int, float, bool, np.number)) else div(b, a)
 mul = torch_op("MulBackward0")(lambda a, b: _binary("mul", a, b))
 div = torch_op("DivBackward0")(lambda a, b: _binary("div", a, b, float_result=True))
 maximum = torch_op("MaximumBackward0")(lambda a, b: _binary("maximum", a, b))
@@ -103,7 +109,14 @@ def minimum(a: Any, b: Any) -> Tensor:
     return apply("neg", apply("maximum", apply("neg", x), apply("neg", y)))
 
 
-@torch_op(lambda a, b: "PowBackward1" if isinstance(b, Tensor) else "PowBackward0")
+def _pow_node(a: Any, b: Any) -> str:
+    # PowBackward0: tensor ** number; PowBackward1: tensor ** tensor; PowBackward2: number ** tensor
+    if not isinstance(a, Tensor):
+        return "PowBackward2"
+    return "PowBackward1" if isinstance(b, Tensor) else "PowBackward0"
+
+
+@torch_op(_pow_node)
 def pow(a: Any, b: Any) -> Tensor:
     x, y = promote(a, b, float_result=True)
     return apply("pow", x, y)
@@ -146,7 +159,8 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     return apply("where", expand_to(c, shape), expand_to(x, shape), expand_to(y, shape))
 
 
-@torch_op("ClampBackward1")
+@torch_op(lambda x, min=None, max=None: "ClampBackward0" if isinstance(min, Tensor) or isinstance(max, Tensor)
+          else "ClampBackward1")
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
@@ -186,7 +200,7 @@ def mean(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: DType | None 
         x = cast(x, dtype)
     if not x.dtype.is_float:
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating "
-                           f"point or complex dtype. Got: {x.dtype.name.capitalize()}")
+                           f"point or complex dtype. Got: {SCALAR_NAMES[x.dtype]}")
     dims = normalize_dims(dim, x.ndim)
     count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
     total = apply("reduce_sum", x, axes=dims)
@@ -256,6 +270,7 @@ def min(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
     return MaxResult(_named("MinBackward0", x, result.values), result.indices)
 
 
+@torch_op("AmaxBackward0")
 def amax(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     x = to_tensor(x)
     dims = normalize_dims(None if dim == () else dim, x.ndim)
@@ -340,7 +355,8 @@ def unsqueeze(x: Tensor, dim: int) -> Tensor:
     return apply("reshape", x, shape=x.shape[:d] + (1,) + x.shape[d:])
 
 
-@torch_op("SqueezeBackward0")
+@torch_op(lambda x, dim=None: "SqueezeBackward0" if dim is None else
+          "SqueezeBackward1" if isinstance(dim, int) else "SqueezeBackward2")
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
     dims = normalize_dims(dim, x.ndim)
     return apply("reshape", x, shape=tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
@@ -359,7 +375,7 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     d = normalize_dim(dim, x.ndim)
     index = to_tensor(index)
     if index.dtype != int64:
-        raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype.name}")
+        raise RuntimeError(f"gather(): Expected dtype int32/int64 for index, got {SCALAR_NAMES[index.dtype]}")
     expected = x.shape[:d] + (1,) + x.shape[d + 1:]
     if index.shape != expected:
         raise RuntimeError(f"gradc.gather supports an index of shape {list(expected)} (one pick along dim "
@@ -385,7 +401,21 @@ def _index_parts(x: Tensor, key: Any) -> tuple:
     return tuple(expanded)
 
 
-@torch_op(lambda x, key: "SelectBackward0" if isinstance(key, int) else "SliceBackward0")
+def _index_node(x: Tensor, key: Any) -> str:
+    """PyTorch names an indexing result after its last effective step."""
+    if isinstance(key, slice):
+        return "SliceBackward0"
+    for k in reversed(key if isinstance(key, tuple) else (key,)):
+        if k is None:
+            return "UnsqueezeBackward0"
+        if isinstance(k, (int, np.integer)):
+            return "SelectBackward0"
+        if isinstance(k, slice) and k != slice(None):
+            return "SliceBackward0"
+    return "AliasBackward0"
+
+
+@torch_op(_index_node)
 def getitem(x: Tensor, key: Any) -> Tensor:
     starts, stops, steps, out_shape = [], [], [], []
     axis = 0
@@ -428,6 +458,23 @@ def _matmul_node(a: Any, b: Any) -> str:
     return "UnsafeViewBackward0"
 
 
+def _matmul_mismatch(a: tuple, b: tuple) -> str:
+    """PyTorch's message for the kernel it would pick, followed by both shapes."""
+    rows = int(np.prod(a[:-1], dtype=np.int64))
+    if len(a) == 1 and len(b) == 1:
+        text = (f"inconsistent tensor size, expected tensor [{a[0]}] and src [{b[0]}] to have the same number of "
+                f"elements, but got {a[0]} and {b[0]} elements respectively")
+    elif len(b) == 1:
+        text = f"size mismatch, got input ({rows}), mat ({rows}x{a[-1]}), vec ({b[0]})"
+    elif len(b) == 2:
+        text = f"mat1 and mat2 shapes cannot be multiplied ({rows}x{a[-1]} and {b[0]}x{b[1]})"
+    else:
+        batch = int(np.prod(b[:-2], dtype=np.int64))
+        text = (f"Expected size for first two dimensions of batch2 tensor to be: [{batch}, {a[-1]}] but got: "
+                f"[{batch}, {b[-2]}].")
+    return f"{text} (shapes {list(a)} and {list(b)})"
+
+
 @torch_op(_matmul_node)
 def matmul(a: Any, b: Any) -> Tensor:
     x, y = to_tensor(a), to_tensor(b)
@@ -435,11 +482,10 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {x.ndim}D and {y.ndim}D")
     dtype = builtins.max((x.dtype, y.dtype, float32), key=DTYPE_RANK.__getitem__)
     x, y = cast(x, dtype), cast(y, dtype)
+    if x.shape[-1] != y.shape[-2 if y.ndim > 1 else -1]:
+        raise RuntimeError(_matmul_mismatch(x.shape, y.shape))
     x2 = apply("reshape", x, shape=(1,) + x.shape) if x.ndim == 1 else x
     y2 = apply("reshape", y, shape=y.shape + (1,)) if y.ndim == 1 else y
-    if x2.shape[-1] != y2.shape[-2]:
-        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, x2.shape[-2:]))} and "
-                           f"{'x'.join(map(str, y2.shape[-2:]))}) (shapes {list(x.shape)} and {list(y.shape)})")
     batch = broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
     x2 = expand_to(x2, batch + x2.shape[-2:])
     y2 = expand_to(y2, batch + y2.shape[-2:])

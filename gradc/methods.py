@@ -61,7 +61,7 @@ def copy_(self: Tensor, src: Any) -> Tensor:
 
 BINDINGS = {
     "__add__": F.add, "__radd__": _swap(F.add), "__sub__": F.sub, "__rsub__": F.rsub,
-    "__mul__": F.mul, "__rmul__": _swap(F.mul), "__truediv__": F.div, "__rtruediv__": _swap(F.div),
+    "__mul__": F.mul, "__rmul__": _swap(F.mul), "__truediv__": F.div, "__rtruediv__": F.rdiv,
     "__pow__": F.pow, "__rpow__": _swap(F.pow), "__matmul__": F.matmul, "__rmatmul__": _swap(F.matmul),
     "__neg__": F.neg, "__abs__": F.abs, "__getitem__": F.getitem,
     "__lt__": lambda a, b: F.compare("lt", a, b), "__le__": lambda a, b: F.compare("le", a, b),

@@ -189,7 +189,14 @@ class Tensor:
             array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
         self._init(np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), None)
         if requires_grad:
-            self.requires_grad_(True)
+            self._set_requires_grad()
+
+    def _set_requires_grad(self) -> Tensor:
+        """requires_grad=True given to a constructor (PyTorch words this error differently)."""
+        if not self.dtype.is_float:
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
+        self.requires_grad = True
+        return self
 
     def _init(self, data: np.ndarray | None, value: Value | None) -> None:
         if data is not None:
@@ -303,7 +310,7 @@ class Tensor:
     # --- autograd
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and not self.dtype.is_float:
-            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
         if not requires_grad and self._record is not None:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to use "
                                "a computed variable in a subgraph that doesn't require differentiation use "

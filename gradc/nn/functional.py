@@ -54,6 +54,8 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Any 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean") -> Tensor:
     target = F.to_tensor(target, input)
     _same_shape(input, target, "binary_cross_entropy")
+    if not input.is_traced and ((input._data < 0) | (input._data > 1)).any():
+        raise RuntimeError("all elements of input should be between 0 and 1")
     # PyTorch clamps each log at -100 so that p = 0 or 1 gives a finite loss
     log_p = F.clamp(F.log(input), min=-100.0)
     log_q = F.clamp(F.log(F.rsub(input, 1)), min=-100.0)
@@ -69,43 +71,120 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return reduce(F.mul(diff, diff), reduction)
 
 
-@torch_op("NllLossBackward0")
-def nll_loss(input: Tensor, target: Tensor, weight: Any = None, ignore_index: int = -100,
-             reduction: str = "mean") -> Tensor:
-    target = F.to_tensor(target)
+def _check_labels(input: Tensor, target: Tensor, ignore_index: int) -> None:
+    """PyTorch's checks of class-index targets, in PyTorch's order and words."""
+    if input.ndim == 0:
+        raise ValueError("Expected 1 or more dimensions (got 0)")
+    if input.ndim <= 2 and target.ndim > 1:
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
     if target.dtype != int64:
-        raise RuntimeError(f"expected scalar type Long but found {target.dtype.name.capitalize()}")
-    if input.ndim not in (1, 2) or target.shape != input.shape[:-1]:
-        raise ValueError(f"nll_loss expects input (N, C) with target (N,) or input (C,) with a 0-d target; "
-                         f"got input {list(input.shape)} and target {list(target.shape)}")
-    classes = input.shape[-1]
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {F.SCALAR_NAMES[target.dtype]}")
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if target.shape != expected:
+        if input.ndim > 1 and target.shape[:1] != input.shape[:1]:
+            raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                             f"({target.shape[0] if target.ndim else 0}).")
+        raise RuntimeError(f"expected target of shape {list(expected)} for input of shape {list(input.shape)}, "
+                           f"got {list(target.shape)}")
+    if not target.is_traced:  # label values can only be checked eagerly
+        classes = input.shape[1 if input.ndim > 1 else 0]
+        labels = target._data
+        bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= classes))]
+        if bad.size:
+            raise IndexError(f"Target {bad.flat[0]} is out of bounds.")
+
+
+def _classes_last(input: Tensor) -> Tensor:
+    # (N, C, d1, ...) -> (N, d1, ..., C): the class axis becomes the gathered one
+    if input.ndim <= 2:
+        return input
+    return F.permute(input, (0, *range(2, input.ndim), 1))
+
+
+def _nll_terms(input: Tensor, target: Tensor, weight: Any, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Per-item -w[y] * input[y] and per-item weight w[y] (0 where the label is ignored)."""
+    scores = _classes_last(input)
+    classes = scores.shape[-1]
     valid = F.compare("ne", target, ignore_index)
-    safe_target = F.where(valid, target, 0)
-    picked = F.squeeze(F.gather(input, -1, F.unsqueeze(safe_target, -1)), -1)
+    safe_target = F.unsqueeze(F.where(valid, target, 0), -1)
+    picked = F.squeeze(F.gather(scores, -1, safe_target), -1)
     per_item = F.cast(valid, input.dtype)
     if weight is not None:
         weight = F.to_tensor(weight, input)
         if weight.shape != (classes,):
             raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no "
                                f"classes but got weight tensor of shape: {list(weight.shape)}")
-        expanded = F.expand_to(weight, input.shape)
-        per_item = F.mul(per_item, F.squeeze(F.gather(expanded, -1, F.unsqueeze(safe_target, -1)), -1))
-    loss = F.neg(F.mul(picked, per_item))
+        per_item = F.mul(per_item, F.squeeze(F.gather(F.expand_to(weight, scores.shape), -1, safe_target), -1))
+    return F.neg(F.mul(picked, per_item)), per_item
+
+
+def _class_weights(weight: Any, like: Tensor) -> Tensor:
+    """weight (C,) shaped to broadcast over the class axis of `like`."""
+    classes = like.shape[1 if like.ndim > 1 else 0]
+    shape = (1, classes) + (1,) * (like.ndim - 2) if like.ndim > 1 else (classes,)
+    return F.reshape(F.to_tensor(weight, like), shape)
+
+
+@torch_op(lambda input, target, *a, **k: "NllLoss2DBackward0" if input.ndim > 2 else "NllLossBackward0")
+def nll_loss(input: Tensor, target: Tensor, weight: Any = None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Negative log likelihood of integer class labels; the class axis is dim 1 (dim 0 for 1-D input)."""
+    target = F.to_tensor(target)
+    _check_labels(input, target, ignore_index)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    loss, per_item = _nll_terms(input, target, weight, ignore_index)
     if reduction == "mean":
         return F.div(F.sum(loss), F.sum(per_item))
     return reduce(loss, reduction)
 
 
+def _soft_cross_entropy(log_p: Tensor, target: Tensor, weight: Any, reduction: str, smoothing: float) -> Tensor:
+    class_dim = 1 if log_p.ndim > 1 else 0
+    classes = log_p.shape[class_dim]
+    if smoothing:
+        target = F.add(F.mul(target, 1 - smoothing), smoothing / classes)
+    if weight is not None:
+        target = F.mul(target, _class_weights(weight, log_p))
+    loss = F.neg(F.sum(F.mul(log_p, target), dim=class_dim))
+    if reduction == "mean" and log_p.ndim > 1:
+        return F.div(F.sum(loss), log_p.numel() // classes)  # PyTorch divides by the number of items
+    return reduce(loss, reduction)
+
+
+def _cross_entropy_node(input: Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
+                        reduction: str = "mean", label_smoothing: float = 0.0) -> str:
+    target = F.to_tensor(target)
+    if target.dtype.is_float and target.shape == input.shape:
+        return "DivBackward1" if reduction == "mean" and input.ndim > 1 else "NegBackward0"
+    if label_smoothing:
+        return "AddBackward0"
+    return "NllLoss2DBackward0" if input.ndim > 2 else "NllLossBackward0"
+
+
+@torch_op(_cross_entropy_node)
 def cross_entropy(input: Tensor, target: Tensor, weight: Any = None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-    """log_softmax then nll_loss (integer labels), or soft targets of the input's shape."""
-    log_p = log_softmax(input, dim=-1)
+    """log_softmax over the class axis then nll_loss (integer labels), or soft targets of input's shape."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    class_dim = 1 if input.ndim > 1 else 0
+    log_p = log_softmax(input, dim=class_dim)
     target = F.to_tensor(target)
-    if target.dtype.is_float:
-        _same_shape(input, target, "cross_entropy")
-        if label_smoothing:
-            target = F.add(F.mul(target, 1 - label_smoothing), label_smoothing / input.shape[-1])
-        return reduce(F.neg(F.sum(F.mul(log_p, target), dim=-1)), reduction)
-    if label_smoothing:
-        raise NotImplementedError("label_smoothing with integer targets is not supported yet")
-    return nll_loss(log_p, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+    if target.dtype.is_float and target.shape == input.shape:
+        return _soft_cross_entropy(log_p, target, weight, reduction, label_smoothing)
+    loss = nll_loss(log_p, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+    if not label_smoothing:
+        return loss
+    # (1 - eps) nll + eps/C * (-sum_c w_c log p_c), with ignored labels masked, as PyTorch
+    classes = input.shape[class_dim]
+    terms = log_p if weight is None else F.mul(log_p, _class_weights(weight, log_p))
+    valid = F.cast(F.compare("ne", target, ignore_index), input.dtype)
+    smooth = F.mul(F.neg(F.sum(terms, dim=class_dim)), valid)
+    if reduction == "mean":
+        smooth = F.div(F.sum(smooth), F.sum(_nll_terms(log_p, target, weight, ignore_index)[1]))
+    else:
+        smooth = reduce(smooth, reduction)
+    return F.add(F.mul(loss, 1 - label_smoothing), F.mul(smooth, label_smoothing / classes))
