@@ -227,7 +227,7 @@ def keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, 
 def eval_pad(x: np.ndarray, lo: tuple, hi: tuple, interior: tuple) -> np.ndarray:
     out = np.zeros(pad_shape([TensorType(x.shape, _dt(x))], dict(lo=lo, hi=hi, interior=interior)).shape,
                    dtype=x.dtype)
-    index = tuple(slice(a, a + max(d - 1, 0) * (i + 1) + 1, i + 1) for a, d, i in zip(lo, x.shape, interior))
+    index = tuple(slice(a, a + (d - 1) * (i + 1) + 1 if d else a, i + 1) for a, d, i in zip(lo, x.shape, interior))
     out[index] = x
     return out
 
