@@ -62,3 +62,8 @@ class Jacobians:
 @pytest.fixture
 def jacobians() -> type[Jacobians]:
     return Jacobians
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.ir from the current output (same as GRADC_UPDATE_GOLDEN=1)")

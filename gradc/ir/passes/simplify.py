@@ -91,11 +91,19 @@ class Simplifier:
         return self.b.emit("const", value=out if fill is None else fill, shape=t.shape, dtype=t.dtype)
 
     # --- identities (each returns a replacement or None)
+    def rule_const(self, value: Any, shape: tuple[int, ...], dtype: Any) -> Value | None:
+        fill = as_fill(value) if isinstance(value, np.ndarray) else None
+        return None if fill is None else self.b.emit("const", value=fill, shape=shape, dtype=dtype)
+
     def rule_add(self, x: Value, y: Value) -> Value | None:
         if is_filled_with(y, 0):
             return x
         if is_filled_with(x, 0):
             return y
+        if y.op is not None and y.op.name == "neg":  # x + -y is x - y in IEEE arithmetic
+            return self.emit("sub", x, y.op.inputs[0])
+        if x.op is not None and x.op.name == "neg":
+            return self.emit("sub", y, x.op.inputs[0])
         return None
 
     def rule_sub(self, x: Value, y: Value) -> Value | None:
@@ -146,6 +154,9 @@ class Simplifier:
         if x.op is not None and x.op.name == "permute":
             inner = x.op.attrs["perm"]
             return self.emit("permute", x.op.inputs[0], perm=tuple(inner[p] for p in perm))
+        moved = [p for p in perm if x.shape[p] != 1]
+        if moved == sorted(moved):  # only unit axes move: the data order is unchanged
+            return self.emit("reshape", x, shape=tuple(x.shape[p] for p in perm))
         return None
 
     def rule_broadcast_to(self, x: Value, shape: tuple[int, ...]) -> Value | None:
