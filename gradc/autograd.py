@@ -15,7 +15,6 @@ import numpy as np
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function, Value
-from gradc.ir.interp import run
 from gradc.ir.passes.ad import ad
 from gradc.ir.printer import format_attr
 from gradc.tensor import Tensor, apply
@@ -36,40 +35,73 @@ NOTHING_SAVED = frozenset({"add", "sub", "neg", "reshape", "permute", "broadcast
 
 
 class GraphCapture:
-    """The recorded graph between some inputs (leaves or cut points) and some outputs."""
+    """The recorded graph from the leaves to some outputs, with gradient taps on non-leaf targets.
 
-    def __init__(self, outputs: Sequence[Tensor], cut: Sequence[Tensor] = ()) -> None:
-        cut_ids = {id(t) for t in cut}
-        params: list[Tensor] = list(cut)
-        computed: dict[int, Tensor] = {}
-        seen = set(cut_ids)
-        stack = list(outputs)
+    Function parameters are the leaves, then one zero "tap" per non-leaf target that is added to
+    that tensor's value: the gradient with respect to the tap is the gradient with respect to the
+    tensor, while gradients still flow through it to the leaves (as torch.autograd.grad does).
+    """
+
+    def __init__(self, outputs: Sequence[Tensor], taps: Sequence[Tensor] = ()) -> None:
+        params: list[Tensor] = []
+        computed: list[Tensor] = []  # in topological order (post-order of an iterative DFS)
+        seen: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(outputs)]
         while stack:
-            t = stack.pop()
+            t, expanded = stack.pop()
+            if expanded:
+                computed.append(t)
+                continue
             if id(t) in seen:
                 continue
             seen.add(id(t))
             if t._record is None:
                 params.append(t)
-                continue
-            computed[id(t)] = t
-            stack.extend(t._record.inputs)
+            else:
+                stack.append((t, True))
+                stack.extend((x, False) for x in reversed(t._record.inputs) if id(x) not in seen)
+        self.taps = [t for t in taps if t._record is not None and id(t) in seen]
         self.params = params
-        self.computed = sorted(computed.values(), key=lambda t: t._record.seq)
+        self.computed = computed
         self.outputs = list(outputs)
 
-    def check_saved(self) -> None:
+    def param_index(self) -> dict[int, int]:
+        """Parameter position of each leaf and of each tapped tensor, by id."""
+        index = {id(t): i for i, t in enumerate(self.params)}
+        index.update({id(t): len(self.params) + i for i, t in enumerate(self.taps)})
+        return index
+
+    def inputs(self) -> list[np.ndarray]:
+        return [p._data for p in self.params] + [np.zeros(t.shape, t.dtype.numpy) for t in self.taps]
+
+    def active(self, targets: Sequence[Tensor]) -> list[Tensor]:
+        """The computed tensors that a gradient flows through on its way to some target."""
+        live = {id(t) for t in targets}
+        result = []
         for t in self.computed:
+            if any(id(x) in live for x in t._record.inputs):
+                result.append(t)
+                live.add(id(t))
+        return result
+
+    @staticmethod
+    def check_saved(active: Sequence[Tensor]) -> None:
+        """PyTorch's checks on the tensors its backward nodes would have saved."""
+        for t in active:
             record = t._record
-            if record.freed and record.opdef.name not in NOTHING_SAVED:
+            if record.opdef.name in NOTHING_SAVED:
+                continue
+            if record.freed:
                 raise RuntimeError(FREED_MESSAGE)
-            for position, (inp, version) in enumerate(zip(record.inputs, record.versions)):
-                if inp._version != version:
-                    raise RuntimeError(
-                        "one of the variables needed for gradient computation has been modified by an "
-                        f"inplace operation: [{inp.dtype.name} {list(inp.shape)}], which is input {position} "
-                        f"of {record.opdef.name}, is at version {inp._version}; expected version {version} "
-                        "instead.")
+            modified = [(f"input {i}", x._version, v) for i, (x, v) in enumerate(zip(record.inputs, record.versions))
+                        if x._version != v]
+            if record.overwritten:
+                modified.append(("output 0", record.overwritten, 0))
+            for what, now, expected in modified:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}], which is {what} of {record.opdef.name}, is at "
+                    f"version {now}; expected version {expected} instead.")
 
     def key(self, wrt: Sequence[int]) -> tuple:
         """Structural key: equal keys give the same Function (so AD and compilation are cached)."""
@@ -80,6 +112,7 @@ class GraphCapture:
             r = t._record
             parts.append((r.opdef.name, tuple((k, format_attr(v)) for k, v in r.attrs.items()),
                           tuple(index[id(x)] for x in r.inputs)))
+        parts.append(tuple(index[id(t)] for t in self.taps))
         parts.append(tuple(index[id(t)] for t in self.outputs))
         return tuple(parts)
 
@@ -90,39 +123,94 @@ class GraphCapture:
         for i, p in enumerate(self.params):
             env[id(p)] = Value(p._type(), name=f"t{i}")
             values.append(env[id(p)])
+        taps = {id(t): Value(t._type(), name=f"tap{i}") for i, t in enumerate(self.taps)}
         for t in self.computed:
             r = t._record
             env[id(t)] = b.emit(r.opdef.name, *(env[id(x)] for x in r.inputs), **r.attrs)
-        return b.function("backward", values, [env[id(t)] for t in self.outputs])
+            if id(t) in taps:
+                env[id(t)] = b.emit("add", env[id(t)], taps[id(t)])
+        return b.function("backward", values + list(taps.values()), [env[id(t)] for t in self.outputs])
 
-    def free(self) -> None:
-        for t in self.computed:
+    @staticmethod
+    def free(active: Sequence[Tensor]) -> None:
+        for t in active:
             t._record.freed = True
+
+
+def _attrs_key(attrs: dict) -> tuple:
+    try:
+        key = tuple(attrs.items())
+        hash(key)
+        return key
+    except TypeError:  # array-valued attributes
+        return tuple((k, format_attr(v)) for k, v in attrs.items())
+
+
+def forward_plan(joint: Function, capture: GraphCapture) -> list[int]:
+    """For each op of `joint`: the index of the recorded tensor that already holds its value, or -1.
+
+    A joint op with the same primitive, attributes and (mapped) operands as a recorded op has the
+    recorded value, so the eager backward reads forward values instead of recomputing them. The
+    match is structural, hence one plan serves every graph with the same cache key.
+    """
+    n = len(capture.params)
+    index = {id(t): i for i, t in enumerate(capture.params)}
+    known: dict[tuple, int] = {}
+    for k, t in enumerate(capture.computed):
+        index[id(t)] = n + k
+        r = t._record
+        known.setdefault((r.opdef.name, _attrs_key(r.attrs), tuple(index[id(x)] for x in r.inputs)), n + k)
+    ids: dict[Value, int] = {p: i for i, p in enumerate(joint.params[:n])}
+    taps = set(joint.params[n:n + len(capture.taps)])
+    plan = []
+    for op in joint.ops:
+        hit = -1
+        operands = [ids.get(v, -1) for v in op.inputs]
+        if op.opdef.name == "add" and op.inputs[1] in taps and operands[0] >= n:
+            hit = operands[0]  # value + tap (zero) is the tapped value
+        elif -1 not in operands:
+            hit = known.get((op.opdef.name, _attrs_key(op.attrs), tuple(operands)), -1)
+        if hit >= 0:
+            ids[op.result] = hit
+        plan.append(hit - n if hit >= n else -1)
+    return plan
 
 
 _JOINT_CACHE: OrderedDict = OrderedDict()
 _JOINT_CACHE_SIZE = 256
 
 
-def joint_function(capture: GraphCapture, wrt: list[int]) -> Function:
+def joint_function(capture: GraphCapture, wrt: list[int]) -> tuple[Function, list[int]]:
+    """The AD pass's joint Function for this graph shape and its forward plan (both cached)."""
     key = capture.key(wrt)
-    joint = _JOINT_CACHE.get(key)
-    if joint is None:
+    entry = _JOINT_CACHE.get(key)
+    if entry is None:
         joint = ad(capture.function(), wrt, seed="param")
-        _JOINT_CACHE[key] = joint
+        entry = (joint, forward_plan(joint, capture))
+        _JOINT_CACHE[key] = entry
         if len(_JOINT_CACHE) > _JOINT_CACHE_SIZE:
             _JOINT_CACHE.popitem(last=False)
     else:
         _JOINT_CACHE.move_to_end(key)
-    return joint
+    return entry
 
 
-def replay(fn: Function, inputs: Sequence[Tensor]) -> list[Tensor]:
-    """Run a Function op by op on tensors through `apply` (records a graph when grad is enabled)."""
-    env: dict[Value, Tensor] = dict(zip(fn.params, inputs))
-    for op in fn.ops:
-        env[op.result] = apply(op.opdef.name, *(env[v] for v in op.inputs), **op.attrs)
-    return [env[r] for r in fn.results]
+def evaluate(joint: Function, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
+    """Run `joint` on numpy arrays (or, when `args` are Tensors, through `apply` so that the adjoint
+    is itself recorded: create_graph=True); planned forward values come from the recorded tensors."""
+    tensors = bool(args) and isinstance(args[0], Tensor)
+    env: dict[Value, Any] = dict(zip(joint.params, args))
+    computed = capture.computed
+    with np.errstate(all="ignore"):  # NaN and inf propagate as values, as in native code
+        for op, k in zip(joint.ops, plan):
+            if k >= 0:
+                env[op.result] = computed[k] if tensors else computed[k]._data
+            elif tensors:
+                env[op.result] = apply(op.opdef.name, *(env[v] for v in op.inputs), **op.attrs)
+            else:
+                env[op.result] = np.asarray(op.opdef.eval(*(env[v] for v in op.inputs), **op.attrs),
+                                            dtype=op.result.dtype.numpy)
+    return [env[r] for r in joint.results[len(capture.outputs):]]
 
 
 def _as_tensors(xs: Any) -> list[Tensor]:
@@ -151,26 +239,29 @@ def _cotangents(outputs: list[Tensor], grad_outputs: Any) -> list[Tensor]:
     return result
 
 
-def _compute(outputs: list[Tensor], grad_outputs: Any, targets: list[Tensor], cut: list[Tensor],
-             retain_graph: bool | None, create_graph: bool) -> list[Tensor | None]:
+def _compute(capture: GraphCapture, grad_outputs: Any, targets: list[Tensor], retain_graph: bool | None,
+             create_graph: bool) -> list[Tensor | None]:
+    outputs = capture.outputs
     for i, out in enumerate(outputs):
         if not out.requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
     cotangents = _cotangents(outputs, grad_outputs)
-    capture = GraphCapture(outputs, cut)
-    capture.check_saved()
-    position = {id(t): i for i, t in enumerate(capture.params)}
+    active = capture.active(targets)
+    capture.check_saved(active)
+    position = capture.param_index()
     wrt = [position[id(t)] for t in targets if id(t) in position]
-    joint = joint_function(capture, wrt)
+    joint, plan = joint_function(capture, wrt)
+    inputs = capture.inputs()
     if create_graph:
         with enable_grad():
-            results = replay(joint, capture.params + cotangents)
+            params = capture.params + [Tensor._from_array(a) for a in inputs[len(capture.params):]]
+            results = evaluate(joint, plan, capture, params + cotangents)
     else:
-        results = [Tensor._from_array(a) for a in run(joint, *(p._data for p in capture.params),
-                                                      *(c._data for c in cotangents))]
+        results = [Tensor._from_array(np.array(a)) for a in
+                   evaluate(joint, plan, capture, inputs + [c._data for c in cotangents])]
     if not (retain_graph if retain_graph is not None else create_graph):
-        capture.free()
-    grads = dict(zip(wrt, results[len(outputs):]))
+        capture.free(active)
+    grads = dict(zip(wrt, results))
     return [grads.get(position.get(id(t), -1)) for t in targets]
 
 
@@ -180,12 +271,11 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
     outputs = _as_tensors(tensors)
     if inputs is not None:
         targets = _as_tensors(inputs)
-        cut = [t for t in targets if t._record is not None]
+        capture = GraphCapture(outputs, targets)
     else:
-        cut = []
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
-    grads = _compute(outputs, grad_tensors, targets, cut, retain_graph, create_graph)
+    grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
     for leaf, g in zip(targets, grads):
         if g is None:
             continue
@@ -206,11 +296,10 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     for t in targets:
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    cut = [t for t in targets if t._record is not None]
-    grads = _compute(outs, grad_outputs, targets, cut, retain_graph, create_graph)
+    grads = _compute(GraphCapture(outs, targets), grad_outputs, targets, retain_graph, create_graph)
     if not allow_unused:
-        for g in grads:
+        for i, g in enumerate(grads):
             if g is None:
-                raise RuntimeError("One of the differentiated Tensors appears to not have been used in the "
-                                   "graph. Set allow_unused=True if this is the desired behavior.")
+                raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used in "
+                                   "the graph. Set allow_unused=True if this is the desired behavior.")
     return tuple(grads)

@@ -8,25 +8,41 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.grad_mode import is_grad_enabled
-from gradc.tensor import Tensor
+from gradc.tensor import Node, Tensor, next_function
 
 
 def _swap(fn):
     return lambda a, b: fn(b, a)
 
 
+# Primitives whose VJP rule reads the op's result: overwriting that result in place makes backward
+# refuse, as PyTorch refuses when a node's saved result changed.
+SAVES_RESULT = frozenset({"exp", "tanh", "sqrt", "sigmoid", "recip", "div", "pow", "reduce_max"})
+
+
 def _inplace(fn):
-    """x.op_(y): compute out of place, then write into x's buffer (refused on leaves needing grad)."""
+    """x.op_(y): compute out of place, then write into x's buffer (refused on leaves needing grad).
+
+    When the result joins a graph, the op reads a copy of x's old value, which takes over x's old
+    history; ops that saved x itself see its version change and refuse to backpropagate.
+    """
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         check_inplace(self)
-        result = fn(self, *args, **kwargs)
+        source = self
+        if self._record is not None and self._record.opdef.name in SAVES_RESULT:
+            self._record.overwritten = self._version + 1  # the backward of its op reads this very tensor
+        if is_grad_enabled() and (self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad
+                                                            for a in (*args, *kwargs.values()))):
+            source = Tensor._from_array(self._data.copy())
+            source._record, source._grad_fn, source.requires_grad = self._record, self._grad_fn, self.requires_grad
+        result = fn(source, *args, **kwargs)
         if result.shape != self.shape:
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
                                f"{list(result.shape)}")
         self._data[...] = result._data.astype(self._data.dtype)
         self._bump_version()
         if result._record is not None:
-            self._record, self.grad_fn, self.requires_grad = result._record, result.grad_fn, True
+            self._record, self._grad_fn, self.requires_grad = result._record, result.grad_fn, True
         return self
     return method
 
@@ -38,25 +54,45 @@ def check_inplace(t: Tensor) -> None:
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
 
 
-def zero_(self: Tensor) -> Tensor:
-    check_inplace(self)
-    self._data[...] = 0
-    self._bump_version()
+def _overwrite(x: Tensor, src: Any) -> Tensor:
+    # the result is src everywhere: no gradient reaches x, all of it reaches src
+    src = F.expand_to(F.cast(F.to_tensor(src, x), x.dtype), x.shape)
+    return F.where(F.expand_to(F.to_tensor(True), x.shape), src, x)
+
+
+def _recorded_overwrite(self: Tensor, src: Any, node: str) -> Tensor:
+    old = next_function(self)
+    _inplace(_overwrite)(self, src)
+    self.grad_fn = Node(node, (old,) + ((next_function(src),) if node == "CopyBackwards" else ()))
     return self
 
 
+def _records(self: Tensor, src: Any = None) -> bool:
+    """Does overwriting self (with src) have to be recorded in the graph?"""
+    return is_grad_enabled() and (self.requires_grad or (isinstance(src, Tensor) and src.requires_grad))
+
+
+def zero_(self: Tensor) -> Tensor:
+    if _records(self):
+        return _recorded_overwrite(self, 0, "ZeroBackward0")
+    return fill_(self, 0)
+
+
 def fill_(self: Tensor, value: Any) -> Tensor:
+    if _records(self, value):
+        return _recorded_overwrite(self, value, "FillBackward2")
     check_inplace(self)
-    self._data[...] = value
+    if self._record is not None and self._record.opdef.name in SAVES_RESULT:
+        self._record.overwritten = self._version + 1
+    self._data[...] = value._data if isinstance(value, Tensor) else value
     self._bump_version()
     return self
 
 
 def copy_(self: Tensor, src: Any) -> Tensor:
-    check_inplace(self)
-    self._data[...] = np.asarray(src._data if isinstance(src, Tensor) else src)
-    self._bump_version()
-    return self
+    if _records(self, src):
+        return _recorded_overwrite(self, src, "CopyBackwards")
+    return fill_(self, np.asarray(src._data if isinstance(src, Tensor) else src))
 
 
 BINDINGS = {

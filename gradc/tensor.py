@@ -25,7 +25,6 @@ from gradc.ir.builder import Builder, canonical_attr
 from gradc.ir.core import DType, TensorType, Value, dtype_of_numpy, float32
 from gradc.ir.ops import OPS
 
-_sequence = itertools.count()
 _local = threading.local()
 
 
@@ -75,16 +74,28 @@ class tracing:
 # ----------------------------------------------------------------------------- graph nodes
 
 class Node:
-    """A user-facing grad_fn: PyTorch's name and `next_functions`."""
+    """A user-facing grad_fn: PyTorch's name and `next_functions`.
 
-    __slots__ = ("_name", "next_functions", "__weakref__")
+    `next_functions` is built on first access from the input tensors, so that a long chain of
+    recorded primitives costs nothing until someone walks it.
+    """
 
-    def __init__(self, name: str, next_functions: tuple) -> None:
+    __slots__ = ("_name", "_next", "_inputs", "__weakref__")
+
+    def __init__(self, name: str, next_functions: tuple | None = None, inputs: tuple = ()) -> None:
         self._name = name
-        self.next_functions = next_functions
+        self._next = next_functions
+        self._inputs = inputs
 
     def name(self) -> str:
         return self._name
+
+    @property
+    def next_functions(self) -> tuple:
+        if self._next is None:
+            self._next = tuple(next_function(t) for t in self._inputs)
+            self._inputs = ()
+        return self._next
 
     def __repr__(self) -> str:
         return f"<{self._name} object at {hex(id(self))}>"
@@ -98,18 +109,31 @@ class AccumulateGrad(Node):
         self.variable = variable
 
 
+# grad_fn names of single primitives recorded outside any torch_op (e.g. by create_graph=True)
+PRIMITIVE_NODES = {
+    "add": "AddBackward0", "sub": "SubBackward0", "mul": "MulBackward0", "div": "DivBackward0",
+    "neg": "NegBackward0", "exp": "ExpBackward0", "log": "LogBackward0", "tanh": "TanhBackward0",
+    "sqrt": "SqrtBackward0", "recip": "ReciprocalBackward0", "sigmoid": "SigmoidBackward0",
+    "relu": "ReluBackward0", "abs": "AbsBackward0", "pow": "PowBackward1", "maximum": "MaximumBackward0",
+    "where": "WhereBackward0", "cast": "ToCopyBackward0", "reduce_sum": "SumBackward1",
+    "reduce_max": "AmaxBackward0", "reshape": "ViewBackward0", "permute": "PermuteBackward0",
+    "broadcast_to": "ExpandBackward0", "slice": "SliceBackward0", "pad": "ConstantPadNdBackward0",
+    "gather": "GatherBackward0", "matmul": "BmmBackward0",
+}
+
+
 class Record:
     """How a non-leaf tensor was computed: one primitive over input tensors (saved, with versions)."""
 
-    __slots__ = ("opdef", "attrs", "inputs", "versions", "seq", "freed")
+    __slots__ = ("opdef", "attrs", "inputs", "versions", "freed", "overwritten")
 
     def __init__(self, opdef: Any, attrs: dict, inputs: tuple) -> None:
         self.opdef = opdef
         self.attrs = attrs
         self.inputs = inputs
         self.versions = tuple(t._version for t in inputs)
-        self.seq = next(_sequence)
         self.freed = False
+        self.overwritten = 0  # the version the result was overwritten to in place (0: never)
 
 
 def next_function(t: Any) -> tuple:
@@ -208,7 +232,7 @@ class Tensor:
         self._version = 0
         self.requires_grad = False
         self.grad: Tensor | None = None
-        self.grad_fn: Node | None = None
+        self._grad_fn: Node | None = None
 
     @classmethod
     def _from_array(cls, data: np.ndarray) -> Tensor:
@@ -248,6 +272,18 @@ class Tensor:
 
     def numel(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def grad_fn(self) -> Node | None:
+        if self._grad_fn is None and self._record is not None:
+            r = self._record
+            name = PRIMITIVE_NODES.get(r.opdef.name, f"{r.opdef.name.title().replace('_', '')}Backward0")
+            self._grad_fn = Node(name, None, r.inputs)
+        return self._grad_fn
+
+    @grad_fn.setter
+    def grad_fn(self, node: Node | None) -> None:
+        self._grad_fn = node
 
     @property
     def is_leaf(self) -> bool:
