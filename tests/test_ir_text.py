@@ -182,7 +182,8 @@ def test_scalar_kinds_survive_the_round_trip():
                (float("nan"), float32), (1e-7, float64), (True, bool_), (1, float32)]]
     fn = Function("k", [], b.ops, consts)
     text = print_function(fn)
-    for piece in ["{value = 1} : i64[2]", "{value = 1.0} : f64[2]", "{value = true} : i1[2]", "{value = 1.0} : f32[2]", "{value = -0.0}", "{value = inf}",
+    for piece in ["{value = 1} : i64[2]", "{value = 1.0} : f64[2]", "{value = true} : i1[2]",
+                  "{value = 1.0} : f32[2]", "{value = -0.0}", "{value = inf}",
                   "{value = -inf}", "{value = nan}", "{value = 1e-07}"]:
         assert piece in text
     parsed = parse_function(text)
