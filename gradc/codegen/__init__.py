@@ -1,0 +1,110 @@
+"""Native code generation: `compile_function(fn)` turns an IR Function into a callable `CompiledFunction`.
+
+Path: in-memory kernel cache (key: symbol + printed IR + options) -> on-disk object cache (skips lowering,
+optimization and codegen on a hit) -> lower (fuse, plan memory, emit `{symbol}_inner`) + runtime entry
+(`{symbol}_entry`, see runtime.py) -> O3 optimization -> MCJIT -> CompiledFunction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Sequence
+
+from gradc.codegen import cache, jit, runtime
+from gradc.codegen.jit import STATS, KernelCache
+from gradc.codegen.runtime import CompiledFunction
+from gradc.ir.core import Function, TensorType
+
+__all__ = ["compile_function", "compile_lowered", "CompiledFunction", "KERNELS", "STATS"]
+
+KERNELS = KernelCache()
+
+# bump when the entry/metadata format changes (also covered by the source digest in the disk key)
+RUNTIME_ABI = 1
+
+
+def options() -> dict:
+    """Everything besides the IR that changes the generated code (part of both cache keys)."""
+    return {"opt": jit.OPT_LEVEL, "vectorize": True, "abi": RUNTIME_ABI,
+            "stack_arena_max": runtime.STACK_ARENA_MAX,
+            "threads": os.environ.get("GRADC_NUM_THREADS", ""),
+            "typenums": [runtime.numpy_dtype(TensorType((), d)).num for d in _dtypes()]}
+
+
+def _dtypes():
+    from gradc.ir.core import DTYPES
+    return DTYPES
+
+
+def symbol_name(name: str) -> str:
+    """A C identifier for the kernel symbols."""
+    sym = re.sub(r"\W", "_", name or "gradc_kernel")
+    return sym if sym and not sym[0].isdigit() else "k_" + sym
+
+
+def compile_function(fn: Function, name: str | None = None) -> CompiledFunction:
+    """Compile `fn` (cached in memory and on disk); the result is called with one array per parameter."""
+    from gradc.ir.printer import print_function
+
+    symbol = symbol_name(name or fn.name)
+    text = print_function(fn)
+    opts = options()
+    key = (symbol, text, repr(sorted(opts.items())))
+
+    def lower_module():
+        from gradc.codegen.lower import lower
+        return lower(fn, symbol)
+
+    return KERNELS.get_or_build(key, lambda: compile_lowered(
+        fn.name, fn.param_types, fn.result_types, symbol, text, lower_module, opts))
+
+
+def _prepare(lowered, symbol: str) -> tuple[dict, object]:
+    """Add the runtime entry to a lowered module, parse and optimize it; returns (metadata, llvm module)."""
+    module = lowered.module
+    meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes)
+    externals = sorted(f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm."))
+    meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
+                fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)
+    _load_runtime_symbols(meta)
+    llmod = jit.optimize(jit.parse(str(module)))
+    return meta, llmod
+
+
+def _load_runtime_symbols(meta: dict) -> None:
+    """Make the external symbols a kernel references resolvable before it is linked (BLAS)."""
+    if any(name.startswith("scipy_") for name in meta.get("externals", ())):
+        from gradc.codegen import blas
+        blas.load()
+
+
+def compile_lowered(display_name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
+                    symbol: str, key_text: str, lower_module: Callable[[], object],
+                    opts: dict | None = None) -> CompiledFunction:
+    """Build a CompiledFunction from a lowering callback, through the on-disk cache (no in-memory cache)."""
+    opts = options() if opts is None else opts
+    disk_key = cache.entry_key(key_text, symbol, opts)
+    hit = cache.load(disk_key)
+    code = None
+    if hit is not None:
+        meta, obj = hit
+        try:
+            _load_runtime_symbols(meta)
+            code = jit.load_object(obj)
+        except Exception:  # an entry the linker rejects is as good as corrupt: recompile
+            code = None
+    if code is None:
+        meta, llmod = _prepare(lower_module(), symbol)
+        code = jit.jit_module(llmod)
+        if code.object_bytes:
+            cache.store(disk_key, meta, code.object_bytes)
+
+    def stages(stage: str) -> str:
+        lowered = lower_module()
+        if stage == "fused":
+            return getattr(lowered, "fused_text", "") or ""
+        _, llmod = _prepare(lowered, symbol)
+        return str(llmod) if stage == "llvm" else jit.assembly(llmod)
+
+    return CompiledFunction(display_name, param_types, result_types, code, meta, stages=stages)
