@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from gradc.ir.core import Function, IRError
-from gradc.ir.passes.cse import cse
+from gradc.ir.passes.cse import attr_key, cse
 from gradc.ir.passes.dce import dce
 from gradc.ir.passes.simplify import simplify
 from gradc.ir.printer import print_function
@@ -56,15 +56,26 @@ def check(fn: Function, after: str) -> None:
         raise IRError(f"invalid IR after {after}: {e}") from e
 
 
+def structure(fn: Function) -> tuple:
+    """What the printed text says, without printing (large constants would make that slow)."""
+    index = {v: i for i, v in enumerate(fn.params)}
+    rows = []
+    for op in fn.ops:
+        index[op.result] = len(index)
+        attrs = tuple((k, attr_key(v)) for k, v in sorted(op.attrs.items()))
+        rows.append((op.name, tuple(index.get(v, -1) for v in op.inputs), attrs, op.result.type))
+    return tuple(p.type for p in fn.params), tuple(rows), tuple(index.get(r, -1) for r in fn.results)
+
+
 def optimize(fn: Function, max_rounds: int = 3) -> Function:
     """simplify, cse, dce, repeated until the IR stops changing (at most max_rounds times)."""
-    text = print_function(fn)
+    shape = structure(fn)
     for _ in range(max_rounds):
         fn = run_pipeline(fn, OPTIMIZE)
-        new_text = print_function(fn)
-        if new_text == text:
+        new_shape = structure(fn)
+        if new_shape == shape:
             break
-        text = new_text
+        shape = new_shape
     return fn
 
 
