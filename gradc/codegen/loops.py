@@ -1,0 +1,76 @@
+"""Loop helpers for llvmlite IRBuilders: counted i64 loops with loop-carried values.
+
+Loops are emitted in the plain form LLVM's loop passes canonicalize (preheader, header with phis,
+body, latch with `add nuw nsw`), so the loop vectorizer sees a unit-step i64 induction variable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from llvmlite import ir
+
+I64 = ir.IntType(64)
+
+
+def const_i64(n: int) -> ir.Constant:
+    return ir.Constant(I64, int(n))
+
+
+def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
+              body: Callable[[ir.Value, list], Sequence[ir.Value] | None],
+              carried: Sequence[ir.Value] = (), name: str = "i") -> list[ir.Value]:
+    """Emit `for i in range(start, stop)`; body(i, carried) returns the next carried values.
+
+    Returns the carried values after the loop (the initial ones when it runs zero times).
+    """
+    start = const_i64(start) if isinstance(start, int) else start
+    stop = const_i64(stop) if isinstance(stop, int) else stop
+    pre = builder.block
+    header = builder.append_basic_block(f"{name}.head")
+    loop = builder.append_basic_block(f"{name}.body")
+    exit_ = builder.append_basic_block(f"{name}.exit")
+    builder.branch(header)
+
+    builder.position_at_end(header)
+    i = builder.phi(I64, name=name)
+    i.add_incoming(start, pre)
+    phis = []
+    for k, c in enumerate(carried):
+        phi = builder.phi(c.type, name=f"{name}.acc{k}")
+        phi.add_incoming(c, pre)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, stop), loop, exit_)
+
+    builder.position_at_end(loop)
+    new = body(i, list(phis))
+    new = list(new) if new is not None else []
+    if len(new) != len(phis):
+        raise ValueError(f"loop body returned {len(new)} carried values, expected {len(phis)}")
+    nxt = builder.add(i, const_i64(1), name=f"{name}.next", flags=("nuw", "nsw"))
+    latch = builder.block
+    for phi, val in zip(phis, new):
+        phi.add_incoming(val, latch)
+    i.add_incoming(nxt, latch)
+    builder.branch(header)
+
+    builder.position_at_end(exit_)
+    return list(phis)
+
+
+def linear_index(builder: ir.IRBuilder, index: Sequence[ir.Value], shape: Sequence[int]) -> ir.Value:
+    """Row-major offset of `index` in a C-contiguous array of `shape` (i64, nsw arithmetic)."""
+    offset: ir.Value = const_i64(0)
+    stride = 1
+    terms = []
+    for i, d in reversed(list(zip(index, shape))):
+        if d != 1:
+            terms.append(i if stride == 1 else builder.mul(i, const_i64(stride), flags=("nsw",)))
+        stride *= d
+    for t in reversed(terms):
+        offset = t if offset is const_zero(offset) else builder.add(offset, t, flags=("nsw",))
+    return offset
+
+
+def const_zero(v: ir.Value) -> ir.Value | None:
+    return v if isinstance(v, ir.Constant) and v.constant == 0 else None

@@ -1,0 +1,480 @@
+"""Lowering: a Function -> fused kernels -> one llvmlite module with `{name}_inner`.
+
+    void {name}_inner(ptr in_0, ..., ptr in_{n-1}, ptr out_0, ..., ptr out_{m-1}, ptr arena)
+
+Inputs are C-contiguous, native, element-aligned buffers (bool: 1 byte); outputs are fresh buffers the
+runtime allocated; the arena is 64-byte aligned and `arena_bytes` long. Every output is fully written.
+
+Each kernel of the FusedProgram becomes an internal function with `noalias` buffer arguments (inlined
+by O3 unless threaded); fused values are evaluated per element by `Evaluator` (memoized per index),
+using each OpDef's scalar `lower` rule with `ScalarEmitter`. Reductions accumulate in a register over
+the innermost loop when it is reduced (the only `reassoc` flag in the module), otherwise in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from gradc.codegen import loops
+from gradc.codegen.emitter import ScalarEmitter, fold_constant, ll_type, mem_type
+from gradc.codegen.loops import I64, const_i64, for_range, linear_index
+from gradc.ir.core import Function, TensorType, Value
+from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, Kernel, fuse, fused_text
+from gradc.ir.passes.memory import Home, MemoryPlan, nbytes, plan_memory
+
+PTR = ir.PointerType()
+REDUCE_FLAGS = ("reassoc", "contract")
+
+
+@dataclass
+class Lowered:
+    module: ir.Module
+    name: str
+    arena_bytes: int
+    param_types: list[TensorType]
+    result_types: list[TensorType]
+    fused_text: str
+    num_kernels: int
+    program: FusedProgram
+    plan: MemoryPlan
+
+
+def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = None) -> Lowered:
+    """Fuse, plan memory and emit fn as `{name}_inner` in a new llvmlite module (see module doc)."""
+    if not name.isidentifier():
+        raise ValueError(f"kernel name must be an identifier, got {name!r}")
+    prog = fuse(fn, num_threads)
+    plan = plan_memory(prog)
+    module = ir.Module(name=name)
+    ModuleLowerer(module, name, prog, plan).emit()
+    return Lowered(module, name, plan.arena_bytes, fn.param_types, fn.result_types,
+                   fused_text(prog, plan), prog.num_kernels, prog, plan)
+
+
+def set_buffer_attrs(arg: ir.Argument, readonly: bool, alignment: int) -> None:
+    arg.add_attribute("noalias")
+    arg.add_attribute("captures(none)")
+    if readonly:
+        set.add(arg.attributes, "readonly")  # llvmlite's list of known attributes lacks it
+    arg.attributes.align = alignment
+
+
+def itemsize(v: Value) -> int:
+    return int(np.dtype(v.dtype.numpy).itemsize)
+
+
+class ModuleLowerer:
+    def __init__(self, module: ir.Module, name: str, prog: FusedProgram, plan: MemoryPlan):
+        self.module, self.name, self.prog, self.plan = module, name, prog, plan
+        self.globals: dict[Value, ir.GlobalVariable] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        if name in self.module.globals:
+            return self.module.globals[name]
+        return ir.Function(self.module, ir.FunctionType(ret, args), name)
+
+    def global_for(self, v: Value) -> ir.GlobalVariable:
+        if v not in self.globals:
+            data = np.ascontiguousarray(np.asarray(v.op.attrs["value"], dtype=v.dtype.numpy))
+            raw = bytearray(data.tobytes())
+            g = ir.GlobalVariable(self.module, ir.ArrayType(ir.IntType(8), len(raw)),
+                                  f"{self.name}_const{len(self.globals)}")
+            g.initializer = ir.Constant(g.value_type, raw)
+            g.global_constant = True
+            g.linkage = "internal"
+            g.align = 64
+            self.globals[v] = g
+        return self.globals[v]
+
+    def new_function(self, fname: str, buffers: list, writes: set, ints: int = 0,
+                     ret: ir.Type | None = None) -> tuple[ir.Function, ir.IRBuilder, dict]:
+        """An internal function taking one noalias ptr per buffer key, then `ints` i64 args."""
+        fnty = ir.FunctionType(ret or ir.VoidType(), [PTR] * len(buffers) + [I64] * ints)
+        func = ir.Function(self.module, fnty, fname)
+        func.linkage = "internal"
+        ptrs = {}
+        for arg, key in zip(func.args, buffers):
+            v = key if isinstance(key, Value) else key[1]
+            set_buffer_attrs(arg, key not in writes, itemsize(v))
+            ptrs[key] = arg
+        return func, ir.IRBuilder(func.append_basic_block("entry")), ptrs
+
+    # ------------------------------------------------------------------ the inner function
+    def emit(self) -> None:
+        fn = self.prog.fn
+        nargs = len(fn.params) + len(fn.results) + 1
+        inner = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), f"{self.name}_inner")
+        for i, arg in enumerate(inner.args):
+            if i < len(fn.params):
+                set_buffer_attrs(arg, True, itemsize(fn.params[i]))
+            elif i < nargs - 1:
+                set_buffer_attrs(arg, False, itemsize(fn.results[i - len(fn.params)]))
+            else:
+                set_buffer_attrs(arg, False, 64)
+        self.args = inner.args
+        b = ir.IRBuilder(inner.append_basic_block("entry"))
+        for k in self.prog.kernels:
+            if k.kind == "loop":
+                LoopKernelLowerer(self, k).emit_call(b)
+            elif k.kind == "matmul":
+                from gradc.codegen.matmul import emit_matmul_call
+                emit_matmul_call(self, k, b)
+            else:
+                self.emit_copies(k, b)
+        b.ret_void()
+
+    def pointer(self, b: ir.IRBuilder, v: Value) -> ir.Value:
+        """The buffer holding materialized value v, as a ptr in the inner function."""
+        home: Home = self.plan.home[v]
+        if home.kind == "param":
+            return self.args[home.index]
+        if home.kind == "result":
+            return self.args[len(self.prog.fn.params) + home.index]
+        if home.kind == "global":
+            return self.global_for(v)
+        return self.arena_offset(b, home.index)
+
+    def arena_offset(self, b: ir.IRBuilder, offset: int) -> ir.Value:
+        return b.gep(self.args[-1], [const_i64(offset)], inbounds=True, source_etype=ir.IntType(8))
+
+    def emit_copies(self, k: Kernel, b: ir.IRBuilder) -> None:
+        memcpy = self.intrinsic("llvm.memcpy.p0.p0.i64", ir.VoidType(), [PTR, PTR, I64, ir.IntType(1)])
+        for v, i in k.copies:
+            dst = self.args[len(self.prog.fn.params) + i]
+            if nbytes(v):
+                b.call(memcpy, [dst, self.pointer(b, v), const_i64(nbytes(v)), ir.Constant(ir.IntType(1), 0)])
+
+
+class Evaluator:
+    """Evaluates fused values at an index inside one loop body (memoized per value and index)."""
+
+    def __init__(self, low: ModuleLowerer, b: ir.IRBuilder, k: Kernel, phase: int, ptrs: dict):
+        self.low, self.b, self.k, self.phase, self.ptrs = low, b, k, phase, ptrs
+        self.em = ScalarEmitter(low, b)
+        self.memo: dict = {}
+
+    @staticmethod
+    def key(idx) -> tuple:
+        return tuple(("c", i.constant) if isinstance(i, ir.Constant) else id(i) for i in idx)
+
+    def load(self, v: Value, idx) -> ir.Value:
+        if v in self.ptrs:
+            base = self.ptrs[v]
+        elif self.low.plan.home[v].kind == "global":
+            base = self.low.global_for(v)
+        else:
+            raise AssertionError(f"kernel {self.k.index} has no buffer for {v}")
+        mt = mem_type(v.dtype)
+        ptr = self.b.gep(base, [linear_index(self.b, idx, v.shape)], inbounds=True, source_etype=mt)
+        x = self.b.load(ptr, typ=mt, align=itemsize(v))
+        if v.dtype.name == "bool":
+            x = self.b.icmp_unsigned("!=", x, ir.Constant(mt, 0))
+        return x
+
+    def value(self, v: Value, idx) -> ir.Value:
+        key = (v, self.key(idx))
+        if key not in self.memo:
+            if self.low.prog.is_loaded(v, self.k.index, self.phase):
+                self.memo[key] = self.load(v, idx)
+            else:
+                self.memo[key] = self.compute(v, list(idx))
+        return self.memo[key]
+
+    def compute(self, v: Value, idx: list) -> ir.Value:
+        op = v.op
+        name, attrs, x = op.name, op.attrs, op.inputs
+        kind = op.opdef.kind
+        if kind == "elementwise":
+            args = [self.value(i, idx) for i in x]
+            if all(isinstance(a, ir.Constant) for a in args):
+                return fold_constant(op, args)
+            return op.opdef.lower(self.em, *args, **attrs)
+        if name == "const":
+            return fold_constant(op, [])
+        if name == "iota":
+            return idx[attrs["axis"]]
+        if name == "broadcast_to":
+            lead = len(v.shape) - len(x[0].shape)
+            return self.value(x[0], [const_i64(0) if d == 1 else idx[lead + a] for a, d in enumerate(x[0].shape)])
+        if name == "permute":
+            src = [None] * len(idx)
+            for j, p in enumerate(attrs["perm"]):
+                src[p] = idx[j]
+            return self.value(x[0], src)
+        if name == "reshape":
+            return self.value(x[0], self.reshape_index(idx, v.shape, x[0].shape))
+        if name == "slice":
+            src = [i if (a == 0 and s == 1) else self.b.add(const_i64(a), self.b.mul(i, const_i64(s), flags=("nsw",)),
+                                                             flags=("nsw",))
+                   for i, a, s in zip(idx, attrs["starts"], attrs["steps"])]
+            return self.value(x[0], src)
+        if name == "pad":
+            return self.pad(v, idx)
+        if name == "gather":
+            return self.gather(v, idx)
+        raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")
+
+    def reshape_index(self, idx: list, out_shape, in_shape) -> list:
+        b = self.b
+        if [d for d in out_shape if d != 1] == [d for d in in_shape if d != 1]:
+            real = [i for i, d in zip(idx, out_shape) if d != 1]
+            it = iter(real)
+            return [const_i64(0) if d == 1 else next(it) for d in in_shape]
+        flat = linear_index(b, idx, out_shape)
+        src = []
+        for a in range(len(in_shape)):
+            inner = int(np.prod(in_shape[a + 1:], dtype=np.int64))
+            q = flat if inner == 1 else b.udiv(flat, const_i64(inner))
+            src.append(q if a == 0 else b.urem(q, const_i64(in_shape[a])))
+        return src
+
+    def pad(self, v: Value, idx: list) -> ir.Value:
+        b, x = self.b, v.op.inputs[0]
+        attrs = v.op.attrs
+        zero = fold_constant_like(v, 0)
+        if 0 in x.shape:
+            return zero
+        valid = ir.Constant(ir.IntType(1), 1)
+        src = []
+        for i, d, lo, step in zip(idx, x.shape, attrs["lo"], attrs["interior"]):
+            t = b.sub(i, const_i64(lo), flags=("nsw",))
+            step += 1
+            q = t if step == 1 else b.sdiv(t, const_i64(step))
+            ok = b.and_(b.icmp_signed(">=", t, const_i64(0)), b.icmp_signed("<", q, const_i64(d)))
+            if step != 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(t, const_i64(step)), const_i64(0)))
+            valid = b.and_(valid, ok)
+            q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
+            src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
+        return b.select(valid, self.value(x, src), zero)
+
+    def gather(self, v: Value, idx: list) -> ir.Value:
+        b = self.b
+        x, ind = v.op.inputs
+        axis = v.op.attrs["axis"]
+        j = self.value(ind, idx)
+        n = x.shape[axis]
+        # out-of-range labels are clamped (the interpreter raises IndexError; native code must not crash)
+        j = b.select(b.icmp_signed("<", j, const_i64(0)), const_i64(0), j)
+        j = b.select(b.icmp_signed(">", j, const_i64(n - 1)), const_i64(max(n - 1, 0)), j)
+        return self.value(x, idx[:axis] + [j] + idx[axis:])
+
+
+def fold_constant_like(v: Value, value: float) -> ir.Constant:
+    return ir.Constant(ll_type(v.dtype), False if v.dtype.name == "bool" else
+                       (float(np.dtype(v.dtype.numpy).type(value)) if v.dtype.is_float else int(value)))
+
+
+class LoopKernelLowerer:
+    """One loop kernel: its main-nest function (over a range of axis 0), combine, epilogue, call site."""
+
+    def __init__(self, low: ModuleLowerer, k: Kernel):
+        self.low, self.k = low, k
+        self.rank = len(k.domain)
+        self.fname = f"{low.name}_k{k.index}"
+
+    def identity(self, r: Value) -> ir.Constant:
+        if r.op.name == "reduce_sum":
+            return fold_constant_like(r, 0)
+        if r.dtype.is_float:
+            return ir.Constant(ll_type(r.dtype), float("-inf"))
+        return ir.Constant(ll_type(r.dtype), -(2 ** 63))
+
+    def combine(self, em: ScalarEmitter, r: Value, acc: ir.Value, x: ir.Value, reassoc: bool) -> ir.Value:
+        if r.op.name == "reduce_sum":
+            if r.dtype.is_float:
+                return em.b.fadd(acc, x, flags=REDUCE_FLAGS if reassoc else ())
+            return em.b.add(acc, x)
+        return em.maximum(acc, x)
+
+    def kept(self, r: Value, idx: list) -> list:
+        axes = r.op.attrs["axes"]
+        return [i for a, i in enumerate(idx) if a not in axes]
+
+    def reg_acc(self, r: Value) -> bool:
+        return self.rank > 0 and (self.rank - 1) in r.op.attrs["axes"]
+
+    # ------------------------------------------------------------------ main nest
+    def main_buffers(self) -> tuple[list, set]:
+        k = self.k
+        reads = [v for v in k.reads if self.low.plan.home[v].kind != "global"
+                 and self.low.prog.producer.get(v, (-1, 0)) < (k.index, MAIN)]
+        stores = [v for v in k.stores if v not in reads]
+        accs = [("acc", r) for r in k.reductions]
+        return reads + stores + accs, set(stores) | set(accs)
+
+    def emit_main(self) -> ir.Function:
+        k = self.k
+        buffers, writes = self.main_buffers()
+        func, b, ptrs = self.low.new_function(self.fname, buffers, writes, ints=2)
+        begin, end = func.args[-2], func.args[-1]
+        ev_ptrs = {key: p for key, p in ptrs.items() if isinstance(key, Value)}
+        # initialize the accumulators this call owns
+        for r in k.reductions:
+            acc = ptrs[("acc", r)]
+            if self.rank == 0 or 0 in r.op.attrs["axes"]:
+                lo, hi = const_i64(0), const_i64(r.type.size)
+            else:
+                row = int(np.prod(r.shape[1:], dtype=np.int64))
+                lo, hi = b.mul(begin, const_i64(row)), b.mul(end, const_i64(row))
+            ident = self.identity(r)
+            mt = mem_type(r.dtype)
+
+            def init(i, _c, acc=acc, ident=ident, mt=mt):
+                b.store(ident, b.gep(acc, [i], inbounds=True, source_etype=mt), align=itemsize(r))
+                return []
+            for_range(b, lo, hi, init, name="init")
+
+        def store_roots(ev: Evaluator, idx: list, carried: list) -> list:
+            for v in k.stores:
+                x = ev.value(v, idx)
+                mt = mem_type(v.dtype)
+                if v.dtype.name == "bool":
+                    x = b.zext(x, mt)
+                b.store(x, b.gep(ptrs[v], [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt),
+                        align=itemsize(v))
+            out, regs = [], iter(carried)
+            for r in k.reductions:
+                x = ev.value(r.op.inputs[0], idx)
+                if self.reg_acc(r):
+                    out.append(self.combine(ev.em, r, next(regs), x, True))
+                else:
+                    self.accumulate(b, ev.em, ptrs[("acc", r)], r, self.kept(r, idx), x)
+            return out
+
+        def nest(axis: int, idx: list) -> None:
+            if self.rank == 0:
+                store_roots(Evaluator(self.low, b, k, MAIN, ev_ptrs), [], [])
+                return
+            lo = begin if axis == 0 else const_i64(0)
+            hi = end if axis == 0 else const_i64(k.domain[axis])
+            if axis < self.rank - 1:
+                for_range(b, lo, hi, lambda i, c: nest(axis + 1, idx + [i]) or [], name=f"i{axis}")
+                return
+            regs = [r for r in k.reductions if self.reg_acc(r)]
+            init = [self.identity(r) for r in regs]
+            final = for_range(b, lo, hi, lambda i, c: store_roots(Evaluator(self.low, b, k, MAIN, ev_ptrs),
+                                                                  idx + [i], c), carried=init, name=f"i{axis}")
+            em = ScalarEmitter(self.low, b)
+            for r, reg in zip(regs, final):
+                self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)
+
+        nest(0, [])
+        b.ret_void()
+        return func
+
+    def accumulate(self, b, em, acc, r: Value, kept: list, x) -> None:
+        mt = mem_type(r.dtype)
+        ptr = b.gep(acc, [linear_index(b, kept, r.shape)], inbounds=True, source_etype=mt)
+        old = b.load(ptr, typ=mt, align=itemsize(r))
+        b.store(self.combine(em, r, old, x, False), ptr, align=itemsize(r))
+
+    # ------------------------------------------------------------------ epilogue and thread combine
+    def emit_epilogue(self) -> tuple[ir.Function, list]:
+        k = self.k
+        reads = [v for v in k.reads if self.low.plan.home[v].kind != "global" and v not in k.epilogue]
+        reads = [v for v in reads if self.uses_in_epilogue(v)]
+        stores = list(k.epilogue)
+        buffers = reads + [v for v in stores if v not in reads]
+        func, b, ptrs = self.low.new_function(f"{self.fname}_epi", buffers, set(stores))
+
+        def body(idx):
+            ev = Evaluator(self.low, b, k, EPILOGUE, ptrs)
+            for v in stores:
+                x = ev.value(v, idx)
+                mt = mem_type(v.dtype)
+                if v.dtype.name == "bool":
+                    x = b.zext(x, mt)
+                b.store(x, b.gep(ptrs[v], [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt),
+                        align=itemsize(v))
+        emit_nest(b, k.epilogue_domain, body)
+        b.ret_void()
+        return func, buffers
+
+    def uses_in_epilogue(self, v: Value) -> bool:
+        seen: set = set()
+
+        def walk(x: Value) -> bool:
+            if x in seen:
+                return False
+            seen.add(x)
+            if x is v:
+                return True
+            if self.low.prog.is_loaded(x, self.k.index, EPILOGUE):
+                return False
+            return any(walk(y) for y in x.op.inputs)
+        return any(walk(r) for r in self.k.epilogue)
+
+    def emit_combine(self, r: Value) -> ir.Function:
+        t = self.k.threads
+        func, b, ptrs = self.low.new_function(f"{self.fname}_combine{self.k.reductions.index(r)}",
+                                              [("home", r), ("part", r)], {("home", r)})
+        home, part = ptrs[("home", r)], ptrs[("part", r)]
+        mt = mem_type(r.dtype)
+        n = r.type.size
+        em = ScalarEmitter(self.low, b)
+
+        def body(i, _c):
+            p = b.gep(home, [i], inbounds=True, source_etype=mt)
+            acc = b.load(p, typ=mt, align=itemsize(r))
+            for s in range(t - 1):  # fixed order: results do not depend on thread timing
+                q = b.gep(part, [b.add(i, const_i64(s * n), flags=("nsw",))], inbounds=True, source_etype=mt)
+                acc = self.combine(em, r, acc, b.load(q, typ=mt, align=itemsize(r)), False)
+            b.store(acc, p, align=itemsize(r))
+            return []
+        for_range(b, 0, n, body, name="c")
+        b.ret_void()
+        return func
+
+    # ------------------------------------------------------------------ call site in the inner function
+    def emit_call(self, b: ir.IRBuilder) -> None:
+        k, low = self.k, self.low
+        main = self.emit_main()
+        buffers, _ = self.main_buffers()
+        d0 = k.domain[0] if k.domain else 1
+
+        def args_for(t: int, lo: int, hi: int) -> list:
+            out = []
+            for key in buffers:
+                if isinstance(key, Value):
+                    out.append(low.pointer(b, key))
+                    continue
+                r = key[1]
+                if t == 0 or 0 not in r.op.attrs["axes"]:
+                    out.append(low.pointer(b, r))
+                else:
+                    base = low.plan.partials[(k.index, r)] + (t - 1) * nbytes(r)
+                    out.append(low.arena_offset(b, base))
+            return out + [const_i64(lo), const_i64(hi)]
+
+        if k.threads <= 1:
+            b.call(main, args_for(0, 0, d0))
+        else:
+            from gradc.codegen.threads import fork_join
+            chunk = -(-d0 // k.threads)
+            ranges = [(min(t * chunk, d0), min((t + 1) * chunk, d0)) for t in range(k.threads)]
+            fork_join(low, b, main, [args_for(t, lo, hi) for t, (lo, hi) in enumerate(ranges)])
+            for r in k.reductions:
+                if 0 in r.op.attrs["axes"]:
+                    comb = self.emit_combine(r)
+                    b.call(comb, [low.pointer(b, r), low.arena_offset(b, low.plan.partials[(k.index, r)])])
+        if k.epilogue:
+            epi, bufs = self.emit_epilogue()
+            b.call(epi, [low.pointer(b, v) for v in bufs])
+
+
+def emit_nest(b: ir.IRBuilder, shape, body) -> None:
+    """A full row-major loop nest over shape calling body(idx) in the innermost block."""
+    def rec(axis: int, idx: list) -> None:
+        if axis == len(shape):
+            body(idx)
+            return
+        for_range(b, 0, shape[axis], lambda i, c: rec(axis + 1, idx + [i]) or [], name=f"e{axis}")
+    rec(0, [])
+
+
+__all__ = ["Lowered", "lower", "loops"]

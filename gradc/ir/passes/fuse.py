@@ -1,0 +1,312 @@
+"""Fusion: group a Function's ops into kernels (loop nests) for native code.
+
+Every value is either *materialized* (it has a buffer: a param, a result, an arena slot or a global
+constant) or *fused* (recomputed wherever it is needed, at the index where it is needed). Layout ops
+(broadcast_to, permute, reshape, slice, pad), iota, const, cast, compare, where and gather are index
+math or scalar code inside the loop nest of their consumer, so they never cost a copy.
+
+Materialized: function results, reductions, matmul results and the buffers matmul reads (a permute of
+the last two axes and reshapes are peeled off: they become BLAS transpose flags / a view), dense consts.
+
+Kernels (in execution order):
+  loop    a row-major loop nest over `domain`; *stores* compute elementwise roots of shape `domain`,
+          *reductions* accumulate `reduce_*` roots whose input has shape `domain`; an optional
+          *epilogue* loop nest over one reduced shape runs after it (e.g. loss = sum / N). All roots
+          over one iteration space share one kernel unless one needs another's reduction (multi-output
+          fusion: W3's loss and both gradients are one pass over memory).
+  matmul  C = op(A) @ op(B), batched over leading axes; A and B are materialized buffers.
+  copy    results that are params or repeat another result (every output buffer is written).
+
+A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
+after the one that stored it loads it. Reductions and matmuls are always loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradc.ir.core import Function, Value
+
+MAIN, EPILOGUE = 0, 1
+THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (thread start ~20-50 us)
+
+
+@dataclass(eq=False)
+class Kernel:
+    kind: str  # "loop" | "matmul" | "copy"
+    index: int
+    domain: tuple[int, ...] = ()
+    stores: list[Value] = field(default_factory=list)
+    reductions: list[Value] = field(default_factory=list)
+    epilogue_domain: tuple[int, ...] | None = None
+    epilogue: list[Value] = field(default_factory=list)
+    matmul: Value | None = None  # the matmul result (kind "matmul")
+    operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b))
+    copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
+    threads: int = 1
+    reads: list[Value] = field(default_factory=list)  # materialized values loaded (filled by finish)
+    ops: list = field(default_factory=list)  # fused ops evaluated, in program order (for text)
+
+    @property
+    def roots(self) -> list[Value]:
+        if self.kind == "matmul":
+            return [self.matmul]
+        return self.stores + self.reductions + self.epilogue
+
+
+@dataclass(eq=False)
+class FusedProgram:
+    fn: Function
+    kernels: list[Kernel]
+    materialized: set  # values with a buffer (params, roots, dense consts)
+    producer: dict  # root value -> (kernel index, phase)
+    result_home: dict  # value -> first result index holding it
+    num_threads: int
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.kernels)
+
+    def is_loaded(self, v: Value, kernel: int, phase: int) -> bool:
+        """True when kernel `kernel` reads v from its buffer rather than computing it."""
+        if v.op is None or is_dense_const(v):
+            return True
+        if v not in self.materialized:
+            return False
+        return self.producer[v] < (kernel, phase)
+
+
+def is_dense_const(v: Value) -> bool:
+    return v.op is not None and v.op.name == "const" and isinstance(v.op.attrs["value"], np.ndarray)
+
+
+def is_swap_last2(perm: tuple[int, ...]) -> bool:
+    n = len(perm)
+    return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def matmul_operand(v: Value) -> tuple[Value, bool]:
+    """(base, transposed): peel one swap of the last two axes and any reshapes (views of a buffer)."""
+    trans = False
+    if v.op is not None and v.op.name == "permute" and is_swap_last2(v.op.attrs["perm"]):
+        trans, v = True, v.op.inputs[0]
+    while v.op is not None and v.op.name == "reshape":
+        v = v.op.inputs[0]
+    return v, trans
+
+
+def default_threads() -> int:
+    env = os.environ.get("GRADC_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"GRADC_NUM_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"GRADC_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    return os.cpu_count() or 1
+
+
+def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
+    """Group fn's ops into loop, matmul and copy kernels (see the module docstring)."""
+    num_threads = default_threads() if num_threads is None else max(1, int(num_threads))
+    materialized: set = set(fn.params)
+    operands: dict[Value, tuple] = {}
+    for op in fn.ops:
+        if op.opdef.kind == "reduce" or is_dense_const(op.result):
+            materialized.add(op.result)
+        elif op.opdef.kind == "matmul":
+            materialized.add(op.result)
+            operands[op.result] = tuple(matmul_operand(x) for x in op.inputs)
+            materialized.update(base for base, _ in operands[op.result])
+    materialized.update(fn.results)
+
+    result_home: dict[Value, int] = {}
+    copies: list[tuple[Value, int]] = []
+    for i, r in enumerate(fn.results):
+        if r in result_home or r.op is None or is_dense_const(r):
+            copies.append((r, i))
+        else:
+            result_home[r] = i
+
+    kernels: list[Kernel] = []
+    producer: dict[Value, tuple[int, int]] = {}
+    hard_memo: dict[Value, int] = {}
+
+    def hard_dep(v: Value) -> int:
+        """Latest kernel whose reduction/matmul result v's computation needs (-1: none)."""
+        if v in hard_memo:
+            return hard_memo[v]
+        if v.op is None or is_dense_const(v):
+            d = -1
+        elif v in producer and v.op.opdef.kind in ("reduce", "matmul"):
+            d = producer[v][0]
+        else:
+            d = max((hard_dep(x) for x in v.op.inputs), default=-1)
+        hard_memo[v] = d
+        return d
+
+    def epilogue_ok(v: Value, k: Kernel) -> bool:
+        # an epilogue may read k's reductions and main-nest stores, never k's epilogue values
+        def reads_epilogue(x: Value, seen: set) -> bool:
+            if x in seen or x.op is None:
+                return False
+            seen.add(x)
+            if producer.get(x) == (k.index, EPILOGUE):
+                return True
+            if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+                return False
+            return any(reads_epilogue(y, seen) for y in x.op.inputs)
+        if k.kind != "loop" or v.op.opdef.kind == "reduce":
+            return False
+        if k.epilogue_domain is None:
+            if not any(r.shape == v.shape for r in k.reductions):
+                return False
+        elif k.epilogue_domain != v.shape:
+            return False
+        return not any(reads_epilogue(x, set()) for x in v.op.inputs)
+
+    for op in fn.ops:
+        v = op.result
+        if v not in materialized or is_dense_const(v):
+            continue
+        if op.opdef.kind == "matmul":
+            deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
+            deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
+            k = Kernel("matmul", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
+            kernels.append(k)
+            producer[v] = (k.index, MAIN)
+            continue
+        is_reduce = op.opdef.kind == "reduce"
+        domain = op.inputs[0].shape if is_reduce else v.shape
+        dep = max((hard_dep(x) for x in op.inputs), default=-1)
+        target = next((k for k in kernels[dep + 1:] if k.kind == "loop" and k.domain == domain), None)
+        if target is not None:
+            (target.reductions if is_reduce else target.stores).append(v)
+            producer[v] = (target.index, MAIN)
+            continue
+        if dep >= 0 and epilogue_ok(v, kernels[dep]):
+            k = kernels[dep]
+            k.epilogue_domain = v.shape
+            k.epilogue.append(v)
+            producer[v] = (k.index, EPILOGUE)
+            continue
+        k = Kernel("loop", len(kernels), domain=domain)
+        (k.reductions if is_reduce else k.stores).append(v)
+        kernels.append(k)
+        producer[v] = (k.index, MAIN)
+
+    if copies:
+        kernels.append(Kernel("copy", len(kernels), copies=copies))
+    prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
+    for k in kernels:
+        finish_kernel(prog, k)
+    return prog
+
+
+def finish_kernel(prog: FusedProgram, k: Kernel) -> None:
+    """Fill k.reads and k.ops by walking its roots the way lowering evaluates them; choose threads."""
+    reads: dict[Value, None] = {}
+    ops: dict = {}
+
+    def walk(v: Value, phase: int, seen: set) -> None:
+        if v in seen:
+            return
+        seen.add(v)
+        if prog.is_loaded(v, k.index, phase):
+            reads[v] = None
+            return
+        for x in v.op.inputs:
+            walk(x, phase, seen)
+        ops[v.op] = None
+
+    if k.kind == "loop":
+        seen: set = set()
+        for r in k.stores + k.reductions:
+            walk(r, MAIN, seen)
+        seen = set()
+        for r in k.epilogue:
+            walk(r, EPILOGUE, seen)
+        size = int(np.prod(k.domain, dtype=np.int64)) if k.domain else 1
+        if prog.num_threads > 1 and k.domain and size >= THREAD_MIN_ELEMENTS and k.domain[0] >= 2:
+            k.threads = min(prog.num_threads, k.domain[0])
+    elif k.kind == "matmul":
+        for base, _ in k.operands:
+            reads[base] = None
+        ops[k.matmul.op] = None
+    else:
+        for v, _ in k.copies:
+            reads[v] = None
+    order = {op: i for i, op in enumerate(prog.fn.ops)}
+    k.reads = list(reads)
+    k.ops = sorted(ops, key=order.__getitem__)
+
+
+def value_names(fn: Function) -> dict:
+    """The names print_function gives: %param_name for params, %i for the i-th op."""
+    from gradc.ir.printer import param_names
+    names = {p: f"%{n}" for p, n in zip(fn.params, param_names(fn.params))}
+    names.update({op.result: f"%{i}" for i, op in enumerate(fn.ops)})
+    return names
+
+
+def format_op(op, names: dict) -> str:
+    from gradc.ir.printer import IMPLIED_BY_RESULT_TYPE, format_attr
+    text = f"{names[op.result]} = {op.name}"
+    if op.inputs:
+        text += " " + ", ".join(names[v] for v in op.inputs)
+    shown = [k for k in op.opdef.attrs if k not in IMPLIED_BY_RESULT_TYPE.get(op.name, ())]
+    if shown:
+        text += " {" + ", ".join(f"{k} = {format_attr(op.attrs[k])}" for k in shown) + "}"
+    return f"{text} : {op.result.type}"
+
+
+def fused_text(prog: FusedProgram, plan=None) -> str:
+    """Deterministic text: one block per kernel with its iteration space, buffers and ops."""
+    names = value_names(prog.fn)
+
+    def where(v: Value) -> str:
+        if plan is None or v not in plan.home:
+            return ""
+        h = plan.home[v]
+        return {"param": f" @in{h.index}", "result": f" @out{h.index}", "global": " @const",
+                "arena": f" @arena+{h.index}"}[h.kind]
+
+    def dims(shape) -> str:
+        return "[" + ",".join(str(d) for d in shape) + "]"
+
+    lines = [f"fused @{prog.fn.name}: {len(prog.kernels)} kernel(s), threads <= {prog.num_threads}"
+             + (f", arena {plan.arena_bytes} bytes" if plan is not None else "")]
+    for k in prog.kernels:
+        if k.kind == "loop":
+            head = f"kernel {k.index}: loop {dims(k.domain)}"
+            if k.epilogue:
+                head += f" then epilogue {dims(k.epilogue_domain)}"
+            head += f", threads {k.threads}"
+        elif k.kind == "matmul":
+            (a, ta), (b, tb) = k.operands
+            head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"
+                    f" -> {dims(k.matmul.shape)}")
+        else:
+            head = f"kernel {k.index}: copy"
+        lines.append(head)
+        if k.reads:
+            lines.append("  reads: " + ", ".join(f"{names[v]}: {v.type}{where(v)}" for v in k.reads))
+        for op in k.ops:
+            lines.append("    " + format_op(op, names))
+        for label, values in (("store", k.stores), ("reduce", k.reductions), ("epilogue", k.epilogue)):
+            if values:
+                lines.append(f"  {label}: " + ", ".join(f"{names[v]}{where(v)}" for v in values))
+        if k.kind == "matmul":
+            lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
+        for v, i in k.copies:
+            lines.append(f"  copy: {names[v]} -> @out{i}")
+        if plan is not None:
+            for (ki, r), off in sorted(plan.partials.items(), key=lambda t: t[1]):
+                if ki == k.index:
+                    lines.append(f"  partials of {names[r]}: {k.threads - 1} x {r.type} @arena+{off}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,88 @@
+"""Memory planning: give every materialized value of a FusedProgram a home.
+
+Params and results live in the caller's buffers; dense consts are module globals; every other
+materialized value (and each threaded kernel's per-thread partial reduction accumulators) gets an
+offset in ONE arena. Offsets come from liveness over kernel order (a value lives from the kernel that
+produces it to the last kernel that loads it, both inclusive, so a kernel never reads and writes
+overlapping slots) and are reused first-fit, 64-byte aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradc.ir.core import Value
+from gradc.ir.passes.fuse import FusedProgram, is_dense_const
+
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Home:
+    kind: str  # "param" | "result" | "arena" | "global"
+    index: int  # param/result position or arena byte offset (0 for globals)
+
+
+@dataclass
+class MemoryPlan:
+    home: dict = field(default_factory=dict)  # Value -> Home
+    partials: dict = field(default_factory=dict)  # (kernel index, reduction Value) -> arena offset
+    arena_bytes: int = 0
+
+
+def nbytes(v: Value) -> int:
+    return v.type.size * np.dtype(v.dtype.numpy).itemsize
+
+
+def align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan_memory(prog: FusedProgram) -> MemoryPlan:
+    """Assign params, results, globals and liveness-planned arena offsets."""
+    plan = MemoryPlan()
+    for i, p in enumerate(prog.fn.params):
+        plan.home[p] = Home("param", i)
+    for v, i in prog.result_home.items():
+        plan.home[v] = Home("result", i)
+
+    # (start kernel, end kernel, bytes, key) for everything that needs arena space
+    requests: list[tuple[int, int, int, object]] = []
+    last_use: dict[Value, int] = {}
+    for k in prog.kernels:
+        for v in k.reads:
+            last_use[v] = max(last_use.get(v, -1), k.index)
+    for v in prog.materialized:
+        if v in plan.home:
+            continue
+        if is_dense_const(v):
+            plan.home[v] = Home("global", 0)
+            continue
+        start = prog.producer[v][0]
+        requests.append((start, max(start, last_use.get(v, start)), nbytes(v), v))
+    for k in prog.kernels:
+        if k.kind == "loop" and k.threads > 1:
+            for r in k.reductions:
+                if 0 in r.op.attrs["axes"]:
+                    requests.append((k.index, k.index, (k.threads - 1) * nbytes(r), (k.index, r)))
+
+    placed: list[tuple[int, int, int, int]] = []  # start, end, offset, size
+    order = sorted(range(len(requests)), key=lambda i: (requests[i][0], -requests[i][2], i))
+    for i in order:
+        start, end, size, key = requests[i]
+        size = align(max(size, 1))
+        busy = sorted((o, o + s) for a, b, o, s in placed if a <= end and start <= b)
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append((start, end, offset, size))
+        plan.arena_bytes = max(plan.arena_bytes, offset + size)
+        if isinstance(key, Value):
+            plan.home[key] = Home("arena", offset)
+        else:
+            plan.partials[key] = offset
+    return plan
