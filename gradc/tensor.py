@@ -39,15 +39,16 @@ class Trace:
 
     def __init__(self) -> None:
         self.builder = Builder()
-        self.captured: dict[int, Value] = {}
+        self.captured: dict[int, tuple[Tensor, Value]] = {}
 
     def lift(self, t: Tensor) -> Value:
         if t._value is not None:
             return t._value
         key = id(t)
         if key not in self.captured:  # a closed-over eager tensor becomes a constant
-            self.captured[key] = self.builder.emit("const", value=t._data, shape=t._data.shape, dtype=t.dtype)
-        return self.captured[key]
+            # t is kept alive with its constant: a freed temporary's id is reused by the next one
+            self.captured[key] = (t, self.builder.emit("const", value=t._data, shape=t._data.shape, dtype=t.dtype))
+        return self.captured[key][1]
 
 
 def current_trace() -> Trace | None:
