@@ -62,8 +62,9 @@ def identities() -> Function:
     """One instance of each simplify rule (the golden output shows what each became)."""
     b = Builder()
     x, m = Value(TensorType((3, 4), float64), name="x"), Value(TensorType((4, 3), float64), name="m")
-    zero, one = b.scalar(0.0, x), b.scalar(1.0, x)
-    a = b.add(b.mul(one, b.add(x, zero)), b.div(b.sub(x, zero), one))
+    zero, negzero, one = b.scalar(0.0, x), b.scalar(-0.0, x), b.scalar(1.0, x)
+    a = b.add(b.mul(one, b.add(x, negzero)), b.div(b.sub(x, zero), one))
+    a = b.add(a, b.add(x, zero))  # kept: -0.0 + 0.0 is +0.0
     a = b.add(a, b.neg(b.neg(b.pow(x, one))))
     a = b.add(a, b.mul(x, zero))  # kept: inf * 0 is nan
     a = b.add(a, b.cast(b.reshape(b.reshape(x, shape=(12,)), shape=(3, 4)), dtype=float64))

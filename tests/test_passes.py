@@ -34,20 +34,27 @@ def names(fn: Function) -> list[str]:
     return [op.name for op in fn.ops]
 
 
-def same_results(a: Function, b: Function, args) -> None:
+def same_results(a: Function, b: Function, args, exact: bool = False) -> None:
+    """Equal results; `exact`: the same values bit for bit, zeros' signs included (any NaN matches any NaN)."""
     for got, want in zip(run(b, *args), run(a, *args), strict=True):
         assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0, equal_nan=True)
+        if not exact:
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=0, equal_nan=True)
+            continue
+        np.testing.assert_array_equal(got, want)
+        if got.dtype.kind == "f":
+            numbers = ~np.isnan(want)
+            np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
 
 
 SPECIAL = np.array([[0.0, -0.0, 1.5, -2.0], [np.inf, -np.inf, np.nan, 1e-300], [3.0, 7.0, -1e300, 0.5]])
 
 # (label, build, op names left after simplify + dce)
 IDENTITIES = [
-    ("x+0", lambda b, x: b.add(x, b.scalar(0.0, x)), []),
-    ("0+x", lambda b, x: b.add(b.scalar(0.0, x), x), []),
+    ("x+-0", lambda b, x: b.add(x, b.scalar(-0.0, x)), []),
+    ("-0+x", lambda b, x: b.add(b.scalar(-0.0, x), x), []),
     ("x-0", lambda b, x: b.sub(x, b.scalar(0.0, x)), []),
-    ("0-x", lambda b, x: b.sub(b.scalar(0.0, x), x), ["neg"]),
+    ("-0-x", lambda b, x: b.sub(b.scalar(-0.0, x), x), ["neg"]),
     ("x*1", lambda b, x: b.mul(x, b.scalar(1.0, x)), []),
     ("1*x", lambda b, x: b.mul(b.scalar(1.0, x), x), []),
     ("x/1", lambda b, x: b.div(x, b.scalar(1.0, x)), []),
@@ -71,7 +78,7 @@ IDENTITIES = [
     ("broadcast of unit reshape",
      lambda b, x: b.broadcast_to(b.reshape(b.reduce_sum(x, axes=(0, 1)), shape=(1, 1)), (3, 4)),
      ["reduce_sum", "broadcast_to"]),
-    ("reduce over no axes", lambda b, x: b.reduce_max(b.reduce_sum(x, axes=()), axes=()), []),
+    ("max over no axes", lambda b, x: b.reduce_max(b.reduce_max(x, axes=()), axes=()), []),
     ("whole slice", lambda b, x: b.slice(x, starts=(0, 0), stops=(3, 4), steps=(1, 1)), []),
     ("empty pad", lambda b, x: b.pad(x, lo=(0, 0), hi=(0, 0), interior=(0, 0)), []),
     ("double stop_gradient", lambda b, x: b.stop_gradient(b.stop_gradient(x)), ["stop_gradient"]),
@@ -83,23 +90,39 @@ def test_simplify_identity(label, build, left):
     fn = one_result(build)
     out = simplified(fn)
     assert names(out) == left
-    same_results(fn, out, [SPECIAL])
+    same_results(fn, out, [SPECIAL], exact=True)
 
 
 @pytest.mark.parametrize("label, build", [
+    ("x+0.0 is +0.0 for x=-0.0", lambda b, x: b.add(x, b.scalar(0.0, x))),
+    ("0.0+x", lambda b, x: b.add(b.scalar(0.0, x), x)),
+    ("x-(-0.0)", lambda b, x: b.sub(x, b.scalar(-0.0, x))),
+    ("0.0-x is +0.0 for x=0.0", lambda b, x: b.sub(b.scalar(0.0, x), x)),
     ("x*0 is nan for inf and nan", lambda b, x: b.mul(x, b.scalar(0.0, x))),
     ("0*x", lambda b, x: b.mul(b.scalar(0.0, x), x)),
     ("x-x is nan for inf", lambda b, x: b.sub(x, x)),
     ("x/x", lambda b, x: b.div(x, x)),
     ("stop_gradient is kept", lambda b, x: b.stop_gradient(x)),
     ("a real transpose", lambda b, x: b.permute(x, perm=(1, 0))),
+    ("a sum over no axes is 0 + x", lambda b, x: b.reduce_sum(x, axes=())),
     ("cast to f32 and back loses bits", lambda b, x: b.cast(b.cast(x, dtype=float32), dtype=float64)),
 ])
 def test_simplify_keeps_what_is_not_an_identity(label, build):
     fn = one_result(build)
     out = simplified(fn)
     assert names(out) == names(dce(fn))
-    same_results(fn, out, [SPECIAL])
+    same_results(fn, out, [SPECIAL], exact=True)
+
+
+def test_integer_zero_identities():
+    t = TensorType((5,), int64)
+    fn = one_result(lambda b, x: b.sub(b.add(b.constant(0, t), b.sub(x, b.constant(0, t))),
+                                       b.reduce_sum(b.neg(b.neg(x)), axes=())), t)
+    out = simplified(fn)
+    assert names(out) == ["sub"]
+    same_results(fn, out, [np.array([-3, 0, 7, 2**62, -2**63])], exact=True)
+    neg = simplified(one_result(lambda b, x: b.sub(b.constant(0, t), x), t))
+    assert names(neg) == ["neg"]
 
 
 def test_mul_by_zero_really_gives_nan():

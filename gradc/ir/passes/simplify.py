@@ -1,9 +1,9 @@
 """Algebraic simplification and constant folding.
 
-Only rewrites that keep numpy's results for every input, NaN and inf included: `x * 0` is NOT
-folded (it is NaN for x = inf or NaN) and neither is `x - x`. The one liberty is the sign of a zero:
-`x + 0` becomes `x` although `-0.0 + 0.0` is `+0.0`. `stop_gradient` is kept, since a later `ad`
-depends on it. Constant folding evaluates ops whose operands are all `const`s with the registry's
+The identities keep numpy's results bit for bit, NaN, inf and signed zeros included: `x * 0` is
+NOT folded (it is NaN for x = inf or NaN), nor is `x - x`, and for floats `x + 0.0` is not `x`
+(`-0.0 + 0.0` is `+0.0`, and `1 / (x + 0.0)` would change sign) while `x + -0.0` and `x - 0.0` are.
+`stop_gradient` is kept, since a later `ad` depends on it. Constant folding evaluates ops whose operands are all `const`s with the registry's
 own eval rule: any op whose result is small (<= FOLD_LIMIT elements), and elementwise and layout
 ops of filled constants at any size (a filled const stays a filled const).
 """
@@ -33,6 +33,14 @@ def filled_value(v: Value) -> Any:
 def is_filled_with(v: Value, number: float) -> bool:
     value = filled_value(v)
     return value is not None and value == number
+
+
+def is_additive_identity(v: Value, negative_zero: bool) -> bool:
+    """v is a filled zero that leaves any x unchanged bit for bit in x + v (negative_zero) or x - v."""
+    value = filled_value(v)
+    if value is None or value != 0:
+        return False
+    return not v.dtype.is_float or bool(np.signbit(value)) == negative_zero
 
 
 def as_fill(array: np.ndarray) -> Any:
@@ -96,9 +104,9 @@ class Simplifier:
         return None if fill is None else self.b.emit("const", value=fill, shape=shape, dtype=dtype)
 
     def rule_add(self, x: Value, y: Value) -> Value | None:
-        if is_filled_with(y, 0):
+        if is_additive_identity(y, negative_zero=True):
             return x
-        if is_filled_with(x, 0):
+        if is_additive_identity(x, negative_zero=True):
             return y
         if y.op is not None and y.op.name == "neg":  # x + -y is x - y in IEEE arithmetic
             return self.emit("sub", x, y.op.inputs[0])
@@ -107,10 +115,10 @@ class Simplifier:
         return None
 
     def rule_sub(self, x: Value, y: Value) -> Value | None:
-        if is_filled_with(y, 0):
+        if is_additive_identity(y, negative_zero=False):
             return x
-        if is_filled_with(x, 0) and x.dtype.name != "bool" and filled_value(y) is None:
-            return self.emit("neg", y)
+        if is_additive_identity(x, negative_zero=True) and x.dtype.name != "bool" and filled_value(y) is None:
+            return self.emit("neg", y)  # -0.0 - y is -y exactly
         return None
 
     def rule_mul(self, x: Value, y: Value) -> Value | None:
@@ -173,9 +181,11 @@ class Simplifier:
         return None
 
     def rule_reduce_sum(self, x: Value, axes: tuple[int, ...]) -> Value | None:
-        return x if not axes else None
+        # a sum over no axes is 0 + x in numpy: +0.0 for x = -0.0
+        return x if not axes and not x.dtype.is_float else None
 
-    rule_reduce_max = rule_reduce_sum
+    def rule_reduce_max(self, x: Value, axes: tuple[int, ...]) -> Value | None:
+        return x if not axes else None
 
     def rule_slice(self, x: Value, starts: tuple, stops: tuple, steps: tuple) -> Value | None:
         whole = all(a == 0 and z == d and s == 1 for a, z, s, d in zip(starts, stops, steps, x.shape))
