@@ -3,9 +3,12 @@
 The identities keep numpy's results bit for bit, NaN, inf and signed zeros included: `x * 0` is
 NOT folded (it is NaN for x = inf or NaN), nor is `x - x`, and for floats `x + 0.0` is not `x`
 (`-0.0 + 0.0` is `+0.0`, and `1 / (x + 0.0)` would change sign) while `x + -0.0` and `x - 0.0` are.
-`stop_gradient` is kept, since a later `ad` depends on it. Constant folding evaluates ops whose operands are all `const`s with the registry's
-own eval rule: any op whose result is small (<= FOLD_LIMIT elements), and elementwise and layout
-ops of filled constants at any size (a filled const stays a filled const).
+`stop_gradient` is kept, since a later `ad` depends on it.
+
+Constant folding evaluates ops whose operands are all `const`s with the registry's own eval rule:
+any op whose result is small (<= FOLD_LIMIT elements), and elementwise and layout ops of filled
+constants at any size (a filled const stays a filled const). Array constants holding one value
+become filled constants.
 """
 
 from __future__ import annotations
