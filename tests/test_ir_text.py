@@ -103,6 +103,7 @@ def test_golden(name, golden):
 def test_golden_functions_compute_the_same():
     fns = golden_functions()
     args = tutorial_args()
+    assert len(fns["tutorial_grad_optimize"].ops) < len(fns["tutorial_grad_dce"].ops)
     forward = run(fns["tutorial_forward"], *args)[0]
     grad_results = run(fns["tutorial_grad"], *args, np.float32(1.0))
     np.testing.assert_array_equal(grad_results[0], forward)
@@ -191,6 +192,12 @@ def test_scalar_kinds_survive_the_round_trip():
     assert print_function(parsed) == text
     assert [type(op.attrs["value"]) for op in parsed.ops] == [type(op.attrs["value"]) for op in fn.ops]
     assert np.signbit(run(parsed)[2]).all()
+
+
+def test_empty_function_round_trips():
+    text = print_function(Function("nothing", [], [], []))
+    assert text == "func @nothing() -> () {\n  return \n}\n"
+    assert print_function(parse_function(text)) == text
 
 
 def test_parse_module_reads_several_functions():
