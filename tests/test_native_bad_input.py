@@ -158,9 +158,9 @@ def test_zero_size_and_zero_rank():
     with pytest.raises(ValueError):
         g(np.zeros((1, 5), np.float32), np.zeros((0, 5), np.float32))
     h = compile_function(trace_types(lambda a: a * 2.0, [TensorType((), float32)]))
-    out = h(np.float32(1.5))
+    (out,) = h(np.float32(1.5))
     assert isinstance(out, np.ndarray) and out.shape == () and out == 3.0
-    assert h(2) == 4.0 and h(np.array(0.25, np.float32)) == 0.5
+    assert h(2)[0] == 4.0 and h(np.array(0.25, np.float32))[0] == 0.5
     with pytest.raises(ValueError, match="rank 0"):
         h(np.zeros(1, np.float32))
 

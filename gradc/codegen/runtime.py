@@ -187,7 +187,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = ARENA_AL
 _PY_SCALAR_KINDS = {bool: "b", int: "biuf", float: "f"}  # target dtype kinds a Python scalar may become
 
 
-def _call_source(m: int, single: bool, tuple_arena: bool) -> str:
+def _call_source(m: int, tuple_arena: bool) -> str:
     """Source of a __call__ specialized to m outputs: allocate, one native call, return (no loops)."""
     outs = "".join(f"o{j}, " for j in range(m))
     lines = ["def __call__(self, *args):"]
@@ -201,7 +201,7 @@ def _call_source(m: int, single: bool, tuple_arena: bool) -> str:
         extra = "arena, "
     lines.append(f"    if self._entry(args + ({outs}{extra})):")
     lines.append(f"        return self._slow(args, ({outs}))")
-    lines.append("    return o0" if single else f"    return ({outs})")
+    lines.append(f"    return ({outs})")
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +212,8 @@ _CALL_CLASSES_LOCK = threading.Lock()
 class CompiledFunction:
     """A native function for one (shapes, dtypes) specialization; owns the code that keeps it callable.
 
-    Call with one array per parameter; returns the result array (a tuple when the function has several
-    results); 0-d results are 0-d arrays. Outputs are always freshly allocated.
+    Call with one array per parameter; returns a tuple with one fresh array per result (0-d results are
+    0-d arrays), like the reference interpreter's list of results.
     """
 
     def __new__(cls, name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
@@ -229,14 +229,14 @@ class CompiledFunction:
             if sub is None:
                 body: dict = {"__slots__": ()}
                 if fast:
-                    exec(_call_source(m, m == 1, sig[1]), {}, body)
+                    exec(_call_source(m, sig[1]), {}, body)
                 else:
                     body["__call__"] = CompiledFunction._call_ctypes
                 sub = _CALL_CLASSES[sig] = type("CompiledFunction", (CompiledFunction,), body)
         return super().__new__(sub)
 
     __slots__ = ("name", "param_types", "result_types", "code", "meta", "_entry", "_inner", "_specs", "_tls",
-                 "_stages", "_stage_texts", "_single", "_np_types", "__weakref__")
+                 "_stages", "_stage_texts", "_np_types", "__weakref__")
 
     def __init__(self, name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
                  code, meta: dict, stages: Callable[[str], str] | None = None, fast: bool | None = None):
@@ -247,7 +247,6 @@ class CompiledFunction:
         self.meta = dict(meta)
         self._stages = stages
         self._stage_texts: dict[str, str] = {"fused": meta.get("fused_text", "")} if meta.get("fused_text") else {}
-        self._single = len(self.result_types) == 1
         self._tls = threading.local()
         self._np_types = tuple(numpy_dtype(t) for t in self.param_types)
         n = len(self.param_types)
@@ -317,16 +316,13 @@ class CompiledFunction:
             raise TypeError(f"{self.name}() takes {n} argument{'s' if n != 1 else ''} ({sig}), got {len(args)}")
         return tuple(self._conform_one(i, x) for i, x in enumerate(args))
 
-    def _result(self, outs: tuple):
-        return outs[0] if self._single else outs
-
     def _slow(self, args: tuple, outs: tuple):
         fixed = self.conform(args)
         extra = (self._arena(),) if self.meta["arena_mode"] == "tuple" else ()
         code = self._entry(fixed + outs + extra)
         if code:
             raise RuntimeError(f"gradc internal error: {self.name} rejected conformed arguments ({describe(code)})")
-        return self._result(outs)
+        return outs
 
     def _call_ctypes(self, *args):
         """The fallback call path: checks in Python, data pointers through ctypes (used if the layout check fails)."""
@@ -335,7 +331,7 @@ class CompiledFunction:
         outs = tuple(specs[j](specs[j + 1], specs[j + 2]) for j in range(0, len(specs), 3))
         arena = self._arena().ctypes.data if self.meta["arena_bytes"] else None
         self._inner(*[a.ctypes.data for a in fixed + outs], arena)
-        return self._result(outs)
+        return outs
 
     # ---- introspection ----------------------------------------------------------------------------------
 
