@@ -34,6 +34,17 @@ NOTHING_SAVED = frozenset({"add", "sub", "neg", "reshape", "permute", "broadcast
                            "pad", "cast", "stop_gradient"})
 
 
+def resolve_inputs(record: Any) -> tuple:
+    """The record's inputs as they were when it ran: a tensor overwritten in place since then
+    stands for the copy that took over its old value and history (see methods._inplace)."""
+    inputs = record.inputs
+    for x, version in zip(inputs, record.versions):
+        if x._version != version:
+            return tuple(x if x._version == v else x._history.get(v, x) if hasattr(x, "_history") else x
+                         for x, v in zip(inputs, record.versions))
+    return inputs
+
+
 class GraphCapture:
     """The recorded graph from the leaves to some outputs, with gradient taps on non-leaf targets.
 
@@ -46,6 +57,7 @@ class GraphCapture:
         params: list[Tensor] = []
         computed: list[Tensor] = []  # in topological order (post-order of an iterative DFS)
         seen: set[int] = set()
+        links: dict[int, tuple] = {}  # id(tensor) -> its op's inputs as they were when it ran
         stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(outputs)]
         while stack:
             t, expanded = stack.pop()
@@ -59,10 +71,13 @@ class GraphCapture:
                 params.append(t)
             else:
                 stack.append((t, True))
-                stack.extend((x, False) for x in reversed(t._record.inputs) if id(x) not in seen)
+                inputs = resolve_inputs(t._record)
+                links[id(t)] = inputs
+                stack.extend((x, False) for x in reversed(inputs) if id(x) not in seen)
         self.taps = [t for t in taps if t._record is not None and id(t) in seen]
         self.params = params
         self.computed = computed
+        self.links = links
         self.outputs = list(outputs)
 
     def param_index(self) -> dict[int, int]:
@@ -79,7 +94,7 @@ class GraphCapture:
         live = {id(t) for t in targets}
         result = []
         for t in self.computed:
-            if any(id(x) in live for x in t._record.inputs):
+            if any(id(x) in live for x in self.links[id(t)]):
                 result.append(t)
                 live.add(id(t))
         return result
@@ -111,7 +126,7 @@ class GraphCapture:
             index[id(t)] = len(self.params) + i
             r = t._record
             parts.append((r.opdef.name, tuple((k, format_attr(v)) for k, v in r.attrs.items()),
-                          tuple(index[id(x)] for x in r.inputs)))
+                          tuple(index[id(x)] for x in self.links[id(t)])))
         parts.append(tuple(index[id(t)] for t in self.taps))
         parts.append(tuple(index[id(t)] for t in self.outputs))
         return tuple(parts)
@@ -126,7 +141,7 @@ class GraphCapture:
         taps = {id(t): Value(t._type(), name=f"tap{i}") for i, t in enumerate(self.taps)}
         for t in self.computed:
             r = t._record
-            env[id(t)] = b.emit(r.opdef.name, *(env[id(x)] for x in r.inputs), **r.attrs)
+            env[id(t)] = b.emit(r.opdef.name, *(env[id(x)] for x in self.links[id(t)]), **r.attrs)
             if id(t) in taps:
                 env[id(t)] = b.emit("add", env[id(t)], taps[id(t)])
         return b.function("backward", values + list(taps.values()), [env[id(t)] for t in self.outputs])
@@ -159,7 +174,8 @@ def forward_plan(joint: Function, capture: GraphCapture) -> list[int]:
     for k, t in enumerate(capture.computed):
         index[id(t)] = n + k
         r = t._record
-        known.setdefault((r.opdef.name, _attrs_key(r.attrs), tuple(index[id(x)] for x in r.inputs)), n + k)
+        operands = tuple(index[id(x)] for x in capture.links[id(t)])
+        known.setdefault((r.opdef.name, _attrs_key(r.attrs), operands), n + k)
     ids: dict[Value, int] = {p: i for i, p in enumerate(joint.params[:n])}
     taps = set(joint.params[n:n + len(capture.taps)])
     plan = []

@@ -35,6 +35,8 @@ def _inplace(fn):
                                                             for a in (*args, *kwargs.values()))):
             source = Tensor._from_array(self._data.copy())
             source._record, source._grad_fn, source.requires_grad = self._record, self._grad_fn, self.requires_grad
+            # ops recorded before now read `self` at this version: they now find its old value here
+            self._history = {**getattr(self, "_history", {}), self._version: source}
         result = fn(source, *args, **kwargs)
         if result.shape != self.shape:
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
