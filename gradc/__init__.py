@@ -5,6 +5,7 @@
 """
 
 from gradc import autograd, functional, methods, nn  # noqa: F401  (methods binds Tensor operators)
+from gradc import data, optim  # noqa: F401
 from gradc.api import (compile, grad, hessian, jacobian, make_ir, set_backend, trace,  # noqa: F401
                        value_and_grad, vjp)
 from gradc.factories import (arange, eye, from_numpy, full, manual_seed, ones, ones_like, rand,  # noqa: F401
@@ -17,6 +18,7 @@ from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enab
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
 from gradc.tensor import Tensor  # noqa: F401
+from gradc.train import compile_step  # noqa: F401
 
 float = float32
 double = float64

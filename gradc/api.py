@@ -242,6 +242,8 @@ def _scalar_output(fn: Function, what: str) -> None:
 
 def compile(fn: Callable) -> Transformed:
     """A native forward function: results are numpy arrays (a tuple when fn returns a tuple)."""
+    if hasattr(fn, "_gradc_compile"):  # a gradc.nn.Module: its parameters become inputs (gradc.train)
+        return fn._gradc_compile()
     def finish(results: list[np.ndarray], spec: Specialization) -> Any:
         return results[0] if spec.traced.meta.get("single_output", True) else tuple(results)
     return Transformed(fn, lambda traced: traced, finish, "compile")

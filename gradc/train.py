@@ -1,0 +1,243 @@
+"""Compiled modules: `gradc.compile(module)` (inference) and `gradc.compile_step` (a whole training step).
+
+Both trace the module with its parameters and buffers substituted by function inputs (so updated
+weights are read on every call without recompiling) and specialize per input shapes and dtypes and
+per train/eval mode, like `jax.jit`. A traced dropout adds a noise input that is filled on every call
+from gradc's seeded generator (see gradc.nn.ops).
+
+`compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state,
+learning rates, x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
+from the AD pass, and the optimizer's `_update` traced on the gradients. Per step, Python reads the
+parameter and state arrays into one argument list, makes one compiled call, and rebinds each
+parameter's and state tensor's `_data` to the fresh output arrays (one loop of attribute stores).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from gradc.api import argument_array, compile_function_or_interp, optimize
+from gradc.grad_mode import enable_grad
+from gradc.ir.builder import inline
+from gradc.ir.core import Function, TensorType, Value, float64
+from gradc.ir.passes.ad import ad
+from gradc.nn.module import Module
+from gradc.nn.ops import noise_arrays, noise_inputs
+from gradc.optim import Optimizer
+from gradc.tensor import Tensor, Trace, tracing
+
+__all__ = ["compile_step", "CompiledStep", "CompiledModule"]
+
+
+def _value_name(name: str) -> str:
+    name = re.sub(r"\W", "_", name)
+    return name if name[:1].isalpha() else "p" + name
+
+
+def _results(out: Any) -> Sequence[np.ndarray]:
+    # native functions return a bare array for one result, the interpreter a list
+    return out if isinstance(out, (list, tuple)) else (out,)
+
+
+class substituted:
+    """Within the block, each tensor reads as the given traced Value (parameters become inputs)."""
+
+    def __init__(self, tensors: Sequence[Tensor], values: Sequence[Value]) -> None:
+        self.pairs = list(zip(tensors, values, strict=True))
+
+    def __enter__(self) -> None:
+        for t, v in self.pairs:
+            if t._value is not None:
+                raise RuntimeError("a module parameter is already traced: nested compilation of one module")
+            t._value = v
+
+    def __exit__(self, *exc: Any) -> None:
+        for t, _ in self.pairs:
+            t._value = None
+
+
+def _module_tensors(module: Module) -> tuple[list[str], list[Tensor]]:
+    names, tensors, seen = [], [], set()
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            names.append(name)
+            tensors.append(t)
+    return names, tensors
+
+
+def trace_with_tensors(body: Callable[..., Any], tensors: Sequence[Tensor], names: Sequence[str],
+                       input_types: Sequence[TensorType], fn_name: str) -> Function:
+    """Trace body(*inputs) with `tensors` as leading function params; traced dropouts append noise params."""
+    t = Trace()
+    tensor_values = [Value(x._type(), name=_value_name(n)) for x, n in zip(tensors, names)]
+    inputs = [Value(ty, name=f"input{i}") for i, ty in enumerate(input_types)]
+    with tracing(t), enable_grad(), noise_inputs() as noise, substituted(tensors, tensor_values):
+        out = body(*(Tensor._from_value(v) for v in inputs))
+        single = not isinstance(out, (tuple, list))
+        outs = [out] if single else list(out)
+        for i, o in enumerate(outs):
+            if not isinstance(o, Tensor):
+                raise TypeError(f"the module returned a {type(o).__name__} as output {i}; compiled modules "
+                                "must return gradc Tensors (or a tuple of them)")
+        results = [t.lift(o) for o in outs]
+    return Function(fn_name, tensor_values + inputs + list(noise), t.builder.ops, results,
+                    {"single_output": single, "num_noise": len(noise)})
+
+
+class _Spec:
+    __slots__ = ("fn", "function", "noise", "single")
+
+    def __init__(self, fn: Callable, function: Function, noise: Sequence[Value], single: bool) -> None:
+        self.fn, self.function, self.noise, self.single = fn, function, list(noise), single
+
+
+class CompiledModule:
+    """`gradc.compile(module)`: a native forward taking the module's inputs; returns numpy arrays."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.names, self.tensors = _module_tensors(module)
+        self.specializations: dict[tuple, _Spec] = {}
+
+    def __repr__(self) -> str:
+        return f"<gradc.compile of {type(self.module).__name__}>"
+
+    def _specialize(self, arrays: list[np.ndarray]) -> _Spec:
+        key = (self.module.training,) + tuple((a.shape, a.dtype.str) for a in arrays)
+        spec = self.specializations.get(key)
+        if spec is None:
+            types = [TensorType(a.shape, _dtype(a)) for a in arrays]
+            fn = optimize(trace_with_tensors(self.module, self.tensors, self.names, types,
+                                             type(self.module).__name__.lower()))
+            noise = fn.params[len(fn.params) - fn.meta["num_noise"]:]
+            spec = self.specializations[key] = _Spec(compile_function_or_interp(fn), fn, noise,
+                                                     fn.meta["single_output"])
+        return spec
+
+    def lower(self, *inputs: Any) -> Function:
+        """The traced (optimized) forward Function for these inputs."""
+        return self._specialize([argument_array(a, i) for i, a in enumerate(inputs)]).function
+
+    def __call__(self, *inputs: Any) -> Any:
+        arrays = [argument_array(a, i) for i, a in enumerate(inputs)]
+        spec = self._specialize(arrays)
+        out = _results(spec.fn(*[t._data for t in self.tensors], *arrays, *noise_arrays(spec.noise)))
+        return out[0] if spec.single else tuple(out)
+
+
+def _dtype(array: np.ndarray):
+    from gradc.ir.core import dtype_of_numpy
+    return dtype_of_numpy(array.dtype)
+
+
+class CompiledStep:
+    """`step(x, y) -> loss` (a 0-d numpy array): forward, backward and optimizer update in one compiled call."""
+
+    def __init__(self, model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer) -> None:
+        if not isinstance(model, Module):
+            raise TypeError(f"compile_step needs a gradc.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"compile_step needs a gradc.optim optimizer, got {type(optimizer).__name__}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.names, self.tensors = _module_tensors(model)
+        position = {id(t): i for i, t in enumerate(self.tensors)}
+        # (model tensor index, group) for every optimized parameter that the model owns
+        self.trainable: list[tuple[int, dict]] = []
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if id(p) not in position:
+                    raise ValueError(f"the optimizer holds a parameter of shape {list(p.shape)} that is not a "
+                                     "parameter of the model")
+                if p.requires_grad:
+                    self.trainable.append((position[id(p)], group))
+        if not self.trainable:
+            raise ValueError("no parameter of the model requires grad in the optimizer")
+        self.specializations: dict[tuple, _Spec] = {}
+        self._swap: list[Tensor] = []
+        self._state_inputs: list[Tensor] = []
+
+    def __repr__(self) -> str:
+        return f"<gradc.compile_step of {type(self.model).__name__} with {type(self.optimizer).__name__}>"
+
+    # --- building
+    def _forward(self, x_type: TensorType, y_type: TensorType) -> Function:
+        def loss_of(x: Tensor, y: Tensor) -> Tensor:
+            loss = self.loss_fn(self.model(x), y)
+            if not isinstance(loss, Tensor) or loss.shape != () or not loss.dtype.is_float:
+                what = f"{loss.dtype.name} tensor of shape {list(loss.shape)}" if isinstance(loss, Tensor) \
+                    else type(loss).__name__
+                raise TypeError(f"compile_step needs a loss_fn returning a scalar float tensor, got a {what}")
+            return loss
+        return trace_with_tensors(loss_of, self.tensors, self.names, [x_type, y_type], "loss")
+
+    def _build(self, x: np.ndarray, y: np.ndarray) -> _Spec:
+        opt = self.optimizer
+        forward = optimize(self._forward(TensorType(x.shape, _dtype(x)), TensorType(y.shape, _dtype(y))))
+        n_noise = forward.meta["num_noise"]
+        joint = optimize(ad(forward, [i for i, _ in self.trainable], seed="ones"))
+
+        groups = {id(g): g for _, g in self.trainable}
+        group_index = {gid: k for k, gid in enumerate(groups)}
+        states = [(self.tensors[i], g, opt.state_for(self.tensors[i], g)) for i, g in self.trainable]
+        state_names = [opt._state_names(g) for _, g, _ in states]
+
+        tensor_values = [Value(p.type, name=p.name) for p in forward.params[:len(self.tensors)]]
+        state_values = [[Value(s[n]._type(), name=f"{_value_name(self.names[i])}_{n}") for n in names]
+                        for (i, _), (_, _, s), names in zip(self.trainable, states, state_names)]
+        lr_values = [Value(TensorType((), float64), name=f"lr{k}") for k in range(len(groups))]
+        data_values = [Value(p.type, name=p.name) for p in forward.params[len(self.tensors):]]
+
+        trace = Trace()
+        with tracing(trace), enable_grad():
+            loss, *grads = inline(trace.builder, joint, tensor_values + data_values)
+            new_params, new_states = [], []
+            for (i, group), grad, values, names in zip(self.trainable, grads, state_values, state_names):
+                new_p, new_s = opt._update(group, Tensor._from_value(tensor_values[i]), Tensor._from_value(grad),
+                                           {n: Tensor._from_value(v) for n, v in zip(names, values)},
+                                           Tensor._from_value(lr_values[group_index[id(group)]]))
+                new_params.append(trace.lift(new_p))
+                new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
+        params = tensor_values + [v for vs in state_values for v in vs] + lr_values + data_values
+        step_fn = optimize(Function("train_step", params, trace.builder.ops, [loss, *new_params, *new_states],
+                                    {"num_noise": n_noise}))
+
+        self._groups = list(groups.values())
+        self._swap = [self.tensors[i] for i, _ in self.trainable] + \
+            [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
+        self._state_inputs = [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
+        noise = data_values[len(data_values) - n_noise:] if n_noise else []
+        return _Spec(compile_function_or_interp(step_fn), step_fn, noise, True)
+
+    def _specialize(self, x: np.ndarray, y: np.ndarray) -> _Spec:
+        key = (self.model.training, x.shape, x.dtype.str, y.shape, y.dtype.str)
+        spec = self.specializations.get(key)
+        if spec is None:
+            spec = self.specializations[key] = self._build(x, y)
+        return spec
+
+    def lower(self, x: Any, y: Any) -> Function:
+        """The whole step as one IR Function (before fusion) for this batch's shapes."""
+        return self._specialize(argument_array(x, 0), argument_array(y, 1)).function
+
+    # --- the step
+    def __call__(self, x: Any, y: Any) -> np.ndarray:
+        x, y = argument_array(x, 0), argument_array(y, 1)
+        spec = self._specialize(x, y)
+        out = spec.fn(*[t._data for t in self.tensors], *[t._data for t in self._state_inputs],
+                      *[np.asarray(g["lr"], dtype=np.float64) for g in self._groups], x, y,
+                      *noise_arrays(spec.noise))
+        for t, array in zip(self._swap, out[1:]):
+            t._data = array
+        return out[0]
+
+
+def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer) -> CompiledStep:
+    """One compiled training step: `loss = step(x, y)` updates model parameters and optimizer state.
+
+    The parameters' .grad is not written (the gradients live only inside the compiled function).
+    """
+    return CompiledStep(model, loss_fn, optimizer)
