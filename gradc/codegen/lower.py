@@ -301,9 +301,8 @@ class LoopKernelLowerer:
     # ------------------------------------------------------------------ main nest
     def main_buffers(self) -> tuple[list, set]:
         k = self.k
-        reads = [v for v in k.reads if self.low.plan.home[v].kind != "global"
-                 and self.low.prog.producer.get(v, (-1, 0)) < (k.index, MAIN)]
-        stores = [v for v in k.stores if v not in reads]
+        reads = [v for v in k.phase_reads[MAIN] if self.low.plan.home[v].kind != "global"]
+        stores = list(k.stores)
         accs = [("acc", r) for r in k.reductions]
         return reads + stores + accs, set(stores) | set(accs)
 
@@ -376,10 +375,9 @@ class LoopKernelLowerer:
     # ------------------------------------------------------------------ epilogue and thread combine
     def emit_epilogue(self) -> tuple[ir.Function, list]:
         k = self.k
-        reads = [v for v in k.reads if self.low.plan.home[v].kind != "global" and v not in k.epilogue]
-        reads = [v for v in reads if self.uses_in_epilogue(v)]
+        reads = [v for v in k.phase_reads[EPILOGUE] if self.low.plan.home[v].kind != "global"]
         stores = list(k.epilogue)
-        buffers = reads + [v for v in stores if v not in reads]
+        buffers = reads + stores
         func, b, ptrs = self.low.new_function(f"{self.fname}_epi", buffers, set(stores))
 
         def body(idx):
@@ -394,20 +392,6 @@ class LoopKernelLowerer:
         emit_nest(b, k.epilogue_domain, body)
         b.ret_void()
         return func, buffers
-
-    def uses_in_epilogue(self, v: Value) -> bool:
-        seen: set = set()
-
-        def walk(x: Value) -> bool:
-            if x in seen:
-                return False
-            seen.add(x)
-            if x is v:
-                return True
-            if self.low.prog.is_loaded(x, self.k.index, EPILOGUE):
-                return False
-            return any(walk(y) for y in x.op.inputs)
-        return any(walk(r) for r in self.k.epilogue)
 
     def emit_combine(self, r: Value) -> ir.Function:
         t = self.k.threads

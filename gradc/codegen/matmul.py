@@ -60,18 +60,25 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
     (_, ta), (_, tb) = k.operands
     batch, m, n, kk = dims(k)
     dtype = k.matmul.dtype
-    gemm = blas.declare_gemm(low.module, dtype)
+    gemm = blas.declare_gemm(low.module, dtype.numpy)
     ty = mem_type(dtype)
     lda, ldb = (m if ta else kk), (kk if tb else n)
     i32 = lambda v: ir.Constant(I32, v)  # noqa: E731
-    for bt in range(batch):  # batch counts are small (RNN steps are separate ops); unrolled calls
-        off = [const_i64(bt * m * kk), const_i64(bt * kk * n), const_i64(bt * m * n)]
-        a = b.gep(pa, [off[0]], inbounds=True, source_etype=ty) if bt else pa
-        bb = b.gep(pb, [off[1]], inbounds=True, source_etype=ty) if bt else pb
-        cc = b.gep(pc, [off[2]], inbounds=True, source_etype=ty) if bt else pc
+
+    def call(bt):
+        def at(p, size):
+            if bt is None:
+                return p
+            return b.gep(p, [b.mul(bt, const_i64(size), flags=("nsw",))], inbounds=True, source_etype=ty)
         b.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
                       i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), i32(m), i32(n), i32(kk),
-                      constant(ty, 1.0), a, i32(lda), bb, i32(ldb), constant(ty, 0.0), cc, i32(n)])
+                      constant(ty, 1.0), at(pa, m * kk), i32(lda), at(pb, kk * n), i32(ldb),
+                      constant(ty, 0.0), at(pc, m * n), i32(n)])
+        return []
+    if batch == 1:
+        call(None)
+    else:
+        for_range(b, 0, batch, lambda bt, _c: call(bt), name="batch")
 
 
 def emit_inline(low, k: Kernel) -> ir.Function:

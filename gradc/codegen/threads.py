@@ -48,8 +48,7 @@ def fork_join(low, b: ir.IRBuilder, kernel: ir.Function, per_thread_args: list[l
     for args in per_thread_args[1:]:
         ctx = b.alloca(ctx_type)
         for i, a in enumerate(args):
-            b.store(a, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)], inbounds=True,
-                             source_etype=ctx_type))
+            b.store(a, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)], inbounds=True))
         tid = b.alloca(I64)
         rc = b.call(create, [tid, ir.Constant(PTR, None), thunk, ctx])
         ok = b.icmp_signed("==", rc, ir.Constant(I32, 0))

@@ -49,6 +49,8 @@ class Kernel:
     threads: int = 1
     reads: list[Value] = field(default_factory=list)  # materialized values loaded (filled by finish)
     ops: list = field(default_factory=list)  # fused ops evaluated, in program order (for text)
+    phase_reads: dict = field(default_factory=dict)  # MAIN / EPILOGUE -> values loaded in that nest
+    phase_ops: dict = field(default_factory=dict)  # MAIN / EPILOGUE -> ops evaluated in that nest
 
     @property
     def roots(self) -> list[Value]:
@@ -209,41 +211,43 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
 
 
 def finish_kernel(prog: FusedProgram, k: Kernel) -> None:
-    """Fill k.reads and k.ops by walking its roots the way lowering evaluates them; choose threads."""
-    reads: dict[Value, None] = {}
-    ops: dict = {}
+    """Fill k.reads and k.ops (per phase) by walking its roots the way lowering evaluates them."""
+    order = {op: i for i, op in enumerate(prog.fn.ops)}
+    param_pos = {p: i for i, p in enumerate(prog.fn.params)}
 
-    def walk(v: Value, phase: int, seen: set) -> None:
-        if v in seen:
-            return
-        seen.add(v)
-        if prog.is_loaded(v, k.index, phase):
-            reads[v] = None
-            return
-        for x in v.op.inputs:
-            walk(x, phase, seen)
-        ops[v.op] = None
+    def position(v: Value) -> tuple[int, int]:
+        return (-1, param_pos.get(v, 0)) if v.op is None else (order[v.op], 0)
+
+    def walk(roots: list, phase: int) -> tuple[list, list]:
+        reads: dict[Value, None] = {}
+        ops: dict = {}
+        seen: set = set()
+        stack = list(roots)
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if prog.is_loaded(v, k.index, phase):
+                reads[v] = None
+                continue
+            ops[v.op] = None
+            stack.extend(v.op.inputs)
+        return sorted(reads, key=position), sorted(ops, key=order.__getitem__)
 
     if k.kind == "loop":
-        seen: set = set()
-        for r in k.stores + k.reductions:
-            walk(r, MAIN, seen)
-        seen = set()
-        for r in k.epilogue:
-            walk(r, EPILOGUE, seen)
+        k.phase_reads[MAIN], k.phase_ops[MAIN] = walk(k.stores + k.reductions, MAIN)
+        k.phase_reads[EPILOGUE], k.phase_ops[EPILOGUE] = walk(k.epilogue, EPILOGUE)
         size = int(np.prod(k.domain, dtype=np.int64)) if k.domain else 1
         if prog.num_threads > 1 and k.domain and size >= THREAD_MIN_ELEMENTS and k.domain[0] >= 2:
             k.threads = min(prog.num_threads, k.domain[0])
     elif k.kind == "matmul":
-        for base, _ in k.operands:
-            reads[base] = None
-        ops[k.matmul.op] = None
+        k.phase_reads[MAIN] = list(dict.fromkeys(base for base, _ in k.operands))
+        k.phase_ops[MAIN] = [k.matmul.op]
     else:
-        for v, _ in k.copies:
-            reads[v] = None
-    order = {op: i for i, op in enumerate(prog.fn.ops)}
-    k.reads = list(reads)
-    k.ops = sorted(ops, key=order.__getitem__)
+        k.phase_reads[MAIN] = list(dict.fromkeys(v for v, _ in k.copies))
+    k.reads = list(dict.fromkeys(k.phase_reads.get(MAIN, []) + k.phase_reads.get(EPILOGUE, [])))
+    k.ops = sorted(set(k.phase_ops.get(MAIN, []) + k.phase_ops.get(EPILOGUE, [])), key=order.__getitem__)
 
 
 def value_names(fn: Function) -> dict:
@@ -283,10 +287,7 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
              + (f", arena {plan.arena_bytes} bytes" if plan is not None else "")]
     for k in prog.kernels:
         if k.kind == "loop":
-            head = f"kernel {k.index}: loop {dims(k.domain)}"
-            if k.epilogue:
-                head += f" then epilogue {dims(k.epilogue_domain)}"
-            head += f", threads {k.threads}"
+            head = f"kernel {k.index}: loop {dims(k.domain)}, threads {k.threads}"
         elif k.kind == "matmul":
             (a, ta), (b, tb) = k.operands
             head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"
@@ -294,13 +295,20 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
         else:
             head = f"kernel {k.index}: copy"
         lines.append(head)
-        if k.reads:
-            lines.append("  reads: " + ", ".join(f"{names[v]}: {v.type}{where(v)}" for v in k.reads))
-        for op in k.ops:
-            lines.append("    " + format_op(op, names))
-        for label, values in (("store", k.stores), ("reduce", k.reductions), ("epilogue", k.epilogue)):
-            if values:
-                lines.append(f"  {label}: " + ", ".join(f"{names[v]}{where(v)}" for v in values))
+        for phase in (MAIN, EPILOGUE):
+            if phase == EPILOGUE:
+                if not k.epilogue:
+                    break
+                lines.append(f"  epilogue {dims(k.epilogue_domain)}:")
+            reads = k.phase_reads.get(phase, [])
+            if reads:
+                lines.append("  in: " + ", ".join(f"{names[v]}: {v.type}{where(v)}" for v in reads))
+            for op in k.phase_ops.get(phase, []):
+                lines.append("    " + format_op(op, names))
+            outs = [("store", k.stores), ("reduce", k.reductions)] if phase == MAIN else [("store", k.epilogue)]
+            for label, values in outs:
+                if values:
+                    lines.append(f"  {label}: " + ", ".join(f"{names[v]}{where(v)}" for v in values))
         if k.kind == "matmul":
             lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
         for v, i in k.copies:
