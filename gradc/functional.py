@@ -233,9 +233,11 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, sign: int) -> Any:
         return best if sign > 0 else apply("neg", best)
     d = normalize_dim(dim, x.ndim)
     best = apply("reduce_max", y, axes=(d,))
-    index = _argmax(y, d, keepdim, best)
-    values = _keep(x, best if sign > 0 else apply("neg", best), (d,), keepdim)
-    return MaxResult(values, index)
+    index = _argmax(y, d, False, best)
+    # the values are picked at the index, so the gradient goes to that element only (as PyTorch)
+    values = apply("gather", x, index, axis=d) if x.dtype.is_float else (
+        best if sign > 0 else apply("neg", best))
+    return MaxResult(_keep(x, values, (d,), keepdim), _keep(x, index, (d,), keepdim))
 
 
 _max_all = torch_op("MaxBackward1")(lambda x: _max_min(x, None, False, 1))

@@ -115,6 +115,8 @@ BINDINGS = {
     "gather": F.gather, "softmax": F.softmax, "log_softmax": F.log_softmax,
     "add_": _inplace(F.add), "sub_": _inplace(F.sub), "mul_": _inplace(F.mul), "div_": _inplace(F.div),
     "zero_": zero_, "fill_": fill_, "copy_": copy_,
+    "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
+    "__itruediv__": _inplace(F.div),
     "float": lambda x: F.cast_op(x, F.float32), "double": lambda x: F.cast_op(x, F.float64),
     "long": lambda x: F.cast_op(x, F.int64), "to": lambda x, dtype: F.cast_op(x, dtype),
     "type_as": lambda x, other: F.cast_op(x, other.dtype),

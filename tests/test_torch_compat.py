@@ -103,6 +103,8 @@ EXPRESSIONS = {
     "max all": (lambda m, F, a: a.max() * 2, [randn(3, 4)]),
     "max all ties": (lambda m, F, a: a.max(), [np.array([1.0, 3.0, 3.0, 2.0])]),
     "max dim": (lambda m, F, a: a.max(dim=1)[0] * 3, [randn(4, 5)]),
+    "max dim ties": (lambda m, F, a: a.max(dim=1)[0] + a.min(dim=0).values.sum(),
+                     [np.array([[1.0, 5.0, 5.0], [7.0, 2.0, 7.0], [1.0, 1.0, 0.0]])]),
     "max dim keepdim": (lambda m, F, a: a - a.max(dim=0, keepdim=True).values, [randn(4, 5)]),
     "max dim indices": (lambda m, F, a: a.max(1).indices, [randn(4, 5)]),
     "transpose and T": (lambda m, F, a: a.t() @ a + a.T @ a + a.transpose(0, 1) @ a, [randn(4, 3)]),
