@@ -4,6 +4,8 @@
 `gradc.value_and_grad` and `gradc.compile` work on plain Python functions of tensors.
 """
 
+import builtins
+
 from gradc import autograd, functional, methods, nn  # noqa: F401  (methods binds Tensor operators)
 from gradc import data, optim  # noqa: F401
 from gradc.api import (compile, grad, hessian, jacobian, make_ir, set_backend, trace,  # noqa: F401
@@ -17,6 +19,7 @@ from gradc.functional import (abs, amax, argmax, clamp, exp, expand, flatten, ga
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
+from gradc.printing import printoptions, set_printoptions  # noqa: F401
 from gradc.tensor import Tensor  # noqa: F401
 from gradc.train import compile_step  # noqa: F401
 
@@ -24,5 +27,10 @@ float = float32
 double = float64
 long = int64
 add, sub, mul, div, neg = functional.add, functional.sub, functional.mul, functional.div, functional.neg
+
+
+def is_tensor(obj: object) -> builtins.bool:
+    """torch.is_tensor."""
+    return isinstance(obj, Tensor)
 
 __version__ = "0.1.0"
