@@ -1,11 +1,19 @@
-"""The `gradc` command: demo (the autograd tutorial, eager and compiled), and later bench and ir."""
+"""The `gradc` command: demo (the autograd tutorial, eager and compiled), bench (gradc beside other engines)
+and ir (any compilation stage of a user's own function).
+
+Usage errors (a bad FILE.py:FUNCTION, shape spec, workload or engine name) print one line and exit with 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
+import os
+import re
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -86,13 +94,171 @@ def demo(out=sys.stdout) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A bad command line: reported in one line with exit code 2, without a traceback."""
+
+
+# ----------------------------------------------------------------------------- gradc ir
+
+STAGES = ("ir", "ad", "fused", "llvm", "asm", "mlir")
+NATIVE_STAGES = ("fused", "llvm", "asm")
+DTYPE_NAMES = {"f32": "float32", "float32": "float32", "f64": "float64", "float64": "float64",
+               "i64": "int64", "int64": "int64", "i1": "bool", "bool": "bool"}
+ARG_SPEC = re.compile(r"^\s*([a-z0-9]+)\s*\[\s*([0-9,\s]*)\]\s*$")
+
+
+def parse_arg_spec(spec: str) -> np.ndarray:
+    """An array of zeros for a spec such as "f32[64,784]", "i64[64]" or "f64[]" (a scalar)."""
+    m = ARG_SPEC.match(spec)
+    if not m or m.group(1) not in DTYPE_NAMES:
+        raise UsageError(f"bad --arg {spec!r}: expected DTYPE[DIMS] such as f32[64,784], i64[64] or f32[] "
+                         f"(dtypes: f32, f64, i64, i1)")
+    dims = [d.strip() for d in m.group(2).split(",")] if m.group(2).strip() else []
+    if any(not d.isdigit() for d in dims):
+        raise UsageError(f"bad --arg {spec!r}: dimensions must be non-negative integers separated by commas")
+    return np.zeros(tuple(int(d) for d in dims), dtype=np.dtype(DTYPE_NAMES[m.group(1)]))
+
+
+def load_function(spec: str) -> Any:
+    """The object NAME defined in FILE.py, from "FILE.py:NAME"; UsageError with the reason otherwise."""
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path.endswith(".py") or not name.isidentifier():
+        raise UsageError(f"expected FILE.py:FUNCTION, got {spec!r}")
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    module_name = "_gradc_user_" + re.sub(r"\W", "_", os.path.abspath(path))
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise UsageError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UsageError(f"{path} failed to import: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, name):
+        found = sorted(k for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_"))
+        raise UsageError(f"{path} has no {name!r}" + (f" (functions there: {', '.join(found)})" if found else ""))
+    return getattr(module, name)
+
+
+def _check_arity(fn: Callable, name: str, count: int) -> None:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    mandatory = [p for p in required if p.default is p.empty]
+    if not len(mandatory) <= count <= len(required):
+        raise UsageError(f"{name} takes {len(required)} positional argument(s), got {count} --arg")
+
+
+def ir_text(spec: str, arg_specs: Sequence[str], grad: str | None, stage: str) -> str:
+    """The text of one stage for the function at FILE.py:FUNCTION, traced on zero arrays of the given types."""
+    from gradc import api
+    from gradc.mlir import to_mlir
+
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    arrays = [parse_arg_spec(a) for a in arg_specs]
+    fn = load_function(spec)
+    if not callable(fn):
+        raise UsageError(f"{spec} is a {type(fn).__name__}, not a function")
+    _check_arity(fn, spec.rpartition(":")[2], len(arrays))
+    argnums = None
+    if grad is not None:
+        try:
+            argnums = tuple(int(a) for a in grad.split(","))
+        except ValueError:
+            raise UsageError(f"bad --grad {grad!r}: expected argument positions such as 0 or 0,1") from None
+    if stage == "ad" and argnums is None:
+        raise UsageError("--stage ad shows the joint forward + adjoint function: give --grad")
+    if stage in NATIVE_STAGES and not api.native_available():
+        raise RuntimeError(f"stage {stage!r} needs gradc's native compiler (gradc.codegen), which is not "
+                           f"available here; stages ir, ad and mlir work without it")
+    transformed = api.compile(fn) if argnums is None else api.value_and_grad(fn, argnums=argnums)
+    previous = api.get_backend()
+    api.set_backend("native" if stage in NATIVE_STAGES else "interp")
+    try:
+        lowered = transformed.lower(*arrays)
+    finally:
+        api.set_backend(previous)
+    if stage == "mlir":
+        return to_mlir(lowered.joint if argnums is not None else lowered.traced)
+    return lowered.as_text(stage)
+
+
+# ----------------------------------------------------------------------------- gradc bench
+
+def bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.stderr) -> int:
+    """Run the benchmark; print the table; write --json / --plot; exit 1 if any engine disagreed or failed."""
+    from gradc.bench import report, run, workloads
+
+    try:
+        workloads.select(args.workloads)
+        run.resolve_engines(args.engines, args.quick)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'gradc[plot]' (or pip install matplotlib)")
+    doc = run.run(args.workloads, args.engines, quick=args.quick, threads=args.threads, progress=progress)
+    out.write(report.format_table(doc))
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    if args.plot:
+        report.plot(doc, args.plot)
+    if report.any_failed(doc):
+        print("gradc bench: some engines disagreed with the numpy reference or failed (see the table)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradc", description="Compile models into native gradient functions.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the autograd tutorial eagerly and compiled, print IR and timings")
+
+    p = sub.add_parser("bench", help="time the workloads W1-W5 on gradc and the installed peer engines")
+    p.add_argument("--workloads", default=None, help="comma list, e.g. W1,W3 (default: all)")
+    p.add_argument("--engines", default=None,
+                   help="comma list of gradc-native, gradc-interp, numpy, torch, torch-compile, jax, autograd "
+                        "or FILE.py:CLASS (default: all installed; --quick leaves out torch-compile)")
+    p.add_argument("--quick", action="store_true", help="short timing budgets: about a minute in all")
+    p.add_argument("--threads", type=int, default=2, help="thread limit for every engine (default 2)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PATH", help="also write a PNG bar chart (needs matplotlib)")
+
+    p = sub.add_parser("ir", help="print a compilation stage of FILE.py:FUNCTION")
+    p.add_argument("target", metavar="FILE.py:FUNCTION")
+    p.add_argument("--arg", action="append", default=[], metavar="DTYPE[DIMS]",
+                   help="one per argument, e.g. f32[64,784] or i64[64]; arrays of zeros are traced")
+    p.add_argument("--grad", default=None, metavar="0,1", help="differentiate wrt these arguments")
+    p.add_argument("--stage", default="ir", choices=STAGES)
+
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo()
+    try:
+        if args.command == "demo":
+            return demo()
+        if args.command == "bench":
+            return bench(args)
+        if args.command == "ir":
+            sys.stdout.write(ir_text(args.target, args.arg, args.grad, args.stage))
+            return 0
+    except UsageError as exc:
+        print(f"gradc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        print(f"gradc {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 2
 
 

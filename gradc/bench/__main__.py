@@ -1,0 +1,27 @@
+"""Child processes of `gradc bench`: `python -m gradc.bench child ...` and `python -m gradc.bench limits ...`."""
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gradc.bench")
+    parser.add_argument("what", choices=("child", "limits"))
+    parser.add_argument("--engine", default="")
+    parser.add_argument("--workloads", default="")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    from gradc.bench import runner
+    if args.what == "child":
+        return runner.child_main(args.engine, args.workloads, args.quick, args.threads)
+    from gradc.bench import limits, workloads
+    runner.limit_cpus(args.threads)
+    print("LIMITS " + json.dumps(limits.measure(workloads.select(args.workloads), args.threads, args.quick)),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

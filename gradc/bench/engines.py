@@ -1,0 +1,185 @@
+"""Engine adapters: one value-and-grad step per (engine, workload), built from the shared workload definition.
+
+An engine's `prepare(workload, arrays)` returns a `step()` that computes the loss AND the gradients wrt every
+parameter and waits for the result (JAX is asynchronous); `to_numpy(result)` turns a step's result into
+`(loss, grads)` numpy arrays for the cross-check (copied: an engine may reuse its output buffers).
+Each engine is used only where installed: `unavailable()` says why not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from gradc.bench.workloads import Workload, numpy_namespace
+
+Step = Callable[[], Any]
+
+
+class Engine:
+    name = "engine"
+    description = ""
+    module = ""  # a top-level module that must be importable
+
+    def unavailable(self) -> str | None:
+        """None when the engine can run here, else a short note why not."""
+        if self.module and importlib.util.find_spec(self.module) is None:
+            return f"{self.module} is not installed (pip install 'gradc[compare]')"
+        return None
+
+    def version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version(self.module or "numpy")
+        except PackageNotFoundError:
+            return ""
+
+    def setup(self, threads: int) -> None:
+        """Once per process, before the first prepare: apply the thread limit."""
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        raise NotImplementedError
+
+    def to_numpy(self, result: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        loss, grads = result
+        return np.array(loss, dtype=np.float64), [np.array(g, dtype=np.float64) for g in grads]
+
+
+class GradcEngine(Engine):
+    """gradc.value_and_grad, compiled on the chosen backend ("native" or "interp")."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.name = "gradc-native" if backend == "native" else "gradc-interp"
+        self.description = ("gradc.value_and_grad, native code" if backend == "native"
+                            else "gradc.value_and_grad on the reference interpreter")
+
+    def version(self) -> str:
+        import gradc
+        return gradc.__version__
+
+    def unavailable(self) -> str | None:
+        if self.backend == "native":
+            from gradc import api
+            if not api.native_available():
+                return "not available (gradc.codegen.compile_function is missing)"
+        return None
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        import gradc
+        from gradc import api
+
+        fn = gradc.value_and_grad(workload.bind(gradc), argnums=workload.argnums())
+        previous = api.get_backend()
+        api.set_backend(self.backend)
+        try:
+            fn.lower(*arrays)  # trace, AD and compile now, on this backend
+        finally:
+            api.set_backend(previous)
+        return lambda: fn(*arrays)
+
+
+class NumpyEngine(Engine):
+    name = "numpy"
+    description = "hand-written numpy forward + backward"
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        return lambda: workload.reference(*arrays)
+
+
+class TorchEngine(Engine):
+    name = "torch"
+    description = "PyTorch eager autograd"
+    module = "torch"
+    compiled = False
+
+    def setup(self, threads: int) -> None:
+        import torch
+        torch.set_num_threads(threads)
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        import torch
+
+        tensors = [torch.from_numpy(a.copy()) for a in arrays]
+        params = [tensors[i].requires_grad_(True) for i in workload.argnums()]
+        fn = workload.bind(torch)
+        if self.compiled:
+            fn = torch.compile(fn, dynamic=False)
+
+        def step() -> Any:
+            loss = fn(*tensors)
+            return loss.detach(), torch.autograd.grad(loss, params)
+        return step
+
+    def to_numpy(self, result: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        loss, grads = result
+        return loss.double().numpy(), [g.double().numpy() for g in grads]
+
+
+class TorchCompileEngine(TorchEngine):
+    name = "torch-compile"
+    description = "torch.compile (inductor) forward, AOTAutograd backward"
+    compiled = True
+
+    def unavailable(self) -> str | None:
+        note = super().unavailable()
+        if note is None and not any(os.access(os.path.join(d, c), os.X_OK) for d in os.environ.get(
+                "PATH", "").split(os.pathsep) for c in ("cc", "gcc", "clang", "c++", "g++")):
+            return "torch.compile needs a C++ compiler on PATH"
+        return note
+
+
+class JaxEngine(Engine):
+    name = "jax"
+    description = "jax.jit(jax.value_and_grad(...))"
+    module = "jax"
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        import jax
+        import jax.numpy as jnp
+
+        T = numpy_namespace(jnp, sigmoid=jax.nn.sigmoid)
+        fn = jax.jit(jax.value_and_grad(workload.bind(T), argnums=workload.argnums()))
+        args = [jnp.asarray(a.astype(np.int32) if a.dtype == np.int64 else a) for a in arrays]
+        return lambda: jax.block_until_ready(fn(*args))
+
+
+class AutogradEngine(Engine):
+    name = "autograd"
+    description = "HIPS autograd"
+    module = "autograd"
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        import autograd
+        import autograd.numpy as anp
+
+        fn = autograd.value_and_grad(workload.bind(numpy_namespace(anp)), argnum=workload.argnums())
+        return lambda: fn(*arrays)
+
+
+ENGINES: dict[str, Engine] = {e.name: e for e in (
+    GradcEngine("native"), GradcEngine("interp"), NumpyEngine(), TorchEngine(), TorchCompileEngine(),
+    JaxEngine(), AutogradEngine())}
+
+
+def load_custom(spec: str) -> Engine:
+    """An engine from "FILE.py:NAME" (a class or an instance of Engine), to benchmark your own adapter."""
+    from gradc.cli import load_function  # the same FILE.py:NAME rules as `gradc ir`
+
+    obj = load_function(spec)
+    engine = obj() if isinstance(obj, type) else obj
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{spec} is not a gradc.bench.engines.Engine")
+    return engine
+
+
+def get(name: str) -> Engine:
+    """An engine by name, or a custom one given as FILE.py:NAME; ValueError for an unknown name."""
+    if name in ENGINES:
+        return ENGINES[name]
+    if ".py:" in name:
+        return load_custom(name)
+    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)} or FILE.py:CLASS")

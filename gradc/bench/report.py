@@ -1,0 +1,135 @@
+"""The `gradc bench` report: a plain-text table for stdout, the JSON document, and an optional PNG chart.
+
+The JSON document has keys `meta` (machine, versions, threads, date), `limits` (see gradc.bench.limits)
+and `results`: one row per (workload, engine) with every column of the table, including
+`native_speedup` (engine median / gradc-native median) and, for gradc-native, `percent_of_limit`.
+"""
+
+from __future__ import annotations
+
+from gradc.bench.workloads import WORKLOADS
+
+NATIVE = "gradc-native"
+
+
+def _fmt_us(us: float | None) -> str:
+    if us is None:
+        return "-"
+    if us >= 10_000:
+        return f"{us / 1000:,.1f} ms"
+    return f"{us:,.1f} us" if us < 100 else f"{us:,.0f} us"
+
+
+def _fmt_num(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def add_derived(doc: dict) -> dict:
+    """Fill `native_speedup` per row and `percent_of_limit` for gradc-native rows, in place."""
+    native = {r["workload"]: r for r in doc["results"] if r["engine"] == NATIVE and r["status"] == "ok"}
+    limits = doc.get("limits", {}).get("workloads", {})
+    for r in doc["results"]:
+        base = native.get(r["workload"])
+        r["native_speedup"] = (r["median_us"] / base["median_us"]
+                               if base and r["status"] == "ok" and r["median_us"] else None)
+        bound = limits.get(r["workload"], {}).get("bound_us")
+        r["percent_of_limit"] = (100.0 * bound / r["median_us"]
+                                 if r["engine"] == NATIVE and r["status"] == "ok" and bound else None)
+    return doc
+
+
+def _limits_line(row: dict) -> str:
+    parts = []
+    if "gemm_bound_us" in row:
+        parts.append(f"GEMM-bound {_fmt_us(row['gemm_bound_us'])} ({row['gemm_gflops']:.0f} GFLOP/s)")
+    cached = " in cache: repeated calls may beat it" if row.get("fits_in_cache") else ""
+    parts.append(f"bandwidth-bound {_fmt_us(row['bandwidth_bound_us'])} ({row['min_bytes'] / 1e6:.2f} MB{cached})")
+    parts.append(f"empty ctypes call {row['ctypes_floor_us']:.2f} us ({row['ctypes_pointers']} pointers)")
+    return "limits: " + ", ".join(parts)
+
+
+def _bound_name(row: dict) -> str:
+    bound = row["bound_us"]
+    if bound == row.get("gemm_bound_us"):
+        return "GEMM-bound time"
+    if bound == row["bandwidth_bound_us"]:
+        return "bandwidth-bound time"
+    return "empty ctypes call"
+
+
+def format_table(doc: dict) -> str:
+    """The side-by-side table: one block per workload, engines as rows."""
+    meta, limits = doc["meta"], doc.get("limits", {})
+    lines = [f"gradc bench  {meta['date']}  {meta['machine']}",
+             f"threads: {meta['threads']} for every engine ({meta['thread_settings']})",
+             f"timing: {meta['timing']}"]
+    if limits:
+        lines.append(f"memory bandwidth {limits['memory_bandwidth_gbs']:.1f} GB/s ({limits['memory_test']}); "
+                     f"BLAS: {limits['blas']}")
+    for note in meta.get("notes", []):
+        lines.append(f"note: {note}")
+    header = f"  {'engine':<15}{'median':>12}{'min':>12}{'first call':>13}{'native x':>10}  check"
+    for wid in dict.fromkeys(r["workload"] for r in doc["results"]):
+        w = WORKLOADS.get(wid)
+        lines += ["", f"{wid} {w.name if w else ''} ({w.stresses if w else ''})"]
+        lrow = limits.get("workloads", {}).get(wid)
+        if lrow:
+            lines.append("  " + _limits_line(lrow))
+        lines.append(header)
+        for r in (r for r in doc["results"] if r["workload"] == wid):
+            first = "-" if r["first_call_ms"] is None else f"{r['first_call_ms']:,.1f} ms"
+            speedup = "-" if r.get("native_speedup") is None else f"{r['native_speedup']:.2f}x"
+            if r["status"] == "ok":
+                check = f"ok ({r['max_rel_err']:.0e})"
+            else:
+                check = f"{r['status'].upper()}: {r['note']}"
+            lines.append(f"  {r['engine']:<15}{_fmt_us(r['median_us']):>12}{_fmt_us(r['min_us']):>12}"
+                         f"{first:>13}{speedup:>10}  {check}")
+        native = next((r for r in doc["results"] if r["workload"] == wid and r["engine"] == NATIVE), None)
+        if native and native.get("percent_of_limit") is not None and lrow:
+            lines.append(f"  gradc-native runs at {native['percent_of_limit']:.0f}% of the limit "
+                         f"({_bound_name(lrow)} {_fmt_us(lrow['bound_us'])})")
+    bad = [r for r in doc["results"] if r["status"] in ("mismatch", "error")]
+    if bad:
+        lines += ["", f"{len(bad)} engine/workload pair(s) FAILED (mismatch or error): no time reported for them"]
+    lines.append("")
+    lines.append("native x: how many times faster gradc-native is than the engine (engine median / gradc median). "
+                 "Medians of steady-state calls; min is the best call. The machine is shared: expect +-20% noise.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, path: str) -> None:
+    """A PNG bar chart of median time per call, log scale, one group of bars per workload."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'gradc[plot]' (or pip install matplotlib)") from None
+    rows = [r for r in doc["results"] if r["status"] == "ok"]
+    workloads = list(dict.fromkeys(r["workload"] for r in doc["results"]))
+    engines = list(dict.fromkeys(r["engine"] for r in rows))
+    width = 0.8 / max(len(engines), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(workloads) + 2), 4.5))
+    for i, engine in enumerate(engines):
+        xs, ys = [], []
+        for j, wid in enumerate(workloads):
+            r = next((r for r in rows if r["workload"] == wid and r["engine"] == engine), None)
+            if r is not None:
+                xs.append(j + (i - (len(engines) - 1) / 2) * width)
+                ys.append(r["median_us"])
+        ax.bar(xs, ys, width=width, label=engine)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(workloads)))
+    ax.set_xticklabels([f"{w} {WORKLOADS[w].name}" if w in WORKLOADS else w for w in workloads])
+    ax.set_ylabel("median us per value-and-grad call (log)")
+    ax.set_title(f"gradc bench, {doc['meta']['threads']} threads, {doc['meta']['date']}")
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def any_failed(doc: dict) -> bool:
+    return any(r["status"] in ("mismatch", "error") for r in doc["results"])
+

@@ -1,0 +1,174 @@
+"""`gradc bench`: run every engine in its own process with the same thread limit, collect one JSON document.
+
+Each engine gets a fresh `python -m gradc.bench child` process whose environment caps the thread pools
+(OMP/OpenBLAS/MKL/gradc) before numpy, torch or jax are imported; torch also gets `set_num_threads`, and
+on a machine with more cores than the limit the process is pinned to that many CPUs (which caps XLA).
+The limits run in one more process under the same settings.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Any, Callable
+
+from gradc.bench import engines as engine_table
+from gradc.bench import workloads as workload_table
+from gradc.bench.runner import QUICK, FULL, Result, thread_environment
+
+COMPILE_HEAVY = ("torch-compile",)  # left out of --quick unless named: inductor compiles for 10-50 s
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+class Progress:
+    """A progress bar on a stream: redrawn in place on a terminal, one line per step otherwise."""
+
+    def __init__(self, total: int, stream: IO[str] | None) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+
+    def show(self, label: str, advance: bool = False) -> None:
+        if advance:
+            self.done += 1
+        if self.stream is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        if self.tty:
+            filled = int(30 * self.done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+                              f"{elapsed:5.0f}s {label:<40.40}")
+        elif advance:
+            self.stream.write(f"bench: {self.done}/{self.total} {label} ({elapsed:.0f}s)\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None and self.tty:
+            self.stream.write("\r" + " " * 90 + "\r")
+            self.stream.flush()
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(thread_environment(threads))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.pop("GRADC_BACKEND", None)  # each gradc engine chooses its backend itself
+    return env
+
+
+def run_child(args: list[str], threads: int, on_line: Callable[[str], None]) -> tuple[int, str]:
+    """Run `python -m gradc.bench ARGS`, feeding stdout lines to on_line; (exit code, stderr tail).
+
+    The child's stderr (engines print warnings there) goes to a temporary file, shown only if it dies.
+    """
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gradc.bench", *args], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=child_env(threads))
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+        err.seek(0)
+        tail = err.read()[-2000:]
+    return code, tail
+
+
+def resolve_engines(spec: str | None, quick: bool) -> tuple[list[str], list[str]]:
+    """Engine names to run (validated) and notes about engines left out."""
+    notes = []
+    if spec:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        for n in names:
+            engine_table.get(n)  # ValueError for an unknown name or a bad FILE.py:NAME
+        return names, notes
+    names = list(engine_table.ENGINES)
+    if quick:
+        names = [n for n in names if n not in COMPILE_HEAVY]
+        notes.append("--quick leaves out torch-compile (its first call compiles for 10-50 s); "
+                     "name it in --engines to include it")
+    return names, notes
+
+
+def run(workload_spec: str | None = None, engine_spec: str | None = None, quick: bool = False,
+        threads: int = 2, progress: IO[str] | None = sys.stderr, with_limits: bool = True) -> dict:
+    """Run the benchmark; returns the JSON document (see gradc.bench.report)."""
+    chosen = workload_table.select(workload_spec)
+    ids = ",".join(w.id for w in chosen)
+    names, notes = resolve_engines(engine_spec, quick)
+    budget = QUICK if quick else FULL
+    bar = Progress(len(names) * len(chosen) + (1 if with_limits else 0), progress)
+    results: list[Result] = []
+    doc: dict[str, Any] = {"meta": {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "threads": threads,
+        "thread_settings": ", ".join(f"{k}={v}" for k, v in thread_environment(threads).items())
+                           + f", torch.set_num_threads({threads}), CPU affinity <= {threads} cores",
+        "timing": (f"{'quick: ' if quick else ''}at least {budget.min_runs} timed calls or "
+                   f"{budget.seconds:g} s per engine and workload after {budget.warmup} warm-up call(s); "
+                   "fast calls timed in batches"),
+        "quick": quick, "engines": names, "workloads": [w.id for w in chosen], "notes": notes,
+        "rtol": 1e-3}}
+
+    if with_limits:
+        bar.show("limits: bandwidth, BLAS, ctypes call")
+        found: dict[str, Any] = {}
+
+        def on_limits(line: str) -> None:
+            if line.startswith("LIMITS "):
+                found.update(json.loads(line[7:]))
+        code, tail = run_child(["limits", "--workloads", ids, "--threads", str(threads)]
+                               + (["--quick"] if quick else []), threads, on_limits)
+        if not found:
+            notes.append(f"limits failed (exit {code}): {tail.strip().splitlines()[-1] if tail.strip() else ''}")
+        doc["limits"] = found
+        bar.show("limits", advance=True)
+
+    for name in names:
+        engine = engine_table.get(name)
+        note = engine.unavailable() if not isinstance(engine, engine_table.GradcEngine) else None
+        if note:  # not installed: no process needed
+            for w in chosen:
+                results.append(Result(w.id, name, "skipped", note))
+                bar.show(f"{name} {w.id} skipped", advance=True)
+            continue
+        got: list[Result] = []
+
+        def on_line(line: str, name: str = name) -> None:
+            if line.startswith("START "):
+                bar.show(f"{name} {line[6:]}")
+            elif line.startswith("RESULT "):
+                r = Result(**json.loads(line[7:]))
+                got.append(r)
+                bar.show(f"{name} {r.workload} {r.status}", advance=True)
+        args = ["child", "--engine", name, "--workloads", ids, "--threads", str(threads)]
+        code, tail = run_child(args + (["--quick"] if quick else []), threads, on_line)
+        done = {r.workload for r in got}
+        for w in chosen:
+            if w.id not in done:  # the child died (crash, out of memory, ...)
+                last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+                got.append(Result(w.id, name, "error", f"engine process exited with code {code}: {last}"))
+                bar.show(f"{name} {w.id} error", advance=True)
+        results.extend(got)
+    bar.close()
+    doc["results"] = [r.to_json() for r in sorted(results, key=lambda r: (
+        [w.id for w in chosen].index(r.workload), names.index(r.engine)))]
+    from gradc.bench.report import add_derived
+    return add_derived(doc)

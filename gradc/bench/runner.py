@@ -1,0 +1,180 @@
+"""Run (workload, engine) pairs: first call, cross-check against the numpy reference, then steady-state timing.
+
+`gradc bench` runs each engine in its own process (`python -m gradc.bench child ...`) with the thread limit
+set in the environment before numpy, torch or jax load, so no engine's thread pool disturbs another's;
+the child prints one `RESULT {json}` line per measurement on stdout.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+RTOL = 1e-3
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GRADC_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+@dataclass
+class Result:
+    workload: str
+    engine: str
+    status: str  # "ok", "skipped", "mismatch" or "error"
+    note: str = ""
+    median_us: float | None = None
+    min_us: float | None = None
+    first_call_ms: float | None = None
+    runs: int = 0
+    max_rel_err: float | None = None
+    version: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Budget:
+    seconds: float = 2.0  # timing budget per (workload, engine)
+    min_runs: int = 5
+    max_runs: int = 100_000
+    warmup: int = 3
+    extra: dict = field(default_factory=dict)
+
+
+QUICK = Budget(seconds=0.25, min_runs=3, warmup=1)
+FULL = Budget()
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that cap every engine's thread pools (set before numpy is imported)."""
+    return {k: str(threads) for k in THREAD_ENV}
+
+
+def limit_cpus(threads: int) -> None:
+    """Pin this process to `threads` CPUs when the machine has more (caps XLA's and OpenMP's pools too)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > threads:
+            os.sched_setaffinity(0, cpus[:threads])
+    except (AttributeError, OSError):
+        pass
+
+
+# ----------------------------------------------------------------------------- cross-check
+
+def reference_for(workload: Any, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The numpy hand-written forward + backward, run in float64 on the float32 inputs."""
+    wide = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+    loss, grads = workload.reference(*wide)
+    return np.asarray(loss, np.float64), [np.asarray(g, np.float64) for g in grads]
+
+
+def compare(got: tuple[Any, list], ref: tuple[Any, list], rtol: float = RTOL) -> tuple[bool, float, str]:
+    """(ok, worst error, what): each array must satisfy |got - ref| <= rtol * (|ref| + max|ref|)."""
+    names = ["loss"] + [f"grad {i}" for i in range(len(ref[1]))]
+    got_arrays, ref_arrays = [got[0], *got[1]], [ref[0], *ref[1]]
+    if len(got_arrays) != len(ref_arrays):
+        return False, math.inf, f"{len(got_arrays) - 1} gradients, expected {len(ref_arrays) - 1}"
+    worst, where = 0.0, ""
+    for name, g, r in zip(names, got_arrays, ref_arrays):
+        g = np.asarray(g, np.float64)
+        if g.shape != r.shape:
+            return False, math.inf, f"{name} has shape {list(g.shape)}, expected {list(r.shape)}"
+        scale = float(np.max(np.abs(r))) if r.size else 0.0
+        if not np.all(np.isfinite(g)):
+            return False, math.inf, f"{name} has non-finite values"
+        err = np.abs(g - r) / (np.abs(r) + scale + 1e-30)
+        e = float(err.max()) if err.size else 0.0
+        if e > worst:
+            worst, where = e, name
+    return worst <= rtol, worst, where
+
+
+# ----------------------------------------------------------------------------- timing
+
+def measure(step: Callable[[], Any], budget: Budget) -> tuple[float, float, int]:
+    """(median us, min us, calls) of steady-state calls; fast calls are timed in batches (timer overhead)."""
+    t0 = time.perf_counter()
+    step()
+    once = time.perf_counter() - t0
+    batch = max(1, min(1000, int(50e-6 / max(once, 1e-9))))
+    samples: list[float] = []
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        while len(samples) < budget.max_runs and (
+                len(samples) < budget.min_runs or time.perf_counter() - start < budget.seconds):
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                step()
+            samples.append((time.perf_counter() - t0) / batch)
+    finally:
+        if enabled:
+            gc.enable()
+    return float(np.median(samples)) * 1e6, float(np.min(samples)) * 1e6, len(samples) * batch
+
+
+def run_one(engine: Any, workload: Any, budget: Budget, reference: tuple | None = None) -> Result:
+    """First call, cross-check (first and steady-state call), then timing; a disagreement gets no time."""
+    result = Result(workload.id, engine.name, "ok")
+    note = engine.unavailable()
+    if note:
+        result.status, result.note = "skipped", note
+        return result
+    arrays = workload.arrays()
+    reference = reference or reference_for(workload, arrays)
+    try:
+        t0 = time.perf_counter()
+        step = engine.prepare(workload, arrays)
+        first = step()
+        result.first_call_ms = (time.perf_counter() - t0) * 1e3
+        checks = [engine.to_numpy(first)]
+        for _ in range(max(budget.warmup, 1)):
+            out = step()
+        checks.append(engine.to_numpy(out))
+        for label, got in zip(("first call", "steady state"), checks):
+            ok, err, where = compare(got, reference)
+            result.max_rel_err = max(result.max_rel_err or 0.0, err)
+            if not ok:
+                result.status = "mismatch"
+                result.note = f"{label}: {where} differs from the numpy reference (max rel err {err:.2e})"
+                return result
+        result.median_us, result.min_us, result.runs = measure(step, budget)
+    except Exception as exc:  # one engine failing must not stop the others
+        result.status, result.note = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return result
+
+
+# ----------------------------------------------------------------------------- the child process
+
+def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int) -> int:
+    """Run one engine on the given workloads in this process, printing one RESULT line each."""
+    from gradc.bench import engines, workloads
+
+    limit_cpus(threads)
+    budget = QUICK if quick else FULL
+    chosen = workloads.select(workload_ids)
+    try:
+        engine = engines.get(engine_name)
+        note = engine.unavailable()
+        if not note:
+            engine.setup(threads)
+    except Exception as exc:
+        engine, note = None, f"{type(exc).__name__}: {exc}"
+    for w in chosen:
+        if note:
+            result = Result(w.id, engine_name, "error" if engine is None else "skipped", note)
+        else:
+            print(f"START {w.id}", flush=True)
+            result = run_one(engine, w, budget)
+            result.version = engine.version()
+        print("RESULT " + json.dumps(result.to_json()), flush=True)
+    return 0
