@@ -270,3 +270,15 @@ def test_default_location(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache.cache_dir() == tmp_path / "home" / ".cache" / "gradc"
+
+
+def test_prune_keeps_recently_used(tmp_path):
+    d = tmp_path / "prune"
+    d.mkdir()
+    for i in range(8):
+        (d / f"{i:02d}{cache.SUFFIX}").write_bytes(b"x")
+        os.utime(d / f"{i:02d}{cache.SUFFIX}", (1000 + i, 1000 + i))
+    os.utime(d / f"00{cache.SUFFIX}")  # touched now: most recent
+    cache._prune(d, limit=4)
+    left = sorted(p.name for p in d.iterdir())
+    assert len(left) == 3 and f"00{cache.SUFFIX}" in left and f"07{cache.SUFFIX}" in left

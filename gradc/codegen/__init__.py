@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Callable, Sequence
 
 from gradc.codegen import cache, jit, runtime
@@ -19,6 +20,7 @@ from gradc.ir.core import Function, TensorType
 __all__ = ["compile_function", "compile_lowered", "CompiledFunction", "KERNELS", "STATS"]
 
 KERNELS = KernelCache()
+TIMES: dict[str, float] = {}  # seconds spent per compile phase in this process (benchmarks)
 
 # bump when the entry/metadata format changes (also covered by the source digest in the disk key)
 RUNTIME_ABI = 1
@@ -95,10 +97,17 @@ def compile_lowered(display_name: str, param_types: Sequence[TensorType], result
         except Exception:  # an entry the linker rejects is as good as corrupt: recompile
             code = None
     if code is None:
-        meta, llmod = _prepare(lower_module(), symbol)
+        t0 = time.perf_counter()
+        lowered = lower_module()
+        t1 = time.perf_counter()
+        meta, llmod = _prepare(lowered, symbol)
+        t2 = time.perf_counter()
         code = jit.jit_module(llmod)
+        t3 = time.perf_counter()
         if code.object_bytes:
             cache.store(disk_key, meta, code.object_bytes)
+        for k, dt in (("lower_s", t1 - t0), ("optimize_s", t2 - t1), ("codegen_s", t3 - t2)):
+            TIMES[k] = TIMES.get(k, 0.0) + dt
 
     def stages(stage: str) -> str:
         lowered = lower_module()

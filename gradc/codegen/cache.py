@@ -28,6 +28,8 @@ MAGIC = b"GRADC-OBJECT-CACHE 1\n"
 _HEADER_LEN = struct.Struct("<Q")
 SUFFIX = ".gco"
 
+MAX_ENTRIES = 2048  # beyond this, a store prunes the least recently used entries (mtime, touched on load)
+
 _disabled_reason: str | None = None  # set after a failed write: the process runs uncached from then on
 
 
@@ -91,6 +93,10 @@ def load(key: str) -> tuple[dict, bytes] | None:
         if (header.get("key") != key or header.get("size") != len(payload)
                 or header.get("sha256") != hashlib.sha256(payload).hexdigest()):
             return None
+        try:
+            os.utime(path)  # recently used: survives pruning
+        except OSError:
+            pass
         return header["meta"], payload
     except (ValueError, KeyError, struct.error, UnicodeDecodeError, AttributeError):
         return None
@@ -119,6 +125,7 @@ def store(key: str, meta: dict, payload: bytes) -> bool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _prune(path.parent)
         return True
     except OSError as e:
         if tmp is not None:
@@ -128,6 +135,20 @@ def store(key: str, meta: dict, payload: bytes) -> bool:
                 pass
         _disable(f"cannot write to {path.parent} ({e.strerror or e})")
         return False
+
+
+def _prune(directory: Path, limit: int | None = None) -> None:
+    """Remove the least recently used entries when there are more than `limit` (down to 3/4 of it)."""
+    limit = MAX_ENTRIES if limit is None else limit
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.endswith(SUFFIX) and not e.name.startswith(".")]
+        if len(entries) <= limit:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime)
+        for e in entries[: len(entries) - limit * 3 // 4]:
+            os.unlink(e.path)
+    except OSError:  # another process pruning at the same time, or a vanished file: harmless
+        pass
 
 
 def reset() -> None:
