@@ -16,7 +16,7 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.factories import generator
-from gradc.ir.core import TensorType, Value, int64
+from gradc.ir.core import TensorType, Value, float64, int64
 from gradc.tensor import Tensor, apply, torch_op
 
 _local = threading.local()
@@ -72,9 +72,12 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         return F.mul(F.mul(x, 0.5), F.add(F.tanh(inner), 1.0))
     if approximate != "none":
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}")
-    half_erfc = F.mul(_erfc_nonnegative(F.mul(F.abs(x), math.sqrt(0.5))), 0.5)
-    phi = F.where(F.compare("ge", x, 0.0), F.rsub(half_erfc, 1.0), half_erfc)  # Phi(x) by symmetry
-    return F.mul(x, phi)
+    # evaluated in float64 (z^2 in the exponent loses float32's relative accuracy in the tails), so the
+    # float32 result is correctly rounded but for rare double roundings
+    wide = F.cast(x, float64)
+    half_erfc = F.mul(_erfc_nonnegative(F.mul(F.abs(wide), math.sqrt(0.5))), 0.5)
+    phi = F.where(F.compare("ge", wide, 0.0), F.rsub(half_erfc, 1.0), half_erfc)  # Phi(x) by symmetry
+    return F.cast(F.mul(wide, phi), x.dtype)
 
 
 # ----------------------------------------------------------------------------- layer_norm
