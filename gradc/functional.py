@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gradc.ir.core import DType, bool_, float32, float64, int64
-from gradc.tensor import Tensor, apply, as_tensor_like, torch_op
+from gradc.tensor import Tensor, apply, as_tensor_like, current_trace, torch_op
 
 DTYPE_RANK = {bool_: 0, int64: 1, float32: 2, float64: 3}
 SCALAR_NAMES = {bool_: "Bool", int64: "Long", float32: "Float", float64: "Double"}  # PyTorch's names in errors
@@ -51,8 +51,33 @@ def expand_to(x: Tensor, shape: Sequence[int]) -> Tensor:
     return x if x.shape == tuple(shape) else apply("broadcast_to", x, shape=tuple(shape))
 
 
+_NUMBERS = (bool, int, float)
+
+
+def _eager_scalar(value: Any, like: Tensor) -> Tensor:
+    """A Python number as a read-only eager tensor of like's shape (a stride-0 view: no copy)."""
+    dtype = like._data.dtype
+    if isinstance(value, float) and dtype.kind != "f":
+        dtype = np.dtype(np.float32)
+    base = np.asarray(value, dtype=dtype)
+    view = np.ndarray(like._data.shape, dtype, base, strides=(0,) * like._data.ndim)
+    view.flags.writeable = False
+    return Tensor._from_array(view)
+
+
 def promote(*args: Any, float_result: bool = False) -> list[Tensor]:
     """Common dtype (bool < int64 < float32 < float64; Python numbers adapt) and common shape."""
+    if len(args) == 2:  # fast paths for the eager (tensor, tensor) and (tensor, number) cases
+        a, b = args
+        if isinstance(a, Tensor) and a._data is not None and (not float_result or a._data.dtype.kind == "f"):
+            if isinstance(b, Tensor):
+                if b._data is not None and a._data.dtype == b._data.dtype and a._data.shape == b._data.shape:
+                    return [a, b]
+            elif type(b) in _NUMBERS and (type(b) is not float or a._data.dtype.kind == "f") and current_trace() is None:
+                return [a, _eager_scalar(b, a)]
+        elif (isinstance(b, Tensor) and b._data is not None and type(a) in _NUMBERS and b._data.dtype.kind == "f"
+              and current_trace() is None):
+            return [_eager_scalar(a, b), b]
     anchor = next((a for a in args if isinstance(a, Tensor)), None)
     tensors = [to_tensor(a, anchor) for a in args]
     dtype = builtins.max((t.dtype for t in tensors), key=DTYPE_RANK.__getitem__)

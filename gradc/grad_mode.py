@@ -6,11 +6,15 @@ import functools
 import threading
 from typing import Any, Callable
 
-_local = threading.local()
+class _State(threading.local):
+    enabled = True  # class default: each thread starts with recording on
+
+
+_local = _State()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_local, "enabled", True)
+    return _local.enabled
 
 
 def _set(enabled: bool) -> None:

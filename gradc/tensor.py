@@ -22,10 +22,18 @@ import numpy as np
 
 from gradc.grad_mode import is_grad_enabled
 from gradc.ir.builder import Builder, canonical_attr
-from gradc.ir.core import DType, TensorType, Value, dtype_of_numpy, float32
+from gradc.ir.core import DTYPE_BY_NUMPY, DType, TensorType, Value, dtype_of_numpy, float32
 from gradc.ir.ops import OPS
 
-_local = threading.local()
+class _State(threading.local):
+    """Per-thread dispatch state; class defaults make reads cheap (no AttributeError path)."""
+    traces: list = []  # replaced per thread on first push
+    depth = 0  # > 0 inside a torch_op group
+
+
+_local = _State()
+_grouping = _local
+_TYPES: dict[tuple, TensorType] = {}  # (shape, numpy dtype) -> TensorType of eager arrays
 
 
 class TracerError(TypeError):
@@ -52,7 +60,7 @@ class Trace:
 
 
 def current_trace() -> Trace | None:
-    stack = getattr(_local, "traces", None)
+    stack = _local.traces
     return stack[-1] if stack else None
 
 
@@ -63,7 +71,7 @@ class tracing:
         self.trace = trace
 
     def __enter__(self) -> Trace:
-        if not hasattr(_local, "traces"):
+        if "traces" not in _local.__dict__:
             _local.traces = []
         _local.traces.append(self.trace)
         return self.trace
@@ -149,6 +157,9 @@ def next_function(t: Any) -> tuple:
 
 # ----------------------------------------------------------------------------- dispatch
 
+QUIET_KINDS = frozenset({"layout", "index", "source"})  # ops that never raise numpy floating point warnings
+
+
 def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
     """Run one primitive on tensors: emit it when tracing, evaluate (and record) it when eager."""
     trace = current_trace()
@@ -159,11 +170,15 @@ def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
             value = b.emit("stop_gradient", value)
         return Tensor._from_value(value)
     opdef = OPS[name]
-    attrs = {k: canonical_attr(k, v) for k, v in attrs.items()}
+    if attrs:
+        attrs = {k: canonical_attr(k, v) for k, v in attrs.items()}
     result_type = opdef.shape([t._type() for t in inputs], attrs)
-    with np.errstate(all="ignore"):
-        data = np.asarray(opdef.eval(*(t._data for t in inputs), **attrs), dtype=result_type.dtype.numpy)
-    out = Tensor._from_array(data)
+    if opdef.kind in QUIET_KINDS or _grouping.depth:
+        data = opdef.eval(*(t._data for t in inputs), **attrs)
+    else:
+        with np.errstate(all="ignore"):  # NaN and inf are values, as in native code
+            data = opdef.eval(*(t._data for t in inputs), **attrs)
+    out = Tensor._from_array(np.asarray(data, dtype=result_type.dtype.numpy))
     if (opdef.vjp is not None and result_type.dtype.is_float and is_grad_enabled()
             and any(t.requires_grad for t in inputs)):
         out.requires_grad = True
@@ -171,7 +186,6 @@ def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
     return out
 
 
-_grouping = threading.local()
 
 
 def torch_op(node_name: str | Callable[..., str]) -> Callable:
@@ -183,11 +197,12 @@ def torch_op(node_name: str | Callable[..., str]) -> Callable:
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if getattr(_grouping, "depth", 0) or current_trace() is not None:
+            if _grouping.depth or _local.traces:
                 return fn(*args, **kwargs)
             _grouping.depth = 1
             try:
-                out = fn(*args, **kwargs)
+                with np.errstate(all="ignore"):  # once for all the primitives of this op
+                    out = fn(*args, **kwargs)
             finally:
                 _grouping.depth = 0
             if isinstance(out, Tensor) and out._record is not None:
@@ -250,19 +265,31 @@ class Tensor:
     def _type(self) -> TensorType:
         if self._value is not None:
             return self._value.type
-        return TensorType(self._data.shape, dtype_of_numpy(self._data.dtype))
+        data = self._data
+        key = (data.shape, data.dtype)
+        t = _TYPES.get(key)
+        if t is None:
+            if len(_TYPES) > 4096:
+                _TYPES.clear()
+            t = _TYPES[key] = TensorType(data.shape, dtype_of_numpy(data.dtype))
+        return t
 
     # --- properties
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._type().shape
+        data = self._data
+        return data.shape if data is not None else self._value.type.shape
 
     def size(self, dim: int | None = None) -> Any:
         return self.shape if dim is None else self.shape[dim]
 
     @property
     def dtype(self) -> DType:
-        return self._type().dtype
+        data = self._data
+        if data is None:
+            return self._value.type.dtype
+        dtype = DTYPE_BY_NUMPY.get(data.dtype)
+        return dtype if dtype is not None else dtype_of_numpy(data.dtype)
 
     @property
     def ndim(self) -> int:
