@@ -2,7 +2,10 @@
 
 There is no second gradient engine: `backward()` and `autograd.grad` use the same `ad` pass as the
 compiled transforms. The joint Function of a graph shape is cached, so an eager training loop runs
-AD once per distinct graph.
+AD once per distinct graph. The joint's forward ops are not re-run: a cached structural plan maps
+them to the recorded tensors, whose values are read (as PyTorch reads its saved tensors), and only
+the adjoint ops are evaluated. Checks on freed graphs and in-place modification follow PyTorch's
+rules for the tensors its nodes would save.
 """
 
 from __future__ import annotations
