@@ -70,6 +70,7 @@ class ModuleLowerer:
     def __init__(self, module: ir.Module, name: str, prog: FusedProgram, plan: MemoryPlan):
         self.module, self.name, self.prog, self.plan = module, name, prog, plan
         self.globals: dict[Value, ir.GlobalVariable] = {}
+        self.bodies: dict[str, ir.Function] = {}
 
     # ------------------------------------------------------------------ helpers
     def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -96,12 +97,25 @@ class ModuleLowerer:
         fnty = ir.FunctionType(ret or ir.VoidType(), [PTR] * len(buffers) + [I64] * ints)
         func = ir.Function(self.module, fnty, fname)
         func.linkage = "internal"
+        # one function per kernel, never inlined: O3 time grows superlinearly with function size
+        # (W5's 227 kernels inlined into one function took 22 s), and a call per kernel costs nanoseconds
+        func.attributes.add("noinline")
+        func.attributes.add("nounwind")
         ptrs = {}
         for arg, key in zip(func.args, buffers):
             v = key if isinstance(key, Value) else key[1]
             set_buffer_attrs(arg, key not in writes, itemsize(v))
             ptrs[key] = arg
         return func, ir.IRBuilder(func.append_basic_block("entry")), ptrs
+
+    def dedupe(self, func: ir.Function) -> ir.Function:
+        """Reuse an identical earlier function (buffers are arguments, so an unrolled RNN's steps share
+        kernels): drop `func` from the module and return the first function with the same body."""
+        body = str(func).replace(f'@"{func.name}"', "@SELF", 1)
+        first = self.bodies.setdefault(body, func)
+        if first is not func:
+            del self.module.globals[func.name]
+        return first
 
     # ------------------------------------------------------------------ the inner function
     def emit(self) -> None:
@@ -364,7 +378,7 @@ class LoopKernelLowerer:
 
         nest(0, [])
         b.ret_void()
-        return func
+        return self.low.dedupe(func)
 
     def accumulate(self, b, em, acc, r: Value, kept: list, x) -> None:
         mt = mem_type(r.dtype)
@@ -391,7 +405,7 @@ class LoopKernelLowerer:
                         align=itemsize(v))
         emit_nest(b, k.epilogue_domain, body)
         b.ret_void()
-        return func, buffers
+        return self.low.dedupe(func), buffers
 
     def emit_combine(self, r: Value) -> ir.Function:
         t = self.k.threads
@@ -412,7 +426,7 @@ class LoopKernelLowerer:
             return []
         for_range(b, 0, n, body, name="c")
         b.ret_void()
-        return func
+        return self.low.dedupe(func)
 
     # ------------------------------------------------------------------ call site in the inner function
     def emit_call(self, b: ir.IRBuilder) -> None:

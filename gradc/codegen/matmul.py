@@ -18,7 +18,7 @@ from gradc.codegen.loops import I64, const_i64, for_range
 from gradc.ir.passes.fuse import Kernel
 
 # m*n*k at and above which BLAS is called (inline loops below); see benchmarks/bench_matmul_threshold.py
-BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 48 * 48 * 48))
+BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 16 * 16 * 16))
 MUL_FLAGS = ("contract",)
 I32 = ir.IntType(32)
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
@@ -143,7 +143,7 @@ def emit_inline(low, k: Kernel) -> ir.Function:
 
     for_range(bld, 0, batch, per_batch, name="batch")
     bld.ret_void()
-    return func
+    return low.dedupe(func)
 
 
 __all__ = ["emit_matmul_call", "BLAS_MIN_MNK", "I1", "I64"]

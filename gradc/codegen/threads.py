@@ -27,6 +27,9 @@ def declare_pthread(module: ir.Module) -> tuple[ir.Function, ir.Function]:
 def make_thunk(module: ir.Module, kernel: ir.Function) -> tuple[ir.Function, ir.LiteralStructType]:
     """`ptr {kernel}_thunk(ptr ctx)`: call kernel with the arguments stored in *ctx."""
     ctx_type = ir.LiteralStructType([a.type for a in kernel.args])
+    existing = module.globals.get(f"{kernel.name}_thunk")
+    if existing is not None:  # a deduplicated kernel used by several threaded call sites
+        return existing, ctx_type
     thunk = ir.Function(module, ir.FunctionType(PTR, [PTR]), f"{kernel.name}_thunk")
     thunk.linkage = "internal"
     b = ir.IRBuilder(thunk.append_basic_block("entry"))
