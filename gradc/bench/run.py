@@ -90,6 +90,13 @@ def run_child(args: list[str], threads: int, on_line: Callable[[str], None]) -> 
     return code, tail
 
 
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def resolve_engines(spec: str | None, quick: bool) -> tuple[list[str], list[str]]:
     """Engine names to run (validated) and notes about engines left out."""
     notes = []
@@ -115,6 +122,7 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
     budget = QUICK if quick else FULL
     bar = Progress(len(names) * len(chosen) + (1 if with_limits else 0), progress)
     results: list[Result] = []
+    load_start = _load()
     doc: dict[str, Any] = {"meta": {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
@@ -168,6 +176,10 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
                 bar.show(f"{name} {w.id} error", advance=True)
         results.extend(got)
     bar.close()
+    load = max(load_start, _load())
+    if load > (os.cpu_count() or 1) * 0.5:
+        notes.append(f"load average {load:.1f} on {os.cpu_count()} CPUs while running: other processes compete "
+                     "for the cores, so times (multi-threaded ones most) are noisy; rerun on an idle machine")
     doc["results"] = [r.to_json() for r in sorted(results, key=lambda r: (
         [w.id for w in chosen].index(r.workload), names.index(r.engine)))]
     from gradc.bench.report import add_derived
