@@ -19,6 +19,7 @@ from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enab
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function, Value
 from gradc.ir.passes.ad import ad
+from gradc.ir.passes.dce import dce
 from gradc.ir.printer import format_attr
 from gradc.tensor import Tensor, apply
 
@@ -197,21 +198,46 @@ def forward_plan(joint: Function, capture: GraphCapture) -> list[int]:
 
 _JOINT_CACHE: OrderedDict = OrderedDict()
 _JOINT_CACHE_SIZE = 256
+TIER_UP_AFTER = 2  # backend "auto": a graph shape's second backward compiles its adjoint natively
 
 
-def joint_function(capture: GraphCapture, wrt: list[int]) -> tuple[Function, list[int]]:
+class JointEntry:
+    """A cached joint Function with its forward plan, and (once tiered up) its native adjoint."""
+
+    __slots__ = ("joint", "plan", "uses", "native")
+
+    def __init__(self, joint: Function, plan: list[int]) -> None:
+        self.joint, self.plan, self.uses, self.native = joint, plan, 0, None
+
+
+def joint_function(capture: GraphCapture, wrt: list[int]) -> JointEntry:
     """The AD pass's joint Function for this graph shape and its forward plan (both cached)."""
     key = capture.key(wrt)
     entry = _JOINT_CACHE.get(key)
     if entry is None:
         joint = ad(capture.function(), wrt, seed="param")
-        entry = (joint, forward_plan(joint, capture))
+        entry = JointEntry(joint, forward_plan(joint, capture))
         _JOINT_CACHE[key] = entry
         if len(_JOINT_CACHE) > _JOINT_CACHE_SIZE:
             _JOINT_CACHE.popitem(last=False)
     else:
         _JOINT_CACHE.move_to_end(key)
     return entry
+
+
+def native_adjoint(entry: JointEntry, num_outputs: int) -> Any:
+    """The compiled gradients-only Function for this graph shape, or None to interpret (tiered)."""
+    from gradc import api
+    backend = api.get_backend()
+    if backend == "interp":
+        return None
+    entry.uses += 1
+    if entry.native is None and (backend == "native" or entry.uses >= TIER_UP_AFTER) and api.native_available():
+        from gradc.codegen import compile_function
+        joint = entry.joint
+        grads_only = Function(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
+        entry.native = compile_function(api.optimize(dce(grads_only)))
+    return entry.native
 
 
 def evaluate(joint: Function, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
@@ -269,12 +295,16 @@ def _compute(capture: GraphCapture, grad_outputs: Any, targets: list[Tensor], re
     capture.check_saved(active)
     position = capture.param_index()
     wrt = [position[id(t)] for t in targets if id(t) in position]
-    joint, plan = joint_function(capture, wrt)
+    entry = joint_function(capture, wrt)
+    joint, plan = entry.joint, entry.plan
     inputs = capture.inputs()
+    native = None if create_graph else native_adjoint(entry, len(outputs))
     if create_graph:
         with enable_grad():
             params = capture.params + [Tensor._from_array(a) for a in inputs[len(capture.params):]]
             results = evaluate(joint, plan, capture, params + cotangents)
+    elif native is not None:  # one native call: forward recomputed in fused kernels, then the adjoint
+        results = [Tensor._from_array(a) for a in native(*inputs, *(c._data for c in cotangents))]
     else:
         results = [Tensor._from_array(np.array(a)) for a in
                    evaluate(joint, plan, capture, inputs + [c._data for c in cotangents])]

@@ -204,9 +204,11 @@ def test_autograd_grad_retain_graph_and_allow_unused():
     (g1,) = autograd.grad(y, x, retain_graph=True)
     (g2,) = autograd.grad(y, x, retain_graph=True)
     np.testing.assert_allclose(g1.numpy(), np.exp([1.0, 2.0]), rtol=1e-6)
-    assert g1.tolist() == g2.tolist()
+    # the second call may run the tiered-up native adjoint: equal within its math error, not bitwise
+    np.testing.assert_allclose(g1.numpy(), g2.numpy(), rtol=1e-6)
     gx, gu = autograd.grad(y, [x, unused], allow_unused=True)
-    assert gu is None and gx.tolist() == g1.tolist()
+    assert gu is None
+    np.testing.assert_allclose(gx.numpy(), g1.numpy(), rtol=1e-6)
 
 
 def test_create_graph_gives_a_differentiable_gradient():
