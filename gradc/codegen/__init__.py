@@ -28,7 +28,7 @@ RUNTIME_ABI = 1
 
 def options() -> dict:
     """Everything besides the IR that changes the generated code (part of both cache keys)."""
-    return {"opt": jit.OPT_LEVEL, "vectorize": True, "abi": RUNTIME_ABI,
+    return {"opt": jit.OPT_LEVEL, "pipeline": dict(jit.PIPELINE), "abi": RUNTIME_ABI,
             "stack_arena_max": runtime.STACK_ARENA_MAX,
             "threads": os.environ.get("GRADC_NUM_THREADS", ""),
             "typenums": [runtime.numpy_dtype(TensorType((), d)).num for d in _dtypes()]}

@@ -28,6 +28,8 @@ LLVM_LOCK = threading.RLock()
 STATS = {"compiled": 0, "loaded": 0}
 
 OPT_LEVEL = 3
+# new-pass-builder tuning (part of the cache keys); vectorization is set explicitly, never left to defaults
+PIPELINE = {"loop_vectorization": True, "slp_vectorization": True, "loop_interleaving": True, "loop_unrolling": True}
 
 
 @functools.cache
@@ -74,10 +76,8 @@ def optimize(mod: llvm.ModuleRef) -> llvm.ModuleRef:
     with LLVM_LOCK:
         tm = target_machine()
         pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-        pto.loop_vectorization = True
-        pto.slp_vectorization = True
-        pto.loop_interleaving = True
-        pto.loop_unrolling = True
+        for option, value in PIPELINE.items():
+            setattr(pto, option, value)
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
         return mod
@@ -197,11 +197,13 @@ class KernelCache:
                 with self._lock:
                     self._building.pop(key, None)
                 raise
+            evicted = []
             with self._lock:  # publish and retire the key lock together: no window for a second build
                 self._building.pop(key, None)
                 self._entries[key] = value
                 while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)  # dropping the reference frees the code if unused
+                    evicted.append(self._entries.popitem(last=False))
+            del evicted  # outside the lock: the last reference frees the engine's code (if no caller holds it)
             return value
 
     def clear(self) -> None:
