@@ -149,8 +149,9 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
         doc["limits"] = found
         bar.show("limits", advance=True)
 
-    for name in names:
-        engine = engine_table.get(name)
+    shown = [engine_table.get(n).name for n in names]  # a custom FILE.py:CLASS engine shows its own name
+    for spec, name in zip(names, shown):
+        engine = engine_table.get(spec)
         note = engine.unavailable() if not isinstance(engine, engine_table.GradcEngine) else None
         if note:  # not installed: no process needed
             for w in chosen:
@@ -166,7 +167,7 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
                 r = Result(**json.loads(line[7:]))
                 got.append(r)
                 bar.show(f"{name} {r.workload} {r.status}", advance=True)
-        args = ["child", "--engine", name, "--workloads", ids, "--threads", str(threads)]
+        args = ["child", "--engine", spec, "--workloads", ids, "--threads", str(threads)]
         code, tail = run_child(args + (["--quick"] if quick else []), threads, on_line)
         done = {r.workload for r in got}
         for w in chosen:
@@ -176,11 +177,10 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
                 bar.show(f"{name} {w.id} error", advance=True)
         results.extend(got)
     bar.close()
-    load = max(load_start, _load())
-    if load > (os.cpu_count() or 1) * 0.5:
-        notes.append(f"load average {load:.1f} on {os.cpu_count()} CPUs while running: other processes compete "
+    if load_start > (os.cpu_count() or 1) * 0.5:  # measured before this run started its own processes
+        notes.append(f"load average {load_start:.1f} on {os.cpu_count()} CPUs before the run: other processes compete "
                      "for the cores, so times (multi-threaded ones most) are noisy; rerun on an idle machine")
     doc["results"] = [r.to_json() for r in sorted(results, key=lambda r: (
-        [w.id for w in chosen].index(r.workload), names.index(r.engine)))]
+        [w.id for w in chosen].index(r.workload), shown.index(r.engine) if r.engine in shown else len(shown)))]
     from gradc.bench.report import add_derived
     return add_derived(doc)
