@@ -282,3 +282,22 @@ def test_prune_keeps_recently_used(tmp_path):
     cache._prune(d, limit=4)
     left = sorted(p.name for p in d.iterdir())
     assert len(left) == 3 and f"00{cache.SUFFIX}" in left and f"07{cache.SUFFIX}" in left
+
+
+def test_concurrent_compiles_of_different_kernels():
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            cf = compile_fake((i + 3,))
+            results[i] = check(cf, rand(i + 3, seed=i), rand(i + 3, seed=i + 50))
+        except Exception as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert sorted(results) == list(range(6))
