@@ -301,3 +301,30 @@ def test_concurrent_compiles_of_different_kernels():
         t.join()
     assert not errors, errors[0]
     assert sorted(results) == list(range(6))
+
+
+BLAS_PROCESS = r"""
+import json, numpy as np
+from gradc.api import trace_types
+from gradc.codegen import compile_function, jit
+from gradc.ir.core import TensorType, float32
+fn = trace_types(lambda a, b: a @ b, [TensorType((64, 256), float32), TensorType((256, 128), float32)])
+cf = compile_function(fn)
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((64, 256)).astype(np.float32), rng.standard_normal((256, 128)).astype(np.float32)
+(c,) = cf(a, b)
+assert np.allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+print(json.dumps({**jit.STATS, "blas": any(e.startswith("scipy_") for e in cf.meta["externals"])}))
+"""
+
+
+def test_blas_kernel_loads_from_disk_in_a_new_process(tmp_path):
+    env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / "cache"))
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", BLAS_PROCESS], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert runs[0]["blas"], "this matmul is expected to go through BLAS"
+    assert runs[0]["compiled"] == 1 and runs[1] == {"compiled": 0, "loaded": 1, "blas": True}
