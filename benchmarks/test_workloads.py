@@ -9,8 +9,8 @@ Engines that are not installed are skipped with the reason. Groups are per workl
 import time
 
 import pytest
-
 from conftest import THREADS
+
 from gradc.bench import engines, runner
 from gradc.bench.workloads import WORKLOADS
 

@@ -104,7 +104,7 @@ STAGES = ("ir", "ad", "fused", "llvm", "asm", "mlir")
 NATIVE_STAGES = ("fused", "llvm", "asm")
 DTYPE_NAMES = {"f32": "float32", "float32": "float32", "f64": "float64", "float64": "float64",
                "i64": "int64", "int64": "int64", "i1": "bool", "bool": "bool"}
-ARG_SPEC = re.compile(r"^\s*([a-z0-9]+)\s*\[\s*([0-9,\s]*)\]\s*$")
+ARG_SPEC = re.compile(r"^\s*([a-z0-9]+)\s*\[([^\]]*)\]\s*$")
 
 
 def parse_arg_spec(spec: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 
 from gradc.bench import engines as engine_table
 from gradc.bench import workloads as workload_table
-from gradc.bench.runner import QUICK, FULL, Result, thread_environment
+from gradc.bench.runner import FULL, QUICK, Result, thread_environment
 
 COMPILE_HEAVY = ("torch-compile",)  # left out of --quick unless named: inductor compiles for 10-50 s
 

@@ -273,9 +273,11 @@ def rnn_arrays(rng):
                       _randn(rng, RNN_HIDDEN, scale=0.1)]
 
 
-RNN_GEMMS = (Gemm(RNN_BATCH, RNN_IN, RNN_HIDDEN, "nn", RNN_STEPS), Gemm(RNN_BATCH, RNN_HIDDEN, RNN_HIDDEN, "nn", RNN_STEPS),
-             Gemm(RNN_IN, RNN_BATCH, RNN_HIDDEN, "tn", RNN_STEPS), Gemm(RNN_HIDDEN, RNN_BATCH, RNN_HIDDEN, "tn", RNN_STEPS),
-             Gemm(RNN_BATCH, RNN_HIDDEN, RNN_HIDDEN, "nt", RNN_STEPS))
+RNN_GEMMS = (Gemm(RNN_BATCH, RNN_IN, RNN_HIDDEN, "nn", RNN_STEPS),  # x_t @ Wx
+             Gemm(RNN_BATCH, RNN_HIDDEN, RNN_HIDDEN, "nn", RNN_STEPS),  # h @ Wh
+             Gemm(RNN_IN, RNN_BATCH, RNN_HIDDEN, "tn", RNN_STEPS),  # dWx += x_t^T @ da
+             Gemm(RNN_HIDDEN, RNN_BATCH, RNN_HIDDEN, "tn", RNN_STEPS),  # dWh += h^T @ da
+             Gemm(RNN_BATCH, RNN_HIDDEN, RNN_HIDDEN, "nt", RNN_STEPS))  # dh = da @ Wh^T
 
 # ----------------------------------------------------------------------------- the table
 
