@@ -47,7 +47,6 @@ class Native:
         pto.loop_vectorization = True
         pto.slp_vectorization = True
         pb = llvm.create_pass_builder(tm, pto)
-        llvm.create_new_module_pass_manager() if False else None
         mpm = pb.getModulePassManager()
         mpm.run(mod, pb)
         self.optimized = str(mod)

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from native_helpers import Native
 
 from gradc.codegen import matmul as mm
 from gradc.codegen.lower import lower
@@ -13,7 +14,6 @@ from gradc.ir import interp
 from gradc.ir.builder import Builder
 from gradc.ir.core import TensorType, Value, float32, float64
 from gradc.ir.passes import fuse as fuse_mod
-from native_helpers import Native
 
 
 def params(*types):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gradc.codegen import compile_function
 from gradc.ir import interp
 from gradc.ir.builder import Builder
 from gradc.ir.core import TensorType, Value, bool_, float32, float64, int64
 from gradc.ir.ops import COMPARE_PREDICATES, OPS
-from gradc.codegen import compile_function
 
 SIZES = (1, 7, 8, 9, 15, 17, 33)
 DTYPES = (float32, float64)

@@ -60,17 +60,15 @@ def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int
 
 def linear_index(builder: ir.IRBuilder, index: Sequence[ir.Value], shape: Sequence[int]) -> ir.Value:
     """Row-major offset of `index` in a C-contiguous array of `shape` (i64, nsw arithmetic)."""
-    offset: ir.Value = const_i64(0)
-    stride = 1
     terms = []
+    stride = 1
     for i, d in reversed(list(zip(index, shape))):
-        if d != 1:
+        if d != 1:  # a unit axis contributes nothing (its index may be a placeholder)
             terms.append(i if stride == 1 else builder.mul(i, const_i64(stride), flags=("nsw",)))
         stride *= d
-    for t in reversed(terms):
-        offset = t if offset is const_zero(offset) else builder.add(offset, t, flags=("nsw",))
+    if not terms:
+        return const_i64(0)
+    offset = terms[-1]
+    for t in reversed(terms[:-1]):
+        offset = builder.add(offset, t, flags=("nsw",))
     return offset
-
-
-def const_zero(v: ir.Value) -> ir.Value | None:
-    return v if isinstance(v, ir.Constant) and v.constant == 0 else None
