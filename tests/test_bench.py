@@ -15,7 +15,7 @@ from gradc.bench.workloads import WORKLOADS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = runner.Budget(seconds=0.0, min_runs=1, warmup=1)
 COLUMNS = {"workload", "engine", "status", "note", "median_us", "min_us", "first_call_ms", "runs", "max_rel_err",
-           "version", "native_speedup", "percent_of_limit"}
+           "version", "native_speedup", "percent_of_limit", "first_call_cached_ms"}
 
 
 class WrongNumpy(engines.NumpyEngine):
@@ -110,6 +110,8 @@ def test_report_derives_speedups_and_percent_of_limit():
     assert "5.50x" in text and "MISMATCH: grad 0 differs" in text and "SKIPPED: autograd is not installed" in text
     assert "25% of the limit (empty ctypes call" in text and "FAILED" in text
     assert report.any_failed(doc)
+    assert "W1 speedup over jax jit: 5.50 (goal >= 8) NOT met" in text
+    assert "W1 time / empty ctypes call: 4.00 (goal <= 3) NOT met" in text
 
 
 def gradc_cli(*args, cwd=ROOT):

@@ -12,10 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--first-call-only", action="store_true")
     args = parser.parse_args(argv)
     from gradc.bench import runner
     if args.what == "child":
-        return runner.child_main(args.engine, args.workloads, args.quick, args.threads)
+        return runner.child_main(args.engine, args.workloads, args.quick, args.threads, args.first_call_only)
     from gradc.bench import limits, workloads
     runner.limit_cpus(args.threads)
     print("LIMITS " + json.dumps(limits.measure(workloads.select(args.workloads), args.threads, args.quick)),

@@ -34,6 +34,7 @@ class Result:
     runs: int = 0
     max_rel_err: float | None = None
     version: str = ""
+    first_call_cached_ms: float | None = None  # gradc-native: first call in a new process, on-disk cache warm
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -158,7 +159,20 @@ def run_one(engine: Any, workload: Any, budget: Budget, reference: tuple | None 
 
 # ----------------------------------------------------------------------------- the child process
 
-def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int) -> int:
+def first_call_only(engine: Any, workload: Any) -> Result:
+    """Only the first call (trace + compile, or a load from gradc's on-disk cache), for a fresh process."""
+    result = Result(workload.id, engine.name, "ok")
+    try:
+        arrays = workload.arrays()
+        t0 = time.perf_counter()
+        engine.prepare(workload, arrays)()
+        result.first_call_ms = (time.perf_counter() - t0) * 1e3
+    except Exception as exc:
+        result.status, result.note = "error", f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int, first_only: bool = False) -> int:
     """Run one engine on the given workloads in this process, printing one RESULT line each."""
     from gradc.bench import engines, workloads
 
@@ -177,7 +191,7 @@ def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int) -
             result = Result(w.id, engine_name, "error" if engine is None else "skipped", note)
         else:
             print(f"START {w.id}", flush=True)
-            result = run_one(engine, w, budget)
+            result = first_call_only(engine, w) if first_only else run_one(engine, w, budget)
             result.version = engine.version()
         print("RESULT " + json.dumps(result.to_json()), flush=True)
     return 0
