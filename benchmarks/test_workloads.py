@@ -6,13 +6,15 @@ Engines that are not installed are skipped with the reason. Groups are per workl
 `--benchmark-only` prints one table per workload with the engines side by side.
 """
 
+import os
 import time
 
 import pytest
-from conftest import THREADS
 
 from gradc.bench import engines, runner
 from gradc.bench.workloads import WORKLOADS
+
+THREADS = int(os.environ.get("GRADC_BENCH_THREADS", "2"))  # conftest.py set the thread environment from it
 
 _ready: set[str] = set()
 
