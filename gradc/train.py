@@ -157,8 +157,13 @@ class CompiledStep:
         if not self.trainable:
             raise ValueError("no parameter of the model requires grad in the optimizer")
         self.specializations: dict[tuple, _Spec] = {}
-        self._swap: list[Tensor] = []
-        self._state_inputs: list[Tensor] = []
+        self._swap: list[Tensor] = []  # tensors whose arrays are replaced by the step's outputs
+        self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
+        self._groups: list[dict] = []
+        self._lr_values: list[float] = []
+        self._lr_arrays: list[np.ndarray] = []
+        self._last: _Spec | None = None
+        self._last_key: tuple | None = None
 
     def __repr__(self) -> str:
         return f"<gradc.compile_step of {type(self.model).__name__} with {type(self.optimizer).__name__}>"
@@ -208,7 +213,8 @@ class CompiledStep:
         self._groups = list(groups.values())
         self._swap = [self.tensors[i] for i, _ in self.trainable] + \
             [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
-        self._state_inputs = [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
+        self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
+        self._lr_values = []
         noise = data_values[len(data_values) - n_noise:] if n_noise else []
         return _Spec(compile_function_or_interp(step_fn), step_fn, noise, True)
 
@@ -225,11 +231,22 @@ class CompiledStep:
 
     # --- the step
     def __call__(self, x: Any, y: Any) -> np.ndarray:
-        x, y = argument_array(x, 0), argument_array(y, 1)
-        spec = self._specialize(x, y)
-        out = spec.fn(*[t._data for t in self.tensors], *[t._data for t in self._state_inputs],
-                      *[np.asarray(g["lr"], dtype=np.float64) for g in self._groups], x, y,
-                      *noise_arrays(spec.noise))
+        x = x if type(x) is np.ndarray else argument_array(x, 0)
+        y = y if type(y) is np.ndarray else argument_array(y, 1)
+        spec = self._last
+        if spec is None or self._last_key != (x.shape, x.dtype, y.shape, y.dtype, self.model.training):
+            spec = self._specialize(x, y)
+            self._last, self._last_key = spec, (x.shape, x.dtype, y.shape, y.dtype, self.model.training)
+        lrs = [g["lr"] for g in self._groups]
+        if lrs != self._lr_values:  # 0-d arrays rebuilt only when a learning rate changes
+            self._lr_values, self._lr_arrays = lrs, [np.asarray(lr, dtype=np.float64) for lr in lrs]
+        args = [t._data for t in self._inputs]
+        args += self._lr_arrays
+        args.append(x)
+        args.append(y)
+        if spec.noise:
+            args += noise_arrays(spec.noise)
+        out = spec.fn(*args)
         for t, array in zip(self._swap, out[1:]):
             t._data = array
         return out[0]
@@ -238,6 +255,9 @@ class CompiledStep:
 def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer) -> CompiledStep:
     """One compiled training step: `loss = step(x, y)` updates model parameters and optimizer state.
 
-    The parameters' .grad is not written (the gradients live only inside the compiled function).
+    The parameters' .grad is not written (the gradients live only inside the compiled function). The
+    learning rates are read on every call; other hyperparameters are compiled in. The parameter and
+    state tensors are bound when a specialization is built: replace them (a new Parameter, the
+    optimizer's load_state_dict) and build a new step.
     """
     return CompiledStep(model, loss_fn, optimizer)
