@@ -135,7 +135,8 @@ def test_state_dict_moves_gradc_torch_gradc():
     np.testing.assert_allclose(g(gradc.from_numpy(idx)).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     back = Net().eval()
     back.load_state_dict(t.state_dict())  # torch tensors are accepted as they are
-    np.testing.assert_array_equal(back(gradc.from_numpy(idx)).detach().numpy(), g(gradc.from_numpy(idx)).detach().numpy())
+    np.testing.assert_array_equal(back(gradc.from_numpy(idx)).detach().numpy(),
+                                  g(gradc.from_numpy(idx)).detach().numpy())
 
 
 # ----------------------------------------------------------------------------- layers vs PyTorch

@@ -80,7 +80,8 @@ def test_eager_optimizer_tracks_pytorch(config):
     torch_state = ot.state[t[0].weight]
     assert set(torch_state) <= set(state)  # SGD with dampening keeps an extra step counter
     for name, value in torch_state.items():
-        np.testing.assert_allclose(state[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-4 * np.abs(value.numpy()).max())
+        np.testing.assert_allclose(state[name].numpy(), value.numpy(), rtol=1e-4,
+                                   atol=1e-4 * np.abs(value.numpy()).max())
 
 
 def test_lr_changes_between_steps_are_used():

@@ -1,8 +1,22 @@
 """Neural network layers and functions (PyTorch's torch.nn subset)."""
 
 from gradc.nn import functional, init, ops
-from gradc.nn.layers import (GELU, Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, LogSoftmax,
-                             ModuleList, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from gradc.nn.layers import (
+                             GELU,
+                             Dropout,
+                             Embedding,
+                             Flatten,
+                             Identity,
+                             LayerNorm,
+                             Linear,
+                             LogSoftmax,
+                             ModuleList,
+                             ReLU,
+                             Sequential,
+                             Sigmoid,
+                             Softmax,
+                             Tanh,
+)
 from gradc.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from gradc.nn.module import Module, Parameter
 

@@ -7,6 +7,7 @@ The distributions (bounds, gains, fans) are PyTorch's; the random numbers are nu
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from gradc.factories import generator

@@ -10,8 +10,7 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.ir.core import DType, float32
-from gradc.nn import init
-from gradc.nn import ops
+from gradc.nn import init, ops
 from gradc.nn.module import Module, Parameter
 from gradc.tensor import Tensor
 
