@@ -133,7 +133,8 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
         "timing": (f"{'quick: ' if quick else ''}at least {budget.min_runs} timed calls or "
                    f"{budget.seconds:g} s per engine and workload after {budget.warmup} warm-up call(s); "
                    "fast calls timed in batches"),
-        "load_average_before": round(load_start, 2), "quick": quick, "engines": names, "workloads": [w.id for w in chosen], "notes": notes,
+        "load_average_before": round(load_start, 2), "quick": quick,
+        "engines": names, "workloads": [w.id for w in chosen], "notes": notes,
         "rtol": 1e-3}}
 
     if with_limits:
