@@ -225,3 +225,107 @@ def test_ndarray_type_global_is_set():
     cf = compile_fake((2,))
     addr = cf.code.global_address(cf.meta["ndarray_type"])
     assert ctypes.c_void_p.from_address(addr).value == id(np.ndarray)
+
+
+# ---- gather indices out of range: native code raises IndexError like the interpreter -------------------
+
+def gather_function(rows: int, classes: int, name: str = "g"):
+    """f(x, idx) -> (x[i, idx[i]] * 2, sum of it): one gather, loaded in the main nest and reduced."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.core import Value, int64
+    b = Builder()
+    x = Value(TensorType((rows, classes), float32), name="x")
+    idx = Value(TensorType((rows,), int64), name="idx")
+    g = b.gather(x, idx, axis=1)
+    picked = b.mul(g, b.scalar(2.0, g))
+    return b.function(name, [x, idx], [picked, b.emit("reduce_sum", picked, axes=(0,))])
+
+
+def interp_error(fn, *args) -> str:
+    from gradc.ir import interp
+    with pytest.raises(IndexError) as info:
+        interp.run(fn, *args)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("rows", [5, 300_000])  # 300k rows: a kernel split across threads
+@pytest.mark.parametrize("fast", [True, False])
+def test_gather_index_out_of_range_raises_index_error(rows, fast):
+    from gradc.codegen import compile_function
+    fn = gather_function(rows, 3, f"g{rows}")
+    cf = compile_function(fn)
+    if fast != runtime.USE_STRUCT_PATH:
+        cf = runtime.CompiledFunction(cf.name, cf.param_types, cf.result_types, cf.code, cf.meta, fast=fast)
+    x = rand((rows, 3), seed=7)
+    good = np.random.default_rng(0).integers(0, 3, rows)
+    for bad_value, where in ((3, rows - 1), (-1, 0), (1 << 40, rows // 2), (-(1 << 62), rows - 1)):
+        idx = good.copy()
+        idx[where] = bad_value
+        with pytest.raises(IndexError) as info:
+            cf(x, idx)
+        want = interp_error(fn, x, idx)
+        if abs(bad_value) < 2 ** 47:
+            assert str(info.value) == want == f"index {bad_value} is out of bounds for dimension 1 with size 3"
+        else:  # the entry code holds 48 bits of the index
+            assert "is out of bounds for dimension 1 with size 3" in str(info.value)
+        picked, total = cf(x, good)  # the next call starts with a clean error slot
+        np.testing.assert_allclose(picked, 2 * x[np.arange(rows), good], rtol=1e-6)
+
+
+def test_gather_index_errors_are_per_call_across_threads():
+    from gradc.codegen import compile_function
+    fn = gather_function(64, 4, "g_threads")
+    cf = compile_function(fn)
+    x = rand((64, 4), seed=8)
+    good = np.arange(64) % 4
+    bad = good.copy()
+    bad[10] = 4
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(use_bad):
+        try:
+            barrier.wait()
+            for _ in range(300):
+                if use_bad:
+                    with pytest.raises(IndexError, match="index 4 is out of bounds"):
+                        cf(x, bad)
+                else:
+                    picked, _ = cf(x, good)
+                    np.testing.assert_allclose(picked, 2 * x[np.arange(64), good], rtol=1e-6)
+        except BaseException as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_cross_entropy_label_out_of_range_native_and_eager():
+    import gradc
+    import gradc.nn.functional as F
+    from gradc import api
+    z = rand((6, 3), seed=9)
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    vg = gradc.value_and_grad(lambda z, y: F.cross_entropy(z, y), argnums=0)
+    saved = api.get_backend()
+    try:
+        api.set_backend("native")
+        loss, _ = vg(z, labels)
+        assert np.isfinite(loss)
+        for bad in (3, -1):
+            y = labels.copy()
+            y[4] = bad
+            with pytest.raises(IndexError, match=f"index {bad} is out of bounds for dimension 1 with size 3"):
+                vg(z, y)
+            # eager forward + native backward: the label check happens before any kernel runs
+            t = gradc.tensor(z, requires_grad=True)
+            with pytest.raises(IndexError):
+                F.cross_entropy(t, gradc.tensor(y)).backward()
+        ok = gradc.tensor(z, requires_grad=True)
+        F.cross_entropy(ok, gradc.tensor(labels)).backward()
+        assert ok.grad is not None and np.isfinite(ok.grad.numpy()).all()
+    finally:
+        api.set_backend(saved)

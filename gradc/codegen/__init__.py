@@ -23,7 +23,7 @@ KERNELS = KernelCache()
 TIMES: dict[str, float] = {}  # seconds spent per compile phase in this process (benchmarks)
 
 # bump when the entry/metadata format changes (also covered by the source digest in the disk key)
-RUNTIME_ABI = 1
+RUNTIME_ABI = 2  # 2: i64 entry codes, gather index errors
 
 
 def options() -> dict:
@@ -65,7 +65,8 @@ def compile_function(fn: Function, name: str | None = None) -> CompiledFunction:
 def _prepare(lowered, symbol: str) -> tuple[dict, object]:
     """Add the runtime entry to a lowered module, parse and optimize it; returns (metadata, llvm module)."""
     module = lowered.module
-    meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes)
+    meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes,
+                             getattr(lowered, "error_slot", None), getattr(lowered, "index_checks", None) or ())
     externals = sorted(f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm."))
     meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
                 fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)

@@ -9,6 +9,12 @@ Each kernel of the FusedProgram becomes an internal function with `noalias` buff
 by O3 unless threaded); fused values are evaluated per element by `Evaluator` (memoized per index),
 using each OpDef's scalar `lower` rule with `ScalarEmitter`. Reductions accumulate in a register over
 the innermost loop when it is reduced (the only `reassoc` flag in the module), otherwise in memory.
+
+Gather indices are checked without branching in the loop: each kernel that evaluates a gather carries the
+unsigned maximum of its indices through the innermost loop (a negative index is a huge unsigned one, so
+one `umax` reduction catches both ends; it vectorizes), loads from a clamped index (memory safety), and
+after the loop records the first out-of-range index in the arena's error slot (`cmpxchg`, so threads of
+one call agree), which the runtime entry turns into an IndexError code.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ PTR = ir.PointerType()
 REDUCE_FLAGS = ("reassoc", "contract")
 
 
+ERR = ("err",)  # buffer key of the error slot (see module doc)
+
+
 @dataclass
 class Lowered:
     module: ir.Module
@@ -40,6 +49,8 @@ class Lowered:
     num_kernels: int
     program: FusedProgram
     plan: MemoryPlan
+    error_slot: int | None = None  # arena offset of {i64 site + 1, i64 index}, if any gather is checked
+    index_checks: list | None = None  # per site: [axis, size] of the gather (for the IndexError message)
 
 
 def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = None) -> Lowered:
@@ -49,9 +60,10 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     prog = fuse(fn, num_threads)
     plan = plan_memory(prog)
     module = ir.Module(name=name)
-    ModuleLowerer(module, name, prog, plan).emit()
+    low = ModuleLowerer(module, name, prog, plan)
+    low.emit()
     return Lowered(module, name, plan.arena_bytes, fn.param_types, fn.result_types,
-                   fused_text(prog, plan), prog.num_kernels, prog, plan)
+                   fused_text(prog, plan), prog.num_kernels, prog, plan, plan.error_slot, low.site_info)
 
 
 def set_buffer_attrs(arg: ir.Argument, readonly: bool, alignment: int) -> None:
@@ -71,6 +83,25 @@ class ModuleLowerer:
         self.module, self.name, self.prog, self.plan = module, name, prog, plan
         self.globals: dict[Value, ir.GlobalVariable] = {}
         self.bodies: dict[str, ir.Function] = {}
+        self.sites: dict[Value, int] = {}  # gather value -> site number (error slot code - 1)
+        self.site_info: list[list[int]] = []  # per site: [axis, size]
+
+    def site(self, v: Value) -> int:
+        if v not in self.sites:
+            x = v.op.inputs[0]
+            axis = v.op.attrs["axis"]
+            self.sites[v] = len(self.site_info)
+            self.site_info.append([int(axis), int(x.shape[axis])])
+        return self.sites[v]
+
+    def record_index_error(self, b: ir.IRBuilder, err: ir.Value, v: Value, umax: ir.Value) -> None:
+        """If umax (unsigned max of gather v's indices) is out of range, record it in the error slot."""
+        site = self.site(v)
+        n = self.site_info[site][1]
+        with b.if_then(b.icmp_unsigned(">=", umax, const_i64(n)), likely=False):
+            old = b.cmpxchg(err, const_i64(0), const_i64(site + 1), "monotonic", "monotonic")
+            with b.if_then(b.extract_value(old, 1)):  # only the first recorder (threads of one call) writes
+                b.store(umax, b.gep(err, [const_i64(1)], inbounds=True, source_etype=I64), align=8)
 
     # ------------------------------------------------------------------ helpers
     def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -103,6 +134,10 @@ class ModuleLowerer:
         func.attributes.add("nounwind")
         ptrs = {}
         for arg, key in zip(func.args, buffers):
+            if key is ERR:  # shared by the threads of one call (atomic writes only): no noalias
+                arg.attributes.align = 8
+                ptrs[key] = arg
+                continue
             v = key if isinstance(key, Value) else key[1]
             set_buffer_attrs(arg, key not in writes, itemsize(v))
             ptrs[key] = arg
@@ -170,6 +205,7 @@ class Evaluator:
         self.low, self.b, self.k, self.phase, self.ptrs = low, b, k, phase, ptrs
         self.em = ScalarEmitter(low, b)
         self.memo: dict = {}
+        self.checks: dict[Value, ir.Value] = {}  # gather value -> unsigned max of its indices here
 
     @staticmethod
     def key(idx) -> tuple:
@@ -272,7 +308,10 @@ class Evaluator:
         axis = v.op.attrs["axis"]
         j = self.value(ind, idx)
         n = x.shape[axis]
-        # out-of-range labels are clamped (the interpreter raises IndexError; native code must not crash)
+        prev = self.checks.get(v)
+        self.checks[v] = j if prev is None else b.call(
+            self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j])
+        # the load uses a clamped index (memory safety); the caller reports the error after the loop
         j = b.select(b.icmp_signed("<", j, const_i64(0)), const_i64(0), j)
         j = b.select(b.icmp_signed(">", j, const_i64(n - 1)), const_i64(max(n - 1, 0)), j)
         return self.value(x, idx[:axis] + [j] + idx[axis:])
@@ -312,13 +351,18 @@ class LoopKernelLowerer:
     def reg_acc(self, r: Value) -> bool:
         return self.rank > 0 and (self.rank - 1) in r.op.attrs["axes"]
 
+    def gathers(self, phase: int) -> list[Value]:
+        """The gathers this kernel evaluates in a phase (their indices are checked)."""
+        return [op.result for op in self.k.phase_ops.get(phase, []) if op.name == "gather"]
+
     # ------------------------------------------------------------------ main nest
     def main_buffers(self) -> tuple[list, set]:
         k = self.k
         reads = [v for v in k.phase_reads[MAIN] if self.low.plan.home[v].kind != "global"]
         stores = list(k.stores)
         accs = [("acc", r) for r in k.reductions]
-        return reads + stores + accs, set(stores) | set(accs)
+        err = [ERR] if self.gathers(MAIN) else []
+        return reads + stores + accs + err, set(stores) | set(accs)
 
     def emit_main(self) -> ir.Function:
         k = self.k
@@ -359,9 +403,14 @@ class LoopKernelLowerer:
                     self.accumulate(b, ev.em, ptrs[("acc", r)], r, self.kept(r, idx), x)
             return out
 
+        sites = self.gathers(MAIN)
+
         def nest(axis: int, idx: list) -> None:
             if self.rank == 0:
-                store_roots(Evaluator(self.low, b, k, MAIN, ev_ptrs), [], [])
+                ev = Evaluator(self.low, b, k, MAIN, ev_ptrs)
+                store_roots(ev, [], [])
+                for v, j in ev.checks.items():
+                    self.low.record_index_error(b, ptrs[ERR], v, j)
                 return
             lo = begin if axis == 0 else const_i64(0)
             hi = end if axis == 0 else const_i64(k.domain[axis])
@@ -369,12 +418,22 @@ class LoopKernelLowerer:
                 for_range(b, lo, hi, lambda i, c: nest(axis + 1, idx + [i]) or [], name=f"i{axis}")
                 return
             regs = [r for r in k.reductions if self.reg_acc(r)]
-            init = [self.identity(r) for r in regs]
-            final = for_range(b, lo, hi, lambda i, c: store_roots(Evaluator(self.low, b, k, MAIN, ev_ptrs),
-                                                                  idx + [i], c), carried=init, name=f"i{axis}")
+            init = [self.identity(r) for r in regs] + [const_i64(0)] * len(sites)
+
+            def body(i, carried):
+                ev = Evaluator(self.low, b, k, MAIN, ev_ptrs)
+                out = store_roots(ev, idx + [i], carried[:len(regs)])
+                for v, prev in zip(sites, carried[len(regs):]):  # umax of gather indices (no branch)
+                    j = ev.checks.get(v)
+                    out.append(prev if j is None else b.call(
+                        self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j]))
+                return out
+            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}")
             em = ScalarEmitter(self.low, b)
             for r, reg in zip(regs, final):
                 self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)
+            for v, umax in zip(sites, final[len(regs):]):
+                self.low.record_index_error(b, ptrs[ERR], v, umax)
 
         nest(0, [])
         b.ret_void()
@@ -391,7 +450,7 @@ class LoopKernelLowerer:
         k = self.k
         reads = [v for v in k.phase_reads[EPILOGUE] if self.low.plan.home[v].kind != "global"]
         stores = list(k.epilogue)
-        buffers = reads + stores
+        buffers = reads + stores + ([ERR] if self.gathers(EPILOGUE) else [])
         func, b, ptrs = self.low.new_function(f"{self.fname}_epi", buffers, set(stores))
 
         def body(idx):
@@ -403,6 +462,8 @@ class LoopKernelLowerer:
                     x = b.zext(x, mt)
                 b.store(x, b.gep(ptrs[v], [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt),
                         align=itemsize(v))
+            for v, j in ev.checks.items():  # epilogues are small: a branch per element is fine
+                self.low.record_index_error(b, ptrs[ERR], v, j)
         emit_nest(b, k.epilogue_domain, body)
         b.ret_void()
         return self.low.dedupe(func), buffers
@@ -441,6 +502,9 @@ class LoopKernelLowerer:
                 if isinstance(key, Value):
                     out.append(low.pointer(b, key))
                     continue
+                if key is ERR:
+                    out.append(low.arena_offset(b, low.plan.error_slot))
+                    continue
                 r = key[1]
                 if t == 0 or 0 not in r.op.attrs["axes"]:
                     out.append(low.pointer(b, r))
@@ -462,7 +526,7 @@ class LoopKernelLowerer:
                     b.call(comb, [low.pointer(b, r), low.arena_offset(b, low.plan.partials[(k.index, r)])])
         if k.epilogue:
             epi, bufs = self.emit_epilogue()
-            b.call(epi, [low.pointer(b, v) for v in bufs])
+            b.call(epi, [low.arena_offset(b, low.plan.error_slot) if v is ERR else low.pointer(b, v) for v in bufs])
 
 
 def emit_nest(b: ir.IRBuilder, shape, body) -> None:

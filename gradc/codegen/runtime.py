@@ -35,11 +35,13 @@ ARR_DATA, ARR_ND, ARR_DIMS, ARR_STRIDES, ARR_DESCR, ARR_FLAGS = 16, 24, 32, 40, 
 DESCR_BYTEORDER, DESCR_TYPE_NUM = 26, 28
 C_CONTIGUOUS, ALIGNED, WRITEABLE = 0x1, 0x100, 0x400
 
-# failure codes returned by the entry: (argument index << 4) | reason
-COUNT, NOT_ARRAY, DTYPE, BYTEORDER, RANK, SHAPE, LAYOUT = range(1, 8)
+# failure codes returned by the entry: (argument index << 4) | reason; for INDEX (a gather index out of
+# range, found while running): (index << 16) | (gather site << 4) | INDEX, index clamped to 48 bits
+COUNT, NOT_ARRAY, DTYPE, BYTEORDER, RANK, SHAPE, LAYOUT, INDEX = range(1, 9)
+INDEX_VALUE_MAX = 2 ** 47 - 1
 REASONS = {COUNT: "wrong number of arguments", NOT_ARRAY: "not a numpy.ndarray", DTYPE: "wrong dtype",
            BYTEORDER: "non-native byte order", RANK: "wrong rank", SHAPE: "wrong shape",
-           LAYOUT: "not C-contiguous, aligned (and writeable for outputs)"}
+           LAYOUT: "not C-contiguous, aligned (and writeable for outputs)", INDEX: "index out of range"}
 
 # arenas up to this size live on the native stack of the calling thread; larger ones are per-thread arrays
 STACK_ARENA_MAX = 64 * 1024
@@ -50,7 +52,18 @@ NUMPY_MIN_ALIGN = 16  # np.empty's guaranteed alignment (malloc)
 def describe(code: int) -> str:
     """Human-readable text for an entry failure code."""
     reason = REASONS.get(code & 15, f"code {code}")
+    if code & 15 == INDEX:
+        return f"gather {(code >> 4) & 0xFFF}: index {code >> 16} out of range"
     return reason if code & 15 == COUNT else f"argument {(code >> 4) + 1}: {reason}"
+
+
+def index_error(code: int, index_checks: Sequence) -> IndexError:
+    """The IndexError for an INDEX entry code, worded like the interpreter's."""
+    site, value = (code >> 4) & 0xFFF, code >> 16
+    if site < len(index_checks):
+        axis, size = index_checks[site]
+        return IndexError(f"index {value} is out of bounds for dimension {axis} with size {size}")
+    return IndexError(f"index {value} is out of bounds")
 
 
 def _struct_layout_ok() -> bool:
@@ -112,8 +125,12 @@ def declared_align(arg: ir.Argument) -> int:
 
 
 def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
-              arena_bytes: int) -> dict:
-    """Add `i32 {name}_entry(ptr tuple)` (checks + call of `{name}_inner`) to `module`; returns call metadata."""
+              arena_bytes: int, error_slot: int | None = None, index_checks: Sequence = ()) -> dict:
+    """Add `i64 {name}_entry(ptr tuple)` (checks + call of `{name}_inner`) to `module`; returns call metadata.
+
+    With an `error_slot` (arena offset of {i64 site + 1, i64 index}), the entry zeroes it before the call
+    and returns an INDEX code if a kernel recorded an out-of-range gather index.
+    """
     inner = module.get_global(f"{name}_inner")
     types = list(param_types) + list(result_types)
     n = len(param_types)
@@ -124,7 +141,7 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
 
     nd_type = ir.GlobalVariable(module, ptr, f"{name}_ndarray_type")
     nd_type.initializer = ir.Constant(ptr, None)
-    fn = ir.Function(module, ir.FunctionType(i32, [ptr]), f"{name}_entry")
+    fn = ir.Function(module, ir.FunctionType(i64, [ptr]), f"{name}_entry")
     fn.attributes.add("nounwind")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     tup = fn.args[0]
@@ -140,7 +157,7 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
         good, bad = fn.append_basic_block(), fn.append_basic_block()
         b.cbranch(ok, good, bad)
         b.position_at_end(bad)
-        b.ret(ir.Constant(i32, code))
+        b.ret(ir.Constant(i64, code))
         b.position_at_end(good)
 
     require(b.icmp_signed("==", field(tup, TUPLE_SIZE, i64, "nargs"), ir.Constant(i64, count)), COUNT)
@@ -169,10 +186,27 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
         data.append(ptr_k)
     if arena_mode == "tuple":
         arena = field(field(tup, TUPLE_ITEMS + 8 * len(types), ptr), ARR_DATA, ptr, "arena")
-    b.call(inner, data + [arena])
-    b.ret(ir.Constant(i32, 0))
+    if error_slot is None:
+        b.call(inner, data + [arena])
+        b.ret(ir.Constant(i64, 0))
+    else:
+        # (an int round trip: llvmlite types the stack alloca's pointer as [n x i8]* and refuses i64 stores)
+        slot = b.inttoptr(b.add(b.ptrtoint(arena, i64), ir.Constant(i64, error_slot)), ptr)
+        b.store(ir.Constant(i64, 0), slot, align=8)
+        b.call(inner, data + [arena])
+        site = b.load(slot, typ=i64, align=8)
+        with b.if_then(b.icmp_unsigned("!=", site, ir.Constant(i64, 0)), likely=False):
+            value = b.load(b.gep(slot, [ir.Constant(i64, 1)], inbounds=True, source_etype=i64), typ=i64, align=8)
+            lim = ir.Constant(i64, INDEX_VALUE_MAX)
+            neg = ir.Constant(i64, -INDEX_VALUE_MAX)
+            value = b.select(b.icmp_signed(">", value, lim), lim, value)
+            value = b.select(b.icmp_signed("<", value, neg), neg, value)
+            site = b.select(b.icmp_unsigned(">", site, ir.Constant(i64, 0x1000)), ir.Constant(i64, 0x1000), site)
+            code = b.or_(b.shl(value, ir.Constant(i64, 16)), b.shl(b.sub(site, ir.Constant(i64, 1)), ir.Constant(i64, 4)))
+            b.ret(b.or_(code, ir.Constant(i64, INDEX)))
+        b.ret(ir.Constant(i64, 0))
     return {"entry": fn.name, "inner": inner.name, "ndarray_type": nd_type.name, "arena_mode": arena_mode,
-            "aligns": aligns}
+            "aligns": aligns, "error_slot": error_slot, "index_checks": [list(c) for c in index_checks]}
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = ARENA_ALIGN) -> np.ndarray:
@@ -199,8 +233,9 @@ def _call_source(m: int, tuple_arena: bool) -> str:
         lines += ["    try:", "        arena = self._tls.arena", "    except AttributeError:",
                   "        arena = self._new_arena()"]
         extra = "arena, "
-    lines.append(f"    if self._entry(args + ({outs}{extra})):")
-    lines.append(f"        return self._slow(args, ({outs}))")
+    lines.append(f"    c = self._entry(args + ({outs}{extra}))")
+    lines.append("    if c:")
+    lines.append(f"        return self._slow(args, ({outs}), c)")
     lines.append(f"    return ({outs})")
     return "\n".join(lines) + "\n"
 
@@ -259,7 +294,7 @@ class CompiledFunction:
             specs += [alloc, t.shape, dt]
         self._specs = tuple(specs)
         ctypes.c_void_p.from_address(code.global_address(meta["ndarray_type"])).value = id(np.ndarray)
-        self._entry = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.py_object)(code.address(meta["entry"]))
+        self._entry = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.py_object)(code.address(meta["entry"]))
         argtypes = [ctypes.c_void_p] * (n + len(self.result_types) + 1)
         self._inner = ctypes.CFUNCTYPE(None, *argtypes)(code.address(meta["inner"]))
 
@@ -316,10 +351,14 @@ class CompiledFunction:
             raise TypeError(f"{self.name}() takes {n} argument{'s' if n != 1 else ''} ({sig}), got {len(args)}")
         return tuple(self._conform_one(i, x) for i, x in enumerate(args))
 
-    def _slow(self, args: tuple, outs: tuple):
+    def _slow(self, args: tuple, outs: tuple, code: int = 0):
+        if code & 15 == INDEX:  # the arguments conformed and the kernel ran into a bad gather index
+            raise index_error(code, self.meta.get("index_checks") or ())
         fixed = self.conform(args)
         extra = (self._arena(),) if self.meta["arena_mode"] == "tuple" else ()
         code = self._entry(fixed + outs + extra)
+        if code & 15 == INDEX:
+            raise index_error(code, self.meta.get("index_checks") or ())
         if code:
             raise RuntimeError(f"gradc internal error: {self.name} rejected conformed arguments ({describe(code)})")
         return outs
@@ -329,8 +368,16 @@ class CompiledFunction:
         fixed = self.conform(args)
         specs = self._specs
         outs = tuple(specs[j](specs[j + 1], specs[j + 2]) for j in range(0, len(specs), 3))
-        arena = self._arena().ctypes.data if self.meta["arena_bytes"] else None
-        self._inner(*[a.ctypes.data for a in fixed + outs], arena)
+        arena = self._arena() if self.meta["arena_bytes"] else None
+        slot = self.meta.get("error_slot")
+        if slot is not None:
+            err = arena[slot:slot + 16].view(np.int64)
+            err[:] = 0
+        self._inner(*[a.ctypes.data for a in fixed + outs], None if arena is None else arena.ctypes.data)
+        if slot is not None and err[0]:
+            value = int(np.clip(err[1], -INDEX_VALUE_MAX, INDEX_VALUE_MAX))
+            raise index_error((value << 16) | (int(min(err[0], 0x1000)) - 1) << 4 | INDEX,
+                              self.meta.get("index_checks") or ())
         return outs
 
     # ---- introspection ----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Params and results live in the caller's buffers; dense consts are module globals; every other
 materialized value (and each threaded kernel's per-thread partial reduction accumulators) gets an
-offset in ONE arena. Offsets come from liveness over kernel order (a value lives from the kernel that
+offset in ONE arena; a program with a `gather` also gets a 16-byte *error slot* at the arena's end, where
+kernels record an out-of-range index (the arena is per call, so two threads calling the same function never
+share it). Offsets come from liveness over kernel order (a value lives from the kernel that
 produces it to the last kernel that loads it, both inclusive, so a kernel never reads and writes
 overlapping slots) and are reused first-fit, 64-byte aligned.
 """
@@ -30,6 +32,7 @@ class MemoryPlan:
     home: dict = field(default_factory=dict)  # Value -> Home
     partials: dict = field(default_factory=dict)  # (kernel index, reduction Value) -> arena offset
     arena_bytes: int = 0
+    error_slot: int | None = None  # arena offset of {i64 site + 1, i64 index} (programs with a gather)
 
 
 def nbytes(v: Value) -> int:
@@ -85,4 +88,7 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
             plan.home[key] = Home("arena", offset)
         else:
             plan.partials[key] = offset
+    if any(op.name == "gather" for k in prog.kernels for op in k.ops):
+        plan.error_slot = align(plan.arena_bytes)
+        plan.arena_bytes = plan.error_slot + ALIGN
     return plan
