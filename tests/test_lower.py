@@ -166,6 +166,30 @@ def test_matmul_inline_blas_numpy(shape, ta, tb, dt, path, monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * k)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dt", [float32, float64], ids=lambda d: d.name)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("shape", [(65, 70, 66), (70, 9, 33), (40, 3, 1000)])  # column and row blocks
+def test_blas_gemm_split_in_blocks_across_threads(shape, ta, tb, dt, threads, monkeypatch):
+    from gradc.codegen import blas
+    if not blas.available():
+        pytest.skip("scipy-openblas32 is not installed")
+    monkeypatch.setattr(mm, "BLAS_MIN_MNK", 1)
+    monkeypatch.setattr(mm, "GEMM_THREAD_MIN_MNK", 1)
+    m, k, n = shape
+    fn, sa, sb = matmul_fn(m, k, n, ta, tb, dt)
+    native = Native(fn, num_threads=threads)
+    text = str(native.lowered.module)
+    assert "atomicrmw add" in text and "pthread_create" in text  # blocks claimed from a counter
+    rng = np.random.default_rng(6)
+    a, c = rng.standard_normal(sa).astype(dt.numpy), rng.standard_normal(sb).astype(dt.numpy)
+    ref = (a.T if ta else a).astype(np.float64) @ (c.T if tb else c).astype(np.float64)
+    tol = 1e-12 if dt == float64 else 2e-6
+    for _ in range(3):  # every block written on every call (the counter starts at 0 each time)
+        (got,) = native(a, c)
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * k)
+
+
 def test_arena_reuse_over_kernel_order():
     # four matmuls in a chain: each intermediate dies after its consumer, so slots are reused
     ps = params(((16, 16), float32), ((16, 16), float32))

@@ -100,8 +100,19 @@ def _load_runtime_symbols(meta: dict) -> None:
     else:
         from gradc.codegen import blas
         path = meta["blas_path"] = blas.load()
+    _single_threaded_blas(path)
     _loaded_libraries.add(path)
     _add_time("blas_load_s", time.perf_counter() - t0)
+
+
+def _single_threaded_blas(path: str) -> None:
+    """gradc splits large GEMMs across its own threads (matmul.py); OpenBLAS's threads would fight them
+    (and spin at barriers: 5x slower calls on a loaded machine), so gradc's OpenBLAS copy runs one thread."""
+    import ctypes
+    try:
+        ctypes.CDLL(path).scipy_openblas_set_num_threads(ctypes.c_int(1))
+    except (OSError, AttributeError):  # another build without the symbol: leave it as it is
+        pass
 
 
 def compile_lowered(display_name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],

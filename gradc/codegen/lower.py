@@ -123,9 +123,9 @@ class ModuleLowerer:
         return self.globals[v]
 
     def new_function(self, fname: str, buffers: list, writes: set, ints: int = 0,
-                     ret: ir.Type | None = None) -> tuple[ir.Function, ir.IRBuilder, dict]:
-        """An internal function taking one noalias ptr per buffer key, then `ints` i64 args."""
-        fnty = ir.FunctionType(ret or ir.VoidType(), [PTR] * len(buffers) + [I64] * ints)
+                     ret: ir.Type | None = None, extra: list | None = None) -> tuple[ir.Function, ir.IRBuilder, dict]:
+        """An internal function taking one noalias ptr per buffer key, then `extra` args, then `ints` i64 args."""
+        fnty = ir.FunctionType(ret or ir.VoidType(), [PTR] * len(buffers) + list(extra or ()) + [I64] * ints)
         func = ir.Function(self.module, fnty, fname)
         func.linkage = "internal"
         # one function per kernel, never inlined: O3 time grows superlinearly with function size

@@ -1,7 +1,16 @@
 """Matmul kernels: inline loops for small products, cblas ?gemm above a measured threshold.
 
 C[b] = op(A[b]) @ op(B[b]) with op = transpose when the IR operand was a permute of the last two
-axes (peeled by fusion: a BLAS flag / an index swap, never a copy). Inline forms:
+axes (peeled by fusion: a BLAS flag / an index swap, never a copy).
+
+Threads: gradc's OpenBLAS runs single-threaded (see codegen/__init__.py); a large GEMM is cut into
+column (or row) blocks that the kernel's own threads claim one at a time from an atomic counter, each
+block one single-threaded ?gemm call on a view (pointer offset + leading dimension, no copies). OpenBLAS's
+own threads spin-wait at barriers inside every call: on a loaded 2-core machine a descheduled peer
+made a 6 ms GEMM take 30 ms, while here a thread that never gets a core only means the calling thread
+claims more blocks.
+
+Inline forms:
   B not transposed: i-k-j order, the j loop streams contiguous rows of B and C (vectorizes);
   B transposed:     i-j-k dot products over contiguous rows (a `reassoc` reduction, vectorizes).
 """
@@ -19,8 +28,12 @@ from gradc.ir.passes.fuse import Kernel
 
 # m*n*k at and above which BLAS is called (inline loops below); see benchmarks/bench_matmul_threshold.py
 BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 16 * 16 * 16))
+# m*n*k at and above which a BLAS GEMM is split across threads (see benchmarks/bench_perf.py gemm)
+GEMM_THREAD_MIN_MNK = int(os.environ.get("GRADC_GEMM_THREAD_MIN_MNK", 2 ** 21))
+GEMM_BLOCKS_PER_THREAD = 2  # blocks claimed dynamically: a slow thread leaves its share to the others
 MUL_FLAGS = ("contract",)
 I32 = ir.IntType(32)
+PTR = ir.PointerType()
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 
 
@@ -75,10 +88,76 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
                       constant(ty, 1.0), at(pa, m * kk), i32(lda), at(pb, kk * n), i32(ldb),
                       constant(ty, 0.0), at(pc, m * n), i32(n)])
         return []
-    if batch == 1:
+    threads = gemm_threads(low, k)
+    if batch == 1 and threads > 1:
+        from gradc.codegen.threads import fork_join
+        counter = b.alloca(I64, name="blocks")
+        b.store(const_i64(0), counter)
+        part = emit_blas_blocks(low, k, threads * GEMM_BLOCKS_PER_THREAD)
+        fork_join(low, b, part, [[pa, pb, pc, counter]] * threads)
+    elif batch == 1:
         call(None)
     else:
         for_range(b, 0, batch, lambda bt, _c: call(bt), name="batch")
+
+
+def gemm_threads(low, k: Kernel) -> int:
+    """How many threads share this GEMM (1: one plain call)."""
+    batch, m, n, kk = dims(k)
+    if m * n * kk < GEMM_THREAD_MIN_MNK:
+        return 1
+    return max(1, min(low.prog.num_threads, max(m, n) // 16))
+
+
+def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
+    """`void part(ptr a, ptr b, ptr c, ptr counter)`: claim blocks of C's columns (rows if m >= n) from
+    *counter until none is left, one single-threaded gemm each (A/B/C views: offsets, same strides)."""
+    from gradc.codegen import blas
+    (base_a, ta), (base_b, tb) = k.operands
+    _, m, n, kk = dims(k)
+    dtype = k.matmul.dtype
+    ty = mem_type(dtype)
+    by_cols = m < n  # each block re-packs the whole other operand: split the larger side
+    size = n if by_cols else m
+    step = 16 if by_cols else 8  # column blocks start on 64-byte boundaries
+    chunk = -(-(-(-size // blocks)) // step) * step
+    blocks = -(-size // chunk)
+    i32 = lambda v: ir.Constant(I32, v) if isinstance(v, int) else v  # noqa: E731
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm", [("a", base_a), ("b", base_b), ("c", k.matmul)],
+                                       {("c", k.matmul)}, ret=None, extra=[PTR])
+    pa, pb, pc, counter = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)], func.args[3]
+    gemm = blas.declare_gemm(low.module, dtype.numpy)
+    lda, ldb = (m if ta else kk), (kk if tb else n)
+    head, body, done = (func.append_basic_block(x) for x in ("claim", "block", "done"))
+    bld.branch(head)
+    bld.position_at_end(head)
+    blk = bld.atomic_rmw("add", counter, const_i64(1), "monotonic")
+    bld.cbranch(bld.icmp_signed("<", blk, const_i64(blocks)), body, done)
+    bld.position_at_end(body)
+    lo = bld.mul(blk, const_i64(chunk), flags=("nsw",))
+    hi = bld.add(lo, const_i64(chunk), flags=("nsw",))
+    hi = bld.select(bld.icmp_signed(">", hi, const_i64(size)), const_i64(size), hi)
+    width = bld.trunc(bld.sub(hi, lo), I32)
+
+    def at(p, off):
+        return bld.gep(p, [off], inbounds=True, source_etype=ty)
+    if by_cols:  # C[:, lo:hi] = op(A) @ op(B)[:, lo:hi]
+        args_mnk = (i32(m), width, i32(kk))
+        a_ptr = pa
+        b_ptr = at(pb, bld.mul(lo, const_i64(kk)) if tb else lo)
+        c_ptr = at(pc, lo)
+    else:  # C[lo:hi, :] = op(A)[lo:hi, :] @ op(B)
+        args_mnk = (width, i32(n), i32(kk))
+        a_ptr = at(pa, lo if ta else bld.mul(lo, const_i64(kk)))
+        b_ptr = pb
+        c_ptr = at(pc, bld.mul(lo, const_i64(n)))
+    bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
+                    i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), *args_mnk,
+                    constant(ty, 1.0), a_ptr, i32(lda), b_ptr, i32(ldb), constant(ty, 0.0), c_ptr, i32(n)])
+    bld.branch(head)
+    bld.position_at_end(done)
+    bld.ret_void()
+    return low.dedupe(func)
 
 
 def emit_inline(low, k: Kernel) -> ir.Function:

@@ -57,7 +57,9 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
     for k in prog.kernels:
         for v in k.reads:
             last_use[v] = max(last_use.get(v, -1), k.index)
-    for v in prog.materialized:
+    position = {op.result: i for i, op in enumerate(prog.fn.ops)}
+    # program order, not set order: offsets (and the fused text) must not depend on hashing
+    for v in sorted(prog.materialized, key=lambda x: position.get(x, -1)):
         if v in plan.home:
             continue
         if is_dense_const(v):
