@@ -31,6 +31,9 @@ def options() -> dict:
     return {"opt": jit.OPT_LEVEL, "pipeline": dict(jit.PIPELINE), "abi": RUNTIME_ABI,
             "stack_arena_max": runtime.STACK_ARENA_MAX,
             "threads": os.environ.get("GRADC_NUM_THREADS", ""),
+            # tuning overrides read by lower.py / matmul.py (env strings: no import on the disk-cache path)
+            "tuning": [os.environ.get(v, "") for v in ("GRADC_SMALL_KERNEL_ELEMENTS", "GRADC_BLAS_MIN_MNK",
+                                                       "GRADC_GEMM_THREAD_MIN_MNK")],
             "typenums": [runtime.numpy_dtype(TensorType((), d)).num for d in _dtypes()]}
 
 
@@ -98,8 +101,15 @@ def _load_runtime_symbols(meta: dict) -> None:
         import llvmlite.binding as llvm
         llvm.load_library_permanently(path)
     else:
-        from gradc.codegen import blas
-        path = meta["blas_path"] = blas.load()
+        from gradc.codegen.matmul import blas_library
+        path = blas_library()
+        if path:
+            import llvmlite.binding as llvm
+            llvm.load_library_permanently(path)
+        else:
+            from gradc.codegen import blas
+            path = blas.load()
+        meta["blas_path"] = path
     _single_threaded_blas(path)
     _loaded_libraries.add(path)
     _add_time("blas_load_s", time.perf_counter() - t0)

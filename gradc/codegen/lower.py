@@ -33,6 +33,9 @@ from gradc.ir.passes.memory import Home, MemoryPlan, nbytes, plan_memory
 
 PTR = ir.PointerType()
 REDUCE_FLAGS = ("reassoc", "contract")
+# loop kernels over fewer elements are compiled for size (`optsize`): O3 fully unrolled their short inner
+# loops and vectorized the outer ones into masked gathers, many times the code for a few microseconds
+SMALL_KERNEL_ELEMENTS = int(__import__("os").environ.get("GRADC_SMALL_KERNEL_ELEMENTS", 65536))
 
 
 ERR = ("err",)  # buffer key of the error slot (see module doc)
@@ -368,6 +371,8 @@ class LoopKernelLowerer:
         k = self.k
         buffers, writes = self.main_buffers()
         func, b, ptrs = self.low.new_function(self.fname, buffers, writes, ints=2)
+        if int(np.prod(k.domain, dtype=np.int64)) < SMALL_KERNEL_ELEMENTS:
+            func.attributes.add("optsize")
         begin, end = func.args[-2], func.args[-1]
         ev_ptrs = {key: p for key, p in ptrs.items() if isinstance(key, Value)}
         # initialize the accumulators this call owns

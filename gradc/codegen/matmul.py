@@ -17,6 +17,8 @@ Inline forms:
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -46,15 +48,38 @@ def dims(k: Kernel) -> tuple[int, int, int, int]:
     return batch, m, n, kk
 
 
+@functools.cache
+def blas_library() -> str | None:
+    """The OpenBLAS library path, found WITHOUT importing scipy_openblas32 when possible: its import
+    (importlib.metadata and more, ~17-30 ms) was the largest part of lowering in a first call.
+    Falls back to gradc.codegen.blas's finder; None when OpenBLAS is not installed."""
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None
+    for root in spec.submodule_search_locations or ():
+        lib = os.path.join(root, "lib")
+        try:
+            names = sorted(x for x in os.listdir(lib) if x.startswith("libscipy_openblas")
+                           and (x.endswith((".so", ".dylib", ".dll")) or ".so." in x))
+        except OSError:
+            continue
+        if names:
+            return os.path.join(lib, names[0])
+    try:
+        from gradc.codegen import blas
+        return blas._find_library()
+    except ImportError:
+        return None
+
+
 def use_blas(k: Kernel) -> bool:
     batch, m, n, kk = dims(k)
     if m * n * kk < BLAS_MIN_MNK or max(m, n, kk) >= 2 ** 31:
         return False
-    try:
-        from gradc.codegen import blas
-    except ImportError:
-        return False
-    return bool(blas.available())
+    return blas_library() is not None
 
 
 def emit_matmul_call(low, k: Kernel, b: ir.IRBuilder) -> None:
