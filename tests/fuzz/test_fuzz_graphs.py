@@ -3,7 +3,8 @@
 Each hypothesis example builds PER_BATCH (20) graphs and joins them into one Function, so one native compile
 checks twenty graphs. For every batch:
   - the interpreter runs the graph and its AD joint (unoptimized: simplify/cse bugs show as differences);
-  - native code runs the optimized joint (forward results and gradients in one compiled function);
+  - native code runs the optimized joint (forward results and gradients in one compiled function), on
+    the generated inputs and again with NaN/inf/-0.0 planted in them (NaN/inf classes must match);
   - eager tensors replay the ops and take gradients with autograd.grad (every 5th batch natively);
   - PyTorch replays the ops and takes gradients with torch.autograd (when installed);
   - graphs of at most 12 ops, all float64 and without stop_gradient, are checked against central differences
@@ -51,14 +52,28 @@ def owner(graphs: list[Graph], kind: str) -> list[int]:
     return out
 
 
-def compare_all(graphs, got, want, kind: str, engine: str) -> None:
+def compare_all(graphs, got, want, kind: str, engine: str, skip_int: bool = False) -> None:
     """Compare lists of arrays; a failure names the engine and prints the graph it came from."""
     for i, (a, b, k) in enumerate(zip(got, want, owner(graphs, kind))):
+        if skip_int and np.asarray(b).dtype == np.int64:
+            continue
         try:
             assert_close(a, b, f"{engine}: {kind[:-1]} {i}", RTOL32 if graphs[k].has_float32 else None)
         except AssertionError as e:
             g = graphs[k]
             raise AssertionError(f"{e}\n--- graph {k} ---\n{print_function(g.fn)}\nargs={g.args!r}") from None
+
+
+def with_special_values(args: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Copies of the float arguments with one or two elements set to NaN, +-inf or -0.0."""
+    out = []
+    for a in args:
+        a = np.array(a, copy=True)
+        if a.dtype.kind == "f" and a.size:
+            for _ in range(rng.integers(1, 3)):
+                a.flat[rng.integers(a.size)] = rng.choice([np.nan, np.inf, -np.inf, -0.0])
+        out.append(a)
+    return out
 
 
 def check_batch(graphs: list[Graph], extra: bool, rng: np.random.Generator) -> None:
@@ -70,9 +85,18 @@ def check_batch(graphs: list[Graph], extra: bool, rng: np.random.Generator) -> N
     compare_all(graphs, reference[:n], forward, "results", "interpreter joint vs forward")
     want_grads = reference[n:]
 
-    native = compile_function(optimize(joint))(*args, *cts)
+    compiled = compile_function(optimize(joint))
+    native = compiled(*args, *cts)
     compare_all(graphs, native[:n], forward, "results", "native joint")
     compare_all(graphs, native[n:], want_grads, "grads", "native gradients")
+
+    # NaN, +-inf and -0.0 in the inputs: the same NaN/inf classes everywhere (int results are skipped:
+    # casting NaN/inf to int64 is undefined, numpy and LLVM give different integers)
+    special = with_special_values(args, rng)
+    want = run(joint, *special, *cts)
+    got = compiled(*special, *cts)
+    compare_all(graphs, got[:n], want[:n], "results", "native, special inputs", skip_int=True)
+    compare_all(graphs, got[n:], want[n:], "grads", "native gradients, special inputs")
 
     if extra:
         compare_all(graphs, compile_function(optimize(fn))(*args), forward, "results", "native forward")
@@ -113,6 +137,28 @@ def test_native_eager_torch_and_fd_agree_on_random_graphs(data):
     ch = HypothesisChoices(data)
     graphs = [generate(ch, prefix=f"g{k}_") for k in range(PER_BATCH)]
     check_batch(graphs, extra=STATS["batches"] % 5 == 0, rng=np.random.default_rng(ch.integer(0, 2**31)))
+
+
+@pytest.fixture
+def threads_and_blas_everywhere(monkeypatch):
+    """Every loop nest with an outer dimension >= 2 split over threads, every matmul through (threaded) BLAS."""
+    from gradc.codegen import matmul
+    from gradc.ir.passes import fuse
+    monkeypatch.setattr(fuse, "THREAD_MIN_ELEMENTS", 2)
+    monkeypatch.setattr(matmul, "BLAS_MIN_MNK", 1)
+    monkeypatch.setattr(matmul, "GEMM_THREAD_MIN_MNK", 1)
+    monkeypatch.setenv("GRADC_NUM_THREADS", "3")  # also part of the kernel cache key: no stale kernels
+    yield
+
+
+@settings(max_examples=max(1, GRAPHS // PER_BATCH // 10), derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck), print_blob=True)
+@given(st.data())
+def test_threaded_kernels_and_blas_agree_on_random_graphs(threads_and_blas_everywhere, data):
+    """The same checks with the size thresholds lowered: thread splitting and BLAS calls on small graphs."""
+    ch = HypothesisChoices(data)
+    graphs = [generate(ch, prefix=f"t{k}_") for k in range(PER_BATCH)]
+    check_batch(graphs, extra=False, rng=np.random.default_rng(ch.integer(0, 2**31)))
 
 
 def test_generator_covers_the_whole_registry():
