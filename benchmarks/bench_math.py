@@ -1,6 +1,7 @@
 """Measurements behind gradc.codegen.math and gradc.codegen.blas (numbers quoted in their docstrings).
 
-    python benchmarks/bench_math.py accuracy [--quick]   max ulp error: float32 exhaustive (all 2^32 inputs)
+    python benchmarks/bench_math.py accuracy [--quick] [--funcs exp,log]
+                                                         max ulp error: float32 exhaustive (all 2^32 inputs)
                                                          vs numpy float64; float64 on ~10^7 inputs vs long double
     python benchmarks/bench_math.py speed                ns/element of the JIT kernels vs numpy
     python benchmarks/bench_math.py blas                 sgemm call cost (ctypes and from JIT code) per shape
@@ -35,8 +36,8 @@ def _worst(name, kern, x, best):
     return best
 
 
-def accuracy(quick: bool) -> None:
-    for name in FUNCS:
+def accuracy(quick: bool, funcs: list[str]) -> None:
+    for name in funcs:
         for dtype in (np.float32, np.float64):
             kern = Kernel(name, dtype, vector=False)
             best = (0.0, None)
@@ -74,7 +75,8 @@ def _median_time(fn, reps: int = 30) -> float:
 def speed() -> None:
     n = 1 << 20
     rng = np.random.default_rng(0)
-    np_funcs = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+    np_funcs = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+                "expm1": np.expm1, "log1p": np.log1p}
     for dtype in (np.float32, np.float64):
         x = rng.uniform(0.01, 10, n).astype(dtype)
         for name in FUNCS:
@@ -255,8 +257,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["accuracy", "speed", "blas", "fit"])
     ap.add_argument("--quick", action="store_true", help="accuracy: sample instead of exhaustive float32")
+    ap.add_argument("--funcs", default=",".join(FUNCS), help="accuracy: comma-separated subset")
     args = ap.parse_args()
-    {"accuracy": lambda: accuracy(args.quick), "speed": speed, "blas": blas_bench, "fit": fit}[args.what]()
+    {"accuracy": lambda: accuracy(args.quick, args.funcs.split(",")), "speed": speed, "blas": blas_bench, "fit": fit}[args.what]()
 
 
 if __name__ == "__main__":
