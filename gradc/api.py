@@ -254,8 +254,9 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transforme
     nums, single = _argnums(argnums)
 
     def build(traced: Function) -> Function:
+        wrt = _check_argnums(traced, nums)  # an integer input is named before the (then integer) output
         _scalar_output(traced, "value_and_grad")
-        return ad(traced, _check_argnums(traced, nums), seed="ones")
+        return ad(traced, wrt, seed="ones")
 
     if single:
         finish = lambda r, spec: (r[0], r[1])  # noqa: E731
@@ -269,8 +270,9 @@ def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transformed:
     nums, single = _argnums(argnums)
 
     def build(traced: Function) -> Function:
+        wrt = _check_argnums(traced, nums)  # an integer input is named before the (then integer) output
         _scalar_output(traced, "grad")
-        joint = ad(traced, _check_argnums(traced, nums), seed="ones")
+        joint = ad(traced, wrt, seed="ones")
         return Function(joint.name, joint.params, joint.ops, joint.results[1:], dict(joint.meta))
 
     finish = (lambda r, spec: r[0]) if single else (lambda r, spec: tuple(r))
@@ -340,8 +342,8 @@ def hessian(fn: Callable, argnums: int = 0) -> Callable[..., np.ndarray]:
     def hess(*args: Any) -> np.ndarray:
         arrays = [argument_array(a, i) for i, a in enumerate(args)]
         traced = optimize(trace(fn, *arrays))
-        _scalar_output(traced, "hessian")
         (index,) = _check_argnums(traced, (argnums,))
+        _scalar_output(traced, "hessian")
         gradient = optimize(ad(traced, [index], seed="ones"))
         gradient = Function("gradient", gradient.params, gradient.ops, gradient.results[1:])
         hvp = compile_function_or_interp(optimize(ad(gradient, [index], seed="param")))
