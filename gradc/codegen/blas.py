@@ -32,6 +32,7 @@ thread). Prefer `set_num_threads(1)` unless the machine is known to be idle.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import threading
 
@@ -52,12 +53,28 @@ _dll: ctypes.CDLL | None = None
 
 
 def _find_library() -> str | None:
+    """Path of libscipy_openblas*, located without importing scipy_openblas32 (that import costs ~20-40 ms:
+    importlib.metadata and a ctypes load); falls back to the package's own helpers."""
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for root in spec.submodule_search_locations or ():
+        lib_dir = os.path.join(root, "lib")
+        try:
+            names = sorted(x for x in os.listdir(lib_dir) if x.startswith("libscipy_openblas")
+                           and (x.endswith((".so", ".dylib", ".dll")) or ".so." in x))
+        except OSError:
+            continue
+        if names:
+            return os.path.join(lib_dir, names[0])
     try:
         import scipy_openblas32
     except ImportError:
         return None
-    lib_dir = scipy_openblas32.get_lib_dir()
-    path = os.path.join(lib_dir, scipy_openblas32.get_library(fullname=True))
+    path = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True))
     return path if os.path.exists(path) else None
 
 
