@@ -25,7 +25,6 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from test_math_approx import FUNCS, SPECIALS, Kernel, reference, ulp_error  # noqa: E402
 
-
 # --------------------------------------------------------------------------------------------------- accuracy
 
 def _worst(name, kern, x, best):
@@ -212,7 +211,8 @@ def blas_bench() -> None:
     for m, k, n in BLAS_SHAPES:
         a, bm = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
         out = np.empty((m, n), np.float32)
-        print(f"({m:3d},{k:3d})x({k:3d},{n:3d})  numpy {_median_time(lambda: np.matmul(a, bm, out=out), 200) * 1e6:8.2f} us")
+        t = _median_time(lambda: np.matmul(a, bm, out=out), 200)
+        print(f"({m:3d},{k:3d})x({k:3d},{n:3d})  numpy {t * 1e6:8.2f} us")
 
 
 # -------------------------------------------------------------------------------------------------------- fit
@@ -259,7 +259,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="accuracy: sample instead of exhaustive float32")
     ap.add_argument("--funcs", default=",".join(FUNCS), help="accuracy: comma-separated subset")
     args = ap.parse_args()
-    {"accuracy": lambda: accuracy(args.quick, args.funcs.split(",")), "speed": speed, "blas": blas_bench, "fit": fit}[args.what]()
+    actions = {"accuracy": lambda: accuracy(args.quick, args.funcs.split(",")), "speed": speed,
+               "blas": blas_bench, "fit": fit}
+    actions[args.what]()
 
 
 if __name__ == "__main__":

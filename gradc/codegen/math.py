@@ -3,8 +3,9 @@
 Every emitter takes an `llvmlite.ir.IRBuilder` and a value of type `float`, `double` or a vector of either,
 and returns a value of the same type. The code is branch-free and uses only arithmetic, bit casts, integer
 ops, `select` and `fcmp` -- no calls, not even intrinsics (LLVM itself may turn the sign-bit masks into
-llvm.fabs) -- so LLVM's loop and SLP vectorizers turn a scalar loop into SIMD code. Only the `contract` fast-math flag is used (polynomial steps may become FMAs);
-never `nnan`/`ninf`/`fast`, so NaN and inf propagate exactly as numpy's (checked in the tests).
+llvm.fabs) -- so LLVM's loop and SLP vectorizers turn a scalar loop into SIMD code. Only the `contract`
+fast-math flag is used (polynomial steps may become FMAs); never `nnan`/`ninf`/`fast`, so NaN and inf
+propagate exactly as numpy's (checked in the tests).
 
 Method (one generic algorithm per function, constants per precision):
   exp      Cody-Waite reduction x = k ln2 + r (|r| <= ln2/2, k rounded with the 1.5*2^p "magic number",
