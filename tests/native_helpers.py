@@ -20,6 +20,8 @@ from gradc.ir.core import Function
 def _init() -> None:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    from gradc.codegen import threads
+    threads.ensure_pool()  # threaded kernels call gradc_parallel
     try:
         from gradc.codegen import blas
         if blas.available():

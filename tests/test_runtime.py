@@ -329,3 +329,61 @@ def test_cross_entropy_label_out_of_range_native_and_eager():
         assert ok.grad is not None and np.isfinite(ok.grad.numpy()).all()
     finally:
         api.set_backend(saved)
+
+
+# ---- the native thread pool (gradc_parallel) ----------------------------------------------------------
+
+def threaded_function(n: int = 300_000, name: str = "pool"):
+    """f(x) -> (exp(x) * 2, sum(x)): one loop kernel over n elements, split across threads."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.core import Value
+    b = Builder()
+    x = Value(TensorType((n,), float64), name="x")
+    return b.function(name, [x], [b.mul(b.exp(x), b.scalar(2.0, x)), b.emit("reduce_sum", x, axes=(0,))])
+
+
+def test_pool_serves_concurrent_callers(monkeypatch):
+    from gradc.codegen import compile_function
+    monkeypatch.setenv("GRADC_NUM_THREADS", "2")
+    cf = compile_function(threaded_function(name="pool_concurrent"))
+    assert "gradc_parallel" in cf.meta["externals"]
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(seed):
+        try:
+            x = rand(300_000, np.float64, seed)
+            barrier.wait()
+            for _ in range(20):  # overlapping jobs: one uses the pool, the others run their tasks inline
+                y, s = cf(x)
+                np.testing.assert_allclose(y, 2 * np.exp(x), rtol=1e-13)
+                np.testing.assert_allclose(s, x.sum(), rtol=1e-9)
+        except BaseException as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_pool_in_a_forked_child_runs_without_workers(monkeypatch):
+    import os
+    import signal
+    from gradc.codegen import compile_function
+    monkeypatch.setenv("GRADC_NUM_THREADS", "2")
+    cf = compile_function(threaded_function(name="pool_fork"))
+    x = rand(300_000, np.float64, 3)
+    cf(x)  # the parent's workers exist now; the child inherits none of them
+    pid = os.fork()
+    if pid == 0:  # child: must finish (the caller claims every task itself), else SIGALRM kills it
+        signal.alarm(60)
+        try:
+            y, s = cf(x)
+            ok = np.allclose(y, 2 * np.exp(x), rtol=1e-13) and np.isclose(s, x.sum(), rtol=1e-9)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

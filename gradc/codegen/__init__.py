@@ -23,7 +23,7 @@ KERNELS = KernelCache()
 TIMES: dict[str, float] = {}  # seconds spent per compile phase in this process (benchmarks)
 
 # bump when the entry/metadata format changes (also covered by the source digest in the disk key)
-RUNTIME_ABI = 2  # 2: i64 entry codes, gather index errors
+RUNTIME_ABI = 3  # 2: i64 entry codes, gather index errors; 3: threads through the gradc_parallel pool
 
 
 def options() -> dict:
@@ -91,6 +91,9 @@ def _load_runtime_symbols(meta: dict) -> None:
     A disk-cache entry records the library path: loading it directly skips importing the scipy_openblas32
     package (~40 ms, most of a warm first call); if the file is gone, blas.load() finds it again.
     """
+    if "gradc_parallel" in meta.get("externals", ()):
+        from gradc.codegen import threads
+        threads.ensure_pool()
     if not any(name.startswith("scipy_") for name in meta.get("externals", ())):
         return
     t0 = time.perf_counter()
