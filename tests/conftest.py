@@ -67,3 +67,8 @@ def jacobians() -> type[Jacobians]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite tests/golden/*.ir from the current output (same as GRADC_UPDATE_GOLDEN=1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow_memory: JIT memory tests (subprocesses compiling thousands of "
+                                       "kernels, ~1-2 min); they run in CI, deselect with -m 'not slow_memory'")
