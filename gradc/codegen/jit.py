@@ -95,6 +95,11 @@ class NativeCode:
     def __init__(self, engine: llvm.ExecutionEngine, object_bytes: bytes | None):
         self._engine = engine
         self.object_bytes = object_bytes
+        self._pinned = False
+
+    def pin(self) -> None:
+        """Never free this code, not even at interpreter exit (background threads may be running in it)."""
+        self._pinned = True
 
     def address(self, symbol: str) -> int:
         addr = self._engine.get_function_address(symbol)
@@ -114,6 +119,8 @@ class NativeCode:
 
     def close(self) -> None:
         """Free the machine code now; any function pointer into it becomes invalid."""
+        if self._pinned:
+            return
         engine, self._engine = self._engine, None
         if engine is not None:
             with LLVM_LOCK:

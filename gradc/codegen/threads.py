@@ -272,4 +272,5 @@ def ensure_pool() -> None:
                 cache.store(key, {"pool": 1}, code.object_bytes)
         ctypes.CFUNCTYPE(ctypes.c_int)(code.address("gradc_pool_init"))()
         llvm.add_symbol(PARALLEL, code.address(PARALLEL))
+        code.pin()  # workers poll inside this code until the process is gone
         _pool = code
