@@ -143,6 +143,8 @@ def compile_lowered(display_name: str, param_types: Sequence[TensorType], result
             t0 = time.perf_counter()
             code = jit.load_object(obj)
             _add_time("disk_load_s", time.perf_counter() - t0)
+            code.address(meta["entry"]), code.address(meta["inner"])  # metadata and object must agree
+            code.global_address(meta["ndarray_type"])
         except Exception:  # an entry the linker rejects is as good as corrupt: recompile
             code = None
     if code is None:

@@ -4,7 +4,8 @@ An entry is one file named by its key: sha256 over the printed IR, the symbol na
 digest of its code generator's sources, llvmlite/LLVM versions, host CPU name and features and the compile
 options. The file holds a magic line, a JSON header (key, payload size and sha256, and the runtime metadata
 the call path needs: entry names, arena size and mode, ...) and the relocatable object. Writes go to a
-temporary file in the same directory, are fsync'ed and renamed into place (atomic). A truncated, corrupt
+temporary file in the same directory, are fsync'ed and renamed into place (atomic). The payload and the
+metadata each carry a sha256. A truncated, corrupt
 or foreign entry is ignored (and later overwritten), never loaded. An unwritable cache directory turns the
 disk cache off for the process with one warning.
 
@@ -91,7 +92,8 @@ def load(key: str) -> tuple[dict, bytes] | None:
         header = json.loads(blob[start:start + hlen].decode())
         payload = blob[start + hlen:]
         if (header.get("key") != key or header.get("size") != len(payload)
-                or header.get("sha256") != hashlib.sha256(payload).hexdigest()):
+                or header.get("sha256") != hashlib.sha256(payload).hexdigest()
+                or header.get("meta_sha256") != _meta_digest(header["meta"])):
             return None
         try:
             os.utime(path)  # recently used: survives pruning
@@ -100,6 +102,11 @@ def load(key: str) -> tuple[dict, bytes] | None:
         return header["meta"], payload
     except (ValueError, KeyError, struct.error, UnicodeDecodeError, AttributeError):
         return None
+
+
+def _meta_digest(meta: object) -> str:
+    """Checksum of the metadata (arena size, symbols, ...): it steers the call path, so it is verified too."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def _disable(reason: str) -> None:
@@ -115,7 +122,7 @@ def store(key: str, meta: dict, payload: bytes) -> bool:
     if path is None or not payload:
         return False
     header = json.dumps({"key": key, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
-                         "meta": meta}).encode()
+                         "meta": meta, "meta_sha256": _meta_digest(meta)}).encode()
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

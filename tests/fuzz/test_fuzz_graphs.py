@@ -41,7 +41,7 @@ except ImportError:
 GRAPHS = int(os.environ.get("GRADC_FUZZ_EXAMPLES", "2000"))
 PER_BATCH = 20
 FD_MAX_OPS = 12
-STATS = {"graphs": 0, "ops": 0, "batches": 0, "fd": 0, "torch": 0, "native_eager": 0}
+STATS = {"graphs": 0, "ops": 0, "graphs_20_ops_or_more": 0, "batches": 0, "fd": 0, "torch": 0, "native_eager": 0}
 
 
 def owner(graphs: list[Graph], kind: str) -> list[int]:
@@ -126,6 +126,7 @@ def check_batch(graphs: list[Graph], extra: bool, rng: np.random.Generator) -> N
                 raise AssertionError(f"{e}\n--- graph {k} ---\n{print_function(g.fn)}") from None
             STATS["fd"] += 1
     STATS["graphs"] += len(graphs)
+    STATS["graphs_20_ops_or_more"] += sum(len(g.fn.ops) >= 20 for g in graphs)
     STATS["ops"] += len(fn.ops)
     STATS["batches"] += 1
 
