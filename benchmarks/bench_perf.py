@@ -3,6 +3,7 @@
     python benchmarks/bench_perf.py calls [--workloads W2,W4] [--repeat 3]   medians of per-call times
     python benchmarks/bench_perf.py first-call [--runs 5]                    W2 first call, new process each
     python benchmarks/bench_perf.py profile                                  cProfile of W2's first call
+    python benchmarks/bench_perf.py gemm                                     GEMM split constants (matmul.py)
 
 Each `calls` row is the median (and min) over at least 2 s of calls, repeated `--repeat` times in fresh
 processes; the table shows the median of the per-process medians. Thread limit: 2 (like `gradc bench`).
@@ -121,9 +122,39 @@ def profile(workload: str = "W2") -> None:
     pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
 
 
+def gemm() -> None:
+    """Single-threaded sgemm speed on W2/W4 shapes and on the blocks a split makes of them, then W2/W4
+    with GEMMs split across threads or not (GRADC_GEMM_THREAD_MIN_MNK) -> matmul.GEMM_* constants."""
+    import time
+
+    import numpy as np
+
+    from gradc.codegen import blas
+    blas.load()
+    blas.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    print("single-threaded OpenBLAS sgemm (best of 100):")
+    for m, k, n, ta in [(64, 784, 256, 0), (64, 784, 128, 0), (64, 784, 64, 0), (784, 64, 256, 1),
+                        (392, 64, 256, 1), (200, 64, 256, 1), (256, 1024, 1024, 0), (256, 1024, 256, 0),
+                        (1024, 256, 1024, 1), (256, 256, 1024, 1)]:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        blas.gemm(a, b, trans_a=bool(ta))
+        best = min((lambda t: (blas.gemm(a, b, trans_a=bool(ta)), time.perf_counter() - t)[1])(time.perf_counter())
+                   for _ in range(100))
+        print(f"  {m}x{k}x{n}{' (A^T)' if ta else ''}: {best * 1e6:8.1f} us  {2 * m * n * k / best / 1e9:6.1f} GFLOP/s")
+    print(f"load {uptime()}")
+    for label, value in (("split", "2097152"), ("not split", str(2 ** 62))):
+        env = {**ENV, "GRADC_GEMM_THREAD_MIN_MNK": value, "GRADC_CACHE": "0"}
+        r = run(CALLS, "W2,W4", env=env)
+        print(f"GEMMs {label:9s}: W2 median {fmt(r['W2'][0])} min {fmt(r['W2'][1])}; "
+              f"W4 median {fmt(r['W4'][0])} min {fmt(r['W4'][1])}")
+    print(f"load {uptime()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["calls", "first-call", "profile"])
+    ap.add_argument("what", choices=["calls", "first-call", "profile", "gemm"])
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
@@ -132,6 +163,8 @@ def main() -> None:
         calls(args.workloads, args.repeat)
     elif args.what == "first-call":
         first_call(args.runs)
+    elif args.what == "gemm":
+        gemm()
     else:
         profile()
 
