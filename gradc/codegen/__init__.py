@@ -7,6 +7,7 @@ optimization and codegen on a hit) -> lower (fuse, plan memory, emit `{symbol}_i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -100,22 +101,39 @@ def _load_runtime_symbols(meta: dict) -> None:
     path = meta.get("blas_path")
     if path and path in _loaded_libraries:
         return
-    if path and os.path.isfile(path):
-        import llvmlite.binding as llvm
-        llvm.load_library_permanently(path)
-    else:
-        from gradc.codegen.matmul import blas_library
-        path = blas_library()
-        if path:
+    with _openblas_starts_one_thread():
+        if path and os.path.isfile(path):
             import llvmlite.binding as llvm
             llvm.load_library_permanently(path)
         else:
-            from gradc.codegen import blas
-            path = blas.load()
-        meta["blas_path"] = path
+            from gradc.codegen.matmul import blas_library
+            path = blas_library()
+            if path:
+                import llvmlite.binding as llvm
+                llvm.load_library_permanently(path)
+            else:
+                from gradc.codegen import blas
+                path = blas.load()
+            meta["blas_path"] = path
     _single_threaded_blas(path)
     _loaded_libraries.add(path)
     _add_time("blas_load_s", time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _openblas_starts_one_thread():
+    """OpenBLAS starts its worker threads when loaded (OPENBLAS_NUM_THREADS), and each spins ~0.1 s of CPU
+    before sleeping: measured +90 ms of CPU competing with a first call's compile on 2 cores. gradc's copy
+    runs single-threaded anyway (below), so it is loaded with the variable at 1, then restored."""
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
 
 
 def _single_threaded_blas(path: str) -> None:
