@@ -2,12 +2,15 @@
 
 Measured on the 2-core dev box: `arr.ctypes.data` or `__array_interface__` costs ~3 us per array, while a
 ctypes call taking ONE `py_object` costs ~0.7 us. So `add_entry` generates, beside the lowered kernel,
-`i32 {name}_entry(ptr tuple)` that reads each array straight from CPython's tuple and numpy's array structs
+`i64 {name}_entry(ptr tuple)` that reads each array straight from CPython's tuple and numpy's array structs
 (data, nd, dimensions, flags, descr->type_num/byteorder: a stable ABI, and verified against ctypes/numpy at
 import time below), checks them against the specialization, and either calls `{name}_inner` and returns 0
 or returns a nonzero code WITHOUT touching any data. Python then takes the slow path: it copies a
 non-conforming array of the right dtype and shape (strided, F-order, negative strides, misaligned,
-big-endian) or raises TypeError / ValueError naming what was expected and what came.
+big-endian) or raises TypeError / ValueError naming what was expected and what came. The checks walk
+constant tables in one loop (compact code: the unrolled form was the largest function of small models).
+A gather index out of range, found while the kernels run, comes back as an INDEX code (with the gather
+and the index) and is raised as IndexError, worded like the interpreter's.
 
 The call goes through CFUNCTYPE, which releases the GIL: safe because the argument tuple (held by ctypes
 for the duration of the call) keeps every array alive, and native code only reads their structs.
