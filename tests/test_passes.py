@@ -324,3 +324,33 @@ def test_pipeline_without_debug_prints_nothing(monkeypatch, capsys):
 def test_unknown_pass_is_named():
     with pytest.raises(KeyError, match="unknown pass 'fuse-everything'.*cse, dce, simplify"):
         run_pipeline(sample(), ["dce", "fuse-everything"])
+
+
+def _transposed_product(extra_use: bool):
+    from gradc.ir.builder import Builder
+    from gradc.ir.core import TensorType, Value, float64
+    b = Builder()
+    a, c = Value(TensorType((3, 4), float64), name="a"), Value(TensorType((4, 5), float64), name="c")
+    product = b.matmul(a, c)
+    transposed = b.emit("permute", product, perm=(1, 0))
+    results = [transposed, product] if extra_use else [transposed]
+    return b.function("f", [a, c], results)
+
+
+def test_transpose_of_a_single_use_product_becomes_a_product_of_transposes():
+    from gradc.ir.interp import run
+    from gradc.ir.passes import optimize
+    fn = _transposed_product(extra_use=False)
+    out = optimize(fn)
+    names = [op.name for op in out.ops]
+    assert names.count("matmul") == 1 and out.results[0].op.name == "matmul"
+    rng = np.random.default_rng(0)
+    args = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
+    np.testing.assert_allclose(run(out, *args)[0], run(fn, *args)[0], rtol=1e-12)
+
+
+def test_transpose_of_a_shared_product_is_kept():
+    from gradc.ir.passes import optimize
+    out = optimize(_transposed_product(extra_use=True))
+    assert [op.name for op in out.ops].count("matmul") == 1
+    assert out.results[0].op.name == "permute"

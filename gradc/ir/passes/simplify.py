@@ -59,6 +59,7 @@ def as_fill(array: np.ndarray) -> Any:
 class Simplifier:
     def __init__(self) -> None:
         self.b = Builder()
+        self.single_use: set[Value] = set()  # new values whose original had exactly one use
 
     def emit(self, name: str, *inputs: Value, **attrs: Any) -> Value:
         """Emit an op, or an equivalent existing/cheaper value when a rule applies."""
@@ -162,6 +163,14 @@ class Simplifier:
     def rule_permute(self, x: Value, perm: tuple[int, ...]) -> Value | None:
         if tuple(perm) == tuple(range(x.type.rank)):
             return x
+        rank = x.type.rank
+        if (x.op is not None and x.op.name == "matmul" and x in self.single_use
+                and tuple(perm) == tuple(range(rank - 2)) + (rank - 1, rank - 2)):
+            # (a b)^T = b^T a^T: the transposes become BLAS flags instead of a strided read of the
+            # product (the weight gradient of x @ W.T); the sum order may differ in the last bits
+            a, b = x.op.inputs
+            swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+            return self.emit("matmul", self.emit("permute", b, perm=swap), self.emit("permute", a, perm=swap))
         if x.op is not None and x.op.name == "permute":
             inner = x.op.attrs["perm"]
             return self.emit("permute", x.op.inputs[0], perm=tuple(inner[p] for p in perm))
@@ -203,6 +212,12 @@ def simplify(fn: Function) -> Function:
     s = Simplifier()
     params = [Value(p.type, name=p.name) for p in fn.params]
     env: dict[Value, Value] = dict(zip(fn.params, params))
+    uses: dict[Value, int] = {r: 1 for r in fn.results}
+    for op in fn.ops:
+        for v in op.inputs:
+            uses[v] = uses.get(v, 0) + 1
     for op in fn.ops:
         env[op.result] = s.emit(op.name, *(env[v] for v in op.inputs), **op.attrs)
+        if uses.get(op.result, 0) == 1:
+            s.single_use.add(env[op.result])
     return Function(fn.name, params, s.b.ops, [env[r] for r in fn.results], dict(fn.meta))
