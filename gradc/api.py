@@ -136,7 +136,8 @@ class Specialization:
     def __init__(self, traced: Function, joint: Function, run_fn: Callable, lower_stage: Callable) -> None:
         self.traced = traced
         self.joint = joint
-        self.run = run_fn
+        self.run = run_fn  # arrays -> tuple of result arrays
+        self.call: Callable[..., Any] = run_fn  # arrays -> the user-facing result (set by the transform)
         self._lower_stage = lower_stage
 
     def as_text(self, stage: str = "ir") -> str:
@@ -152,14 +153,14 @@ class Specialization:
 class Transformed:
     """A transformed function: traces and compiles per specialization, then calls native code."""
 
-    def __init__(self, fn: Callable, build: Callable[[Function], Function], finish: Callable,
-                 what: str) -> None:
+    def __init__(self, fn: Callable, build: Callable[[Function], Function],
+                 wrap: Callable[[Specialization], Callable[..., Any]], what: str) -> None:
         self.fn = fn
         self.build = build  # traced Function -> the Function that runs (forward or joint)
-        self.finish = finish  # (result arrays, specialization) -> user-facing result
+        self.wrap = wrap  # specialization -> its user-facing call (result arrays shaped as the transform says)
         self.what = what
         self.specializations: dict[tuple, Specialization] = {}
-        self._last: Specialization | None = None
+        self._call: Callable[..., Any] | None = None  # the last specialization's call: tried first
         self._lock = threading.Lock()
         self.__name__ = getattr(fn, "__name__", "f")
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -175,6 +176,7 @@ class Transformed:
                 spec = self.specializations.get(key)
                 if spec is None:
                     spec = self._compile([argument_type(a) for a in arrays])
+                    spec.call = self.wrap(spec)
                     self.specializations[key] = spec
         return spec
 
@@ -187,8 +189,8 @@ class Transformed:
             compiled = compile_function(joint)
             return Specialization(traced, joint, compiled, compiled.as_text)
 
-        def interpret(*args: np.ndarray) -> list[np.ndarray]:
-            return run(joint, *args)
+        def interpret(*args: np.ndarray) -> tuple[np.ndarray, ...]:
+            return tuple(run(joint, *args))
 
         def no_native(stage: str) -> str:
             raise RuntimeError(f"stage {stage!r} needs the native backend (current backend: {backend})")
@@ -199,16 +201,16 @@ class Transformed:
         return self.specialize([argument_array(a, i) for i, a in enumerate(args)])
 
     def __call__(self, *args: Any) -> Any:
-        last = self._last
-        if last is not None:
+        call = self._call
+        if call is not None:
             try:  # fast path: native code checks the arguments against its specialization itself
-                return self.finish(last.run(*args), last)
+                return call(*args)
             except (TypeError, ValueError):
                 pass
         arrays = [argument_array(a, i) for i, a in enumerate(args)]
         spec = self.specialize(arrays)
-        self._last = spec
-        return self.finish(spec.run(*arrays), spec)
+        self._call = spec.call
+        return spec.call(*arrays)
 
 
 # ----------------------------------------------------------------------------- the transforms
@@ -244,9 +246,10 @@ def compile(fn: Callable) -> Transformed:
     """A native forward function: results are numpy arrays (a tuple when fn returns a tuple)."""
     if hasattr(fn, "_gradc_compile"):  # a gradc.nn.Module: its parameters become inputs (gradc.train)
         return fn._gradc_compile()
-    def finish(results: list[np.ndarray], spec: Specialization) -> Any:
-        return results[0] if spec.traced.meta.get("single_output", True) else tuple(results)
-    return Transformed(fn, lambda traced: traced, finish, "compile")
+    def wrap(spec: Specialization) -> Callable[..., Any]:
+        run_fn = spec.run
+        return (lambda *args: run_fn(*args)[0]) if spec.traced.meta.get("single_output", True) else run_fn
+    return Transformed(fn, lambda traced: traced, wrap, "compile")
 
 
 def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transformed:
@@ -258,11 +261,16 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transforme
         _scalar_output(traced, "value_and_grad")
         return ad(traced, wrt, seed="ones")
 
-    if single:
-        finish = lambda r, spec: (r[0], r[1])  # noqa: E731
-    else:
-        finish = lambda r, spec: (r[0], tuple(r[1:]))  # noqa: E731
-    return Transformed(fn, build, finish, "value_and_grad")
+    def wrap(spec: Specialization) -> Callable[..., Any]:
+        run_fn = spec.run
+        if single:
+            return run_fn  # already (value, grad)
+
+        def value_and_grads(*args: Any) -> tuple:
+            results = run_fn(*args)
+            return results[0], results[1:]
+        return value_and_grads
+    return Transformed(fn, build, wrap, "value_and_grad")
 
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transformed:
@@ -275,8 +283,10 @@ def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Transformed:
         joint = ad(traced, wrt, seed="ones")
         return Function(joint.name, joint.params, joint.ops, joint.results[1:], dict(joint.meta))
 
-    finish = (lambda r, spec: r[0]) if single else (lambda r, spec: tuple(r))
-    return Transformed(fn, build, finish, "grad")
+    def wrap(spec: Specialization) -> Callable[..., Any]:
+        run_fn = spec.run
+        return (lambda *args: run_fn(*args)[0]) if single else run_fn
+    return Transformed(fn, build, wrap, "grad")
 
 
 def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
