@@ -166,6 +166,17 @@ def test_unknown_stage_and_backend():
     raises(ValueError, "backend must be 'native', 'interp' or 'auto', got 'gpu'", gradc.set_backend, "gpu")
 
 
+@pytest.mark.parametrize("bad, shown", [(4, "index 4"), (-1, "index -1"), (2**40, f"index {2**40}")])
+@pytest.mark.parametrize("transform", ["compile", "value_and_grad"])
+def test_gather_out_of_range_index_is_an_index_error_not_a_clamp(transform, bad, shown):
+    idx = np.array([[0], [bad], [1]], np.int64)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    f = (gradc.compile(lambda x, i: gradc.gather(x, 1, i)) if transform == "compile" else
+         gradc.value_and_grad(lambda x, i: gradc.gather(x, 1, i).sum()))
+    f(x, np.zeros((3, 1), np.int64))  # compiled and fast path warm: the native code must check too
+    raises(IndexError, f"{shown} is out of bounds for dimension 1 with size 4", f, x, idx)
+
+
 # ----------------------------------------------------------------------------- accepted: odd layouts and values
 
 LAYOUTS = {
