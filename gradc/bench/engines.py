@@ -4,6 +4,8 @@ An engine's `prepare(workload, arrays)` returns a `step()` that computes the los
 parameter and waits for the result (JAX is asynchronous); `to_numpy(result)` turns a step's result into
 `(loss, grads)` numpy arrays for the cross-check (copied: an engine may reuse its output buffers).
 Each engine is used only where installed: `unavailable()` says why not.
+For W6 "train-step" an engine gives `train_step(x, labels, state)` -> `train_step.TrainStep` (gradc-native,
+torch and jax do, from the shared definitions in train_step.py); `unsupported(workload)` says why not.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gradc.bench import train_step
 from gradc.bench.workloads import Workload, numpy_namespace
 
 Step = Callable[[], Any]
@@ -42,6 +45,20 @@ class Engine:
 
     def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
         raise NotImplementedError
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
+        """W6: one training step of this engine from these initial parameters (engines that train override it)."""
+        raise NotImplementedError
+
+    def trains(self) -> bool:
+        return type(self).train_step is not Engine.train_step
+
+    def unsupported(self, workload: Any) -> str | None:
+        """None when the engine runs this kind of workload, else a short note why not."""
+        if getattr(workload, "kind", "grad") == "train" and not self.trains():
+            return (f"{self.name} has no training step: {workload.id} runs "
+                    f"{', '.join(train_step.STEPS)} (or an engine with train_step)")
+        return None
 
     def to_numpy(self, result: Any) -> tuple[np.ndarray, list[np.ndarray]]:
         loss, grads = result
@@ -81,6 +98,12 @@ class GradcEngine(Engine):
             api.set_backend(previous)
         return lambda: fn(*arrays)
 
+    def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
+        return train_step.gradc_step(x, labels, state)
+
+    def trains(self) -> bool:
+        return self.backend == "native"
+
 
 class NumpyEngine(Engine):
     name = "numpy"
@@ -118,6 +141,12 @@ class TorchEngine(Engine):
         loss, grads = result
         return loss.double().numpy(), [g.double().numpy() for g in grads]
 
+    def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
+        return train_step.torch_step(x, labels, state)
+
+    def trains(self) -> bool:
+        return not self.compiled  # W6 compares torch eager; a torch.compile'd step is not defined
+
 
 class TorchCompileEngine(TorchEngine):
     name = "torch-compile"
@@ -145,6 +174,9 @@ class JaxEngine(Engine):
         fn = jax.jit(jax.value_and_grad(workload.bind(T), argnums=workload.argnums()))
         args = [jnp.asarray(a.astype(np.int32) if a.dtype == np.int64 else a) for a in arrays]
         return lambda: jax.block_until_ready(fn(*args))
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
+        return train_step.jax_step(x, labels, state)
 
 
 class AutogradEngine(Engine):

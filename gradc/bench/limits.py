@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from gradc.bench.workloads import Gemm, Workload
+from gradc.bench.workloads import Gemm
 
 
 def _best_of(fn: Callable[[], None], repeats: int) -> float:
@@ -146,7 +146,7 @@ def last_level_cache_bytes() -> int | None:
     return max(sizes) if sizes else None
 
 
-def measure(workloads: list[Workload], threads: int, quick: bool) -> dict:
+def measure(workloads: list, threads: int, quick: bool) -> dict:
     """Bandwidth, per-workload GEMM time and ctypes floor, plus each workload's bound times (in us)."""
     bandwidth = memory_bandwidth(threads, megabytes=128, repeats=3 if quick else 7)
     llc = last_level_cache_bytes()
@@ -155,8 +155,7 @@ def measure(workloads: list[Workload], threads: int, quick: bool) -> dict:
            "workloads": {}}
     floors: dict[int, float] = {}
     for w in workloads:
-        data, params = w.make()
-        pointers = len(data) + 1 + 2 * len(params)
+        pointers = w.ctypes_pointers()
         if pointers not in floors:
             floors[pointers] = empty_call_seconds(pointers, calls=5000 if quick else 50000)
         row = {"min_bytes": w.min_bytes(), "bandwidth_bound_us": w.min_bytes() / bandwidth * 1e6,

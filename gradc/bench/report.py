@@ -7,7 +7,7 @@ and `results`: one row per (workload, engine) with every column of the table, in
 
 from __future__ import annotations
 
-from gradc.bench.workloads import WORKLOADS
+from gradc.bench.workloads import by_id
 
 NATIVE = "gradc-native"
 
@@ -70,7 +70,7 @@ def format_table(doc: dict) -> str:
         lines.append(f"note: {note}")
     header = f"  {'engine':<15}{'median':>12}{'min':>12}{'first call':>13}{'cached':>10}{'native x':>10}  check"
     for wid in dict.fromkeys(r["workload"] for r in doc["results"]):
-        w = WORKLOADS.get(wid)
+        w = by_id(wid)
         lines += ["", f"{wid} {w.name if w else ''} ({w.stresses if w else ''})"]
         lrow = limits.get("workloads", {}).get(wid)
         if lrow:
@@ -86,6 +86,11 @@ def format_table(doc: dict) -> str:
             cached = "-" if r.get("first_call_cached_ms") is None else f"{r['first_call_cached_ms']:,.1f} ms"
             lines.append(f"  {r['engine']:<15}{_fmt_us(r['median_us']):>12}{_fmt_us(r['min_us']):>12}"
                          f"{first:>13}{cached:>10}{speedup:>10}  {check}")
+        if w is not None and w.kind == "train":
+            rates = [f"{r['engine']} {1e6 / r['median_us']:,.0f}" for r in doc["results"]
+                     if r["workload"] == wid and r["status"] == "ok" and r["median_us"]]
+            if rates:
+                lines.append(f"  steps/s (median): {', '.join(rates)}")
         native = next((r for r in doc["results"] if r["workload"] == wid and r["engine"] == NATIVE), None)
         if native and native.get("percent_of_limit") is not None and lrow:
             above = (" (faster than the measured limit: the data stay in cache between calls, or the limit's "
@@ -103,6 +108,13 @@ def format_table(doc: dict) -> str:
                  "cached: gradc-native's first call in a new process with the on-disk cache filled.")
     lines.append("native x: how many times faster gradc-native is than the engine (engine median / gradc median). "
                  "Medians of steady-state calls; min is the best call. The machine is shared: expect +-20% noise.")
+    trains = [wid for wid in dict.fromkeys(r["workload"] for r in doc["results"])
+              if by_id(wid) is not None and by_id(wid).kind == "train"]
+    for wid in trains:
+        w = by_id(wid)
+        lines.append(f"{wid}: times are per training step (forward, backward, optimizer update); the first call is "
+                     f"the first step; check: each engine's losses of its first {w.steps} steps and its parameters "
+                     "after them vs a numpy Adam reference from the same initial weights.")
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +160,8 @@ def target_lines(doc: dict) -> list[str]:
     check("W3 speedup over jax jit", speedup("W3", "jax"), 2.5)
     check("W3 time / bandwidth-bound time", vs_limit("W3", "bandwidth_bound_us"), 1.5, True)
     check("W5 speedup over jax jit", speedup("W5", "jax"), 3)
+    ratio, peer = vs_fastest_peer("W6")
+    check(f"W6 training steps/s over the fastest peer ({peer})", ratio, 1.5)
     w2 = rows.get(("W2", NATIVE))
     if w2:
         check("W2 first call, ms (empty cache)", w2["first_call_ms"], 250, True)
@@ -178,8 +192,8 @@ def plot(doc: dict, path: str) -> None:
         ax.bar(xs, ys, width=width, label=engine)
     ax.set_yscale("log")
     ax.set_xticks(range(len(workloads)))
-    ax.set_xticklabels([f"{w} {WORKLOADS[w].name}" if w in WORKLOADS else w for w in workloads])
-    ax.set_ylabel("median us per value-and-grad call (log)")
+    ax.set_xticklabels([f"{w} {by_id(w).name}" if by_id(w) else w for w in workloads])
+    ax.set_ylabel("median us per value-and-grad call or training step (log)")
     ax.set_title(f"gradc bench, {doc['meta']['threads']} threads, {doc['meta']['date']}")
     ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()

@@ -155,9 +155,9 @@ def run(workload_spec: str | None = None, engine_spec: str | None = None, quick:
     for spec, name in zip(names, shown):
         engine = engine_table.get(spec)
         note = engine.unavailable() if not isinstance(engine, engine_table.GradcEngine) else None
-        if note:  # not installed: no process needed
+        if note or all(engine.unsupported(w) for w in chosen):  # nothing to run: no process needed
             for w in chosen:
-                results.append(Result(w.id, name, "skipped", note))
+                results.append(Result(w.id, name, "skipped", note or engine.unsupported(w) or ""))
                 bar.show(f"{name} {w.id} skipped", advance=True)
             continue
         got: list[Result] = []

@@ -1,5 +1,8 @@
 """Run (workload, engine) pairs: first call, cross-check against the numpy reference, then steady-state timing.
 
+W6 (a training step) is checked differently: the parameters after `CHECK_STEPS` steps from the shared initial
+state, and every step's loss, against the numpy Adam reference; timing then continues the same training.
+
 `gradc bench` runs each engine in its own process (`python -m gradc.bench child ...`) with the thread limit
 set in the environment before numpy, torch or jax load, so no engine's thread pool disturbs another's;
 the child prints one `RESULT {json}` line per measurement on stdout.
@@ -77,12 +80,14 @@ def reference_for(workload: Any, arrays: list[np.ndarray]) -> tuple[np.ndarray, 
     return np.asarray(loss, np.float64), [np.asarray(g, np.float64) for g in grads]
 
 
-def compare(got: tuple[Any, list], ref: tuple[Any, list], rtol: float = RTOL) -> tuple[bool, float, str]:
+def compare(got: tuple[Any, list], ref: tuple[Any, list], rtol: float = RTOL,
+            names: list[str] | None = None) -> tuple[bool, float, str]:
     """(ok, worst error, what): each element must satisfy |got - ref| <= rtol * (|ref| + 0.01 max|ref|).
 
     The 0.01 max|ref| floor gives near-zero gradient elements an absolute tolerance tied to the array's scale.
+    `names` labels the arrays (default: "loss", "grad 0", ...).
     """
-    names = ["loss"] + [f"grad {i}" for i in range(len(ref[1]))]
+    names = names or ["loss"] + [f"grad {i}" for i in range(len(ref[1]))]
     got_arrays, ref_arrays = [got[0], *got[1]], [ref[0], *ref[1]]
     if len(got_arrays) != len(ref_arrays):
         return False, math.inf, f"{len(got_arrays) - 1} gradients, expected {len(ref_arrays) - 1}"
@@ -129,10 +134,12 @@ def measure(step: Callable[[], Any], budget: Budget) -> tuple[float, float, int]
 def run_one(engine: Any, workload: Any, budget: Budget, reference: tuple | None = None) -> Result:
     """First call, cross-check (first and steady-state call), then timing; a disagreement gets no time."""
     result = Result(workload.id, engine.name, "ok")
-    note = engine.unavailable()
+    note = engine.unavailable() or engine.unsupported(workload)
     if note:
         result.status, result.note = "skipped", note
         return result
+    if workload.kind == "train":
+        return run_train(engine, workload, budget, reference)
     arrays = workload.arrays()
     reference = reference or reference_for(workload, arrays)
     try:
@@ -157,15 +164,57 @@ def run_one(engine: Any, workload: Any, budget: Budget, reference: tuple | None 
     return result
 
 
+def check_training(losses: list[float], parameters: dict, reference: tuple[list[float], dict],
+                   rtol: float = RTOL) -> tuple[bool, float, str]:
+    """(ok, worst error, what): each step's loss and the final parameters against the numpy Adam reference."""
+    ref_losses, ref_params = reference
+    if len(losses) != len(ref_losses):
+        return False, math.inf, f"{len(losses)} losses, expected {len(ref_losses)}"
+    if set(parameters) != set(ref_params):
+        return False, math.inf, f"parameters {sorted(parameters)}, expected {sorted(ref_params)}"
+    names = list(ref_params)
+    return compare((np.asarray(losses), [parameters[k] for k in names]),
+                   (np.asarray(ref_losses), [ref_params[k] for k in names]), rtol,
+                   ["the step losses"] + [f"parameter {k}" for k in names])
+
+
+def run_train(engine: Any, workload: Any, budget: Budget, reference: tuple | None = None) -> Result:
+    """W6: first step (build + compile), `workload.steps` steps checked against the reference, then timing."""
+    result = Result(workload.id, engine.name, "ok")
+    reference = reference or workload.reference()
+    try:
+        x, labels, state = workload.initial()
+        t0 = time.perf_counter()
+        step = engine.train_step(x, labels, state)
+        losses = [float(step())]
+        result.first_call_ms = (time.perf_counter() - t0) * 1e3
+        losses += [float(step()) for _ in range(workload.steps - 1)]
+        ok, result.max_rel_err, where = check_training(losses, step.parameters(), reference)
+        if not ok:
+            result.status = "mismatch"
+            result.note = (f"after {workload.steps} steps: {where} differs from the numpy Adam reference "
+                           f"(max rel err {result.max_rel_err:.2e})")
+            return result
+        result.median_us, result.min_us, result.runs = measure(step, budget)
+    except Exception as exc:  # one engine failing must not stop the others
+        result.status, result.note = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return result
+
+
 # ----------------------------------------------------------------------------- the child process
 
 def first_call_only(engine: Any, workload: Any) -> Result:
     """Only the first call (trace + compile, or a load from gradc's on-disk cache), for a fresh process."""
     result = Result(workload.id, engine.name, "ok")
     try:
-        arrays = workload.arrays()
-        t0 = time.perf_counter()
-        engine.prepare(workload, arrays)()
+        if workload.kind == "train":
+            x, labels, state = workload.initial()
+            t0 = time.perf_counter()
+            engine.train_step(x, labels, state)()
+        else:
+            arrays = workload.arrays()
+            t0 = time.perf_counter()
+            engine.prepare(workload, arrays)()
         result.first_call_ms = (time.perf_counter() - t0) * 1e3
     except Exception as exc:
         result.status, result.note = "error", f"{type(exc).__name__}: {exc}"
@@ -187,8 +236,8 @@ def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int, f
     except Exception as exc:
         engine, note = None, f"{type(exc).__name__}: {exc}"
     for w in chosen:
-        if note:
-            result = Result(w.id, engine_name, "error" if engine is None else "skipped", note)
+        if note or engine.unsupported(w):
+            result = Result(w.id, engine_name, "error" if engine is None else "skipped", note or engine.unsupported(w))
         else:
             print(f"START {w.id}", flush=True)
             result = first_call_only(engine, w) if first_only else run_one(engine, w, budget)

@@ -1,5 +1,8 @@
 """The benchmark workloads W1..W5 of BENCHMARKS.md, each defined ONCE and shared by every engine.
 
+(W6 "train-step", a whole training step rather than a value-and-grad call, lives in train_step.py;
+`select` and `by_id` cover all six.)
+
 Each workload has
   * `loss(T, *data, *params)`: the model written PyTorch-style against a namespace `T` that provides
     `tanh`, `sigmoid`, `relu` and `nn.functional.{cross_entropy, binary_cross_entropy_with_logits}`;
@@ -47,6 +50,7 @@ class Workload:
     make_arrays: Callable[[np.random.Generator], tuple[Arrays, Arrays]]
     gemms: tuple[Gemm, ...] = ()
     seed: int = 0
+    kind = "grad"  # a value-and-grad call; train_step.TrainWorkload is "train"
 
     def make(self) -> tuple[Arrays, Arrays]:
         """(data, params) as float32 arrays (int64 labels), always the same for a workload."""
@@ -80,6 +84,11 @@ class Workload:
         """Bytes any engine must move at least: read every input once, write the loss and each gradient."""
         data, params = self.make()
         return sum(a.nbytes for a in data + params) + 4 + sum(p.nbytes for p in params)
+
+    def ctypes_pointers(self) -> int:
+        """Pointer arguments of one native call: the inputs, the loss and each gradient."""
+        data, params = self.make()
+        return len(data) + 1 + 2 * len(params)
 
 
 def params(*names: str) -> Callable:
@@ -295,14 +304,27 @@ WORKLOADS: dict[str, Workload] = {w.id: w for w in (
 )}
 
 
-def select(spec: str | None) -> list[Workload]:
-    """Workloads from a comma list such as "W1,W3" (all when empty); ValueError names an unknown id."""
+def all_workloads() -> dict[str, Any]:
+    """W1..W5 (value-and-grad Workloads) and W6 (train_step.TrainWorkload), by id."""
+    from gradc.bench.train_step import W6  # imported here: train_step builds on this module
+
+    return {**WORKLOADS, W6.id: W6}
+
+
+def by_id(wid: str) -> Any:
+    """A workload of either kind by id, or None."""
+    return all_workloads().get(wid)
+
+
+def select(spec: str | None) -> list[Any]:
+    """Workloads from a comma list such as "W1,W6" (all six when empty); ValueError names an unknown id."""
+    table = all_workloads()
     if not spec:
-        return list(WORKLOADS.values())
+        return list(table.values())
     chosen = []
     for item in spec.split(","):
         key = item.strip().upper()
-        if key not in WORKLOADS:
-            raise ValueError(f"unknown workload {item.strip()!r}; choose from {', '.join(WORKLOADS)}")
-        chosen.append(WORKLOADS[key])
+        if key not in table:
+            raise ValueError(f"unknown workload {item.strip()!r}; choose from {', '.join(table)}")
+        chosen.append(table[key])
     return chosen
