@@ -62,8 +62,10 @@ def _torch_dtype(torch, dtype):
     return {float32: torch.float32, float64: torch.float64, int64: torch.int64, bool_: torch.bool}[dtype]
 
 
-def torch_replay(fn: Function, args: Sequence[np.ndarray], wrt: Sequence[int], cts: Sequence[np.ndarray]):
-    """(results, grads) of the graph written with PyTorch ops."""
+def torch_replay(fn: Function, args: Sequence[np.ndarray], wrt: Sequence[int], cts: Sequence[np.ndarray],
+                 second: Sequence[np.ndarray] | None = None):
+    """(results, grads) of the graph written with PyTorch ops; with `second` (one array per gradient), also
+    the gradient of sum_i <grad_i, second_i> (double backward): (results, grads, second-order grads)."""
     import torch
 
     leaves = [torch.tensor(np.array(a), requires_grad=(i in wrt)) for i, a in enumerate(args)]
@@ -75,10 +77,19 @@ def torch_replay(fn: Function, args: Sequence[np.ndarray], wrt: Sequence[int], c
     diff = [(o, torch.tensor(c)) for o, c in zip(outs, cts) if o.requires_grad]
     targets = [leaves[i] for i in wrt]
     grads = [np.zeros_like(args[i]) for i in wrt]
+    got = [None] * len(targets)
     if diff and targets:
-        got = torch.autograd.grad([o for o, _ in diff], targets, [c for _, c in diff], allow_unused=True)
-        grads = [g.numpy() if g is not None else z for g, z in zip(got, grads)]
-    return results, grads
+        got = torch.autograd.grad([o for o, _ in diff], targets, [c for _, c in diff], allow_unused=True,
+                                  create_graph=second is not None)
+        grads = [g.numpy(force=True) if g is not None else z for g, z in zip(got, grads)]
+    if second is None:
+        return results, grads
+    hv = [np.zeros_like(args[i]) for i in wrt]
+    pairs = [(g, torch.tensor(v)) for g, v in zip(got, second) if g is not None and g.requires_grad]
+    if pairs:
+        got2 = torch.autograd.grad([g for g, _ in pairs], targets, [v for _, v in pairs], allow_unused=True)
+        hv = [h.numpy(force=True) if h is not None else z for h, z in zip(got2, hv)]  # force: ZeroTensors
+    return results, grads, hv
 
 
 def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):

@@ -9,7 +9,8 @@ checks twenty graphs. For every batch:
   - PyTorch replays the ops and takes gradients with torch.autograd (when installed);
   - graphs of at most 12 ops, all float64 and without stop_gradient, are checked against central differences
     along random directions;
-  - every 5th batch also compiles the forward-only Function.
+  - every 5th batch also compiles the forward-only Function, and checks second order (AD of the adjoint,
+    Hessian-vector products) natively against the interpreter and PyTorch's double backward.
 GRADC_FUZZ_EXAMPLES sets the number of graphs (default 2,000; derandomized so CI is repeatable).
 """
 
@@ -26,6 +27,7 @@ import gradc
 from fuzz.graphgen import Graph, HypothesisChoices, RandomChoices, combine, generate
 from fuzz.oracles import RTOL32, assert_close, directional_fd, eager, torch_replay
 from gradc.codegen import compile_function
+from gradc.ir.core import Function
 from gradc.ir.interp import run
 from gradc.ir.ops import OPS
 from gradc.ir.passes import optimize
@@ -41,7 +43,8 @@ except ImportError:
 GRAPHS = int(os.environ.get("GRADC_FUZZ_EXAMPLES", "2000"))
 PER_BATCH = 20
 FD_MAX_OPS = 12
-STATS = {"graphs": 0, "ops": 0, "graphs_20_ops_or_more": 0, "batches": 0, "fd": 0, "torch": 0, "native_eager": 0}
+STATS = {"graphs": 0, "ops": 0, "graphs_20_ops_or_more": 0, "batches": 0, "fd": 0, "torch": 0, "native_eager": 0,
+         "second_order": 0}
 
 
 def owner(graphs: list[Graph], kind: str) -> list[int]:
@@ -76,6 +79,19 @@ def with_special_values(args: list[np.ndarray], rng: np.random.Generator) -> lis
     return out
 
 
+def check_second_order(graphs, fn, joint, args, wrt, cts, rng) -> None:
+    """AD of the adjoint (Hessian-vector products): native vs interpreter vs PyTorch's double backward."""
+    gradients = Function("gradients", joint.params, joint.ops, joint.results[len(fn.results):])
+    vs = [rng.standard_normal(r.type.shape).astype(r.dtype.numpy) for r in gradients.results]
+    hvp = ad(gradients, wrt, seed="param")
+    want = run(hvp, *args, *cts, *vs)[len(vs):]
+    compare_all(graphs, compile_function(optimize(hvp))(*args, *cts, *vs)[len(vs):], want, "grads",
+                "native second order")
+    if HAVE_TORCH:
+        compare_all(graphs, torch_replay(fn, args, wrt, cts, second=vs)[2], want, "grads", "torch second order")
+    STATS["second_order"] += len(graphs)
+
+
 def check_batch(graphs: list[Graph], extra: bool, rng: np.random.Generator) -> None:
     fn, args, wrt, cts = combine(graphs)
     n = len(fn.results)
@@ -100,6 +116,7 @@ def check_batch(graphs: list[Graph], extra: bool, rng: np.random.Generator) -> N
 
     if extra:
         compare_all(graphs, compile_function(optimize(fn))(*args), forward, "results", "native forward")
+        check_second_order(graphs, fn, joint, args, wrt, cts, rng)
         gradc.set_backend("native")
     try:
         results, grads = eager(fn, args, wrt, cts)
