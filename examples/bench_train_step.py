@@ -1,8 +1,10 @@
 """W6 "train-step": one Adam training step of the W2 MLP (batch 64, 784 -> 256 ReLU -> 10, cross-entropy).
 
 Steps per second of gradc.compile_step (forward, adjoint and Adam in one compiled call) against
-PyTorch eager (zero_grad, forward, backward, step) and JAX jit of the whole step (Adam written with
-jax.numpy, parameters and state donated). Engines that are not installed are skipped.
+PyTorch eager (zero_grad, forward, backward, step) and JAX jit of the whole step (parameters and Adam state
+donated). The model, data, initial weights and each engine's step are the shared definitions of
+gradc.bench.train_step, which `gradc bench --workloads W6` and benchmarks/test_train_step.py also run.
+Each engine is first checked against the numpy Adam reference; engines that are not installed are skipped.
 
     python examples/bench_train_step.py [--repeats 7] [--steps 300]
 """
@@ -12,82 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
 
-import numpy as np
-
-import gradc
-import gradc.nn as nn
-
-BATCH, IN, HIDDEN, OUT, LR = 64, 784, 256, 10, 1e-3
+from gradc.bench import runner
+from gradc.bench import train_step as w6
 
 
-def data() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((BATCH, IN)).astype(np.float32), rng.integers(0, OUT, BATCH)
-
-
-def gradc_step(initial: dict) -> Callable[[], object]:
-    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
-    model.load_state_dict(initial)
-    step = gradc.compile_step(model, nn.CrossEntropyLoss(), gradc.optim.Adam(model.parameters(), lr=LR))
-    x, y = data()
-    return lambda: step(x, y)
-
-
-def torch_step(initial: dict) -> Callable[[], object]:
-    import torch
-    model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in initial.items()})
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = (torch.from_numpy(a) for a in data())
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
-def jax_step(initial: dict) -> Callable[[], object]:
-    import jax
-    import jax.numpy as jnp
-    b1, b2, eps = 0.9, 0.999, 1e-8
-
-    def loss(params, x, y):
-        h = jax.nn.relu(x @ params["0.weight"].T + params["0.bias"])
-        logits = h @ params["2.weight"].T + params["2.bias"]
-        logp = jax.nn.log_softmax(logits, axis=1)
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-    def step(params, m, v, t, x, y):
-        value, grads = jax.value_and_grad(loss)(params, x, y)
-        t = t + 1
-        m = {k: m[k] + (1 - b1) * (grads[k] - m[k]) for k in params}
-        v = {k: v[k] * b2 + (1 - b2) * grads[k] * grads[k] for k in params}
-        step_size = LR / (1 - b1 ** t)
-        bc2_sqrt = jnp.sqrt(1 - b2 ** t)
-        params = {k: params[k] - step_size * m[k] / (jnp.sqrt(v[k]) / bc2_sqrt + eps) for k in params}
-        return params, m, v, t, value
-
-    jitted = jax.jit(step, donate_argnums=(0, 1, 2, 3))
-    state = [{k: jnp.asarray(a) for k, a in initial.items()},
-             {k: jnp.zeros_like(a) for k, a in initial.items()},
-             {k: jnp.zeros_like(a) for k, a in initial.items()}, jnp.asarray(0.0, dtype=jnp.float32)]
-    x, y = (jnp.asarray(a) for a in data())
-
-    def run():
-        *new, value = jitted(*state, x, y)
-        state[:] = new
-        return value.block_until_ready()
-    return run
-
-
-def measure(step: Callable[[], object], steps: int, repeats: int) -> float:
-    for _ in range(20):  # warm up: compilation, caches, allocator
+def measure(step: w6.TrainStep, steps: int, repeats: int) -> float:
+    """Median steps per second over `repeats` runs of `steps` steps, after a warm-up."""
+    for _ in range(20):  # warm up: caches, allocator, JAX dispatch
         step()
     rates = []
     for _ in range(repeats):
@@ -103,21 +37,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
-    gradc.manual_seed(0)
-    initial = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT)).state_dict()
+    reference = w6.W6.reference()
     results = {}
-    for name, make in (("gradc compile_step", gradc_step), ("torch eager", torch_step), ("jax jit", jax_step)):
+    for name, make in w6.STEPS.items():
         try:
-            step = make(initial)
+            step = make(*w6.initial())
         except ImportError as e:
-            print(f"{name:20s} skipped ({e})")
+            print(f"{name:14s} skipped ({e})")
+            continue
+        losses = [float(step()) for _ in range(w6.W6.steps)]
+        ok, err, where = runner.check_training(losses, step.parameters(), reference)
+        if not ok:
+            print(f"{name:14s} DISAGREES with the numpy Adam reference: {where} (max rel err {err:.1e})")
             continue
         results[name] = measure(step, args.steps, args.repeats)
-        print(f"{name:20s} {results[name]:9.0f} steps/s  ({1e6 / results[name]:7.1f} us/step)")
+        print(f"{name:14s} {results[name]:9.0f} steps/s  ({1e6 / results[name]:7.1f} us/step)  "
+              f"check ok ({err:.0e})")
     peers = {k: v for k, v in results.items() if not k.startswith("gradc")}
-    if "gradc compile_step" in results and peers:
+    if "gradc-native" in results and peers:
         best = max(peers, key=peers.get)
-        print(f"gradc / fastest peer ({best}): {results['gradc compile_step'] / peers[best]:.2f}x")
+        print(f"gradc / fastest peer ({best}): {results['gradc-native'] / peers[best]:.2f}x (target >= 1.5x)")
 
 
 if __name__ == "__main__":
