@@ -1,4 +1,6 @@
 """Benchmarks of gradc against other engines: workloads, engine adapters, hardware limits and reports.
 
-`gradc bench` (gradc.cli) and `benchmarks/` (pytest-benchmark) both run `gradc.bench.workloads`.
+`gradc bench` (gradc.cli) and `benchmarks/` (pytest-benchmark) both run `gradc.bench.workloads` (W1-W5,
+value-and-grad calls) and `gradc.bench.train_step` (W6, a whole Adam training step; also
+examples/bench_train_step.py).
 """
