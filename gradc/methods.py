@@ -15,9 +15,10 @@ def _swap(fn):
     return lambda a, b: fn(b, a)
 
 
-# Primitives whose VJP rule reads the op's result: overwriting that result in place makes backward
-# refuse, as PyTorch refuses when a node's saved result changed.
-SAVES_RESULT = frozenset({"exp", "tanh", "sqrt", "sigmoid", "recip", "div", "pow", "reduce_max"})
+# Primitives whose PyTorch node saves its result: overwriting that result in place makes backward
+# refuse, as PyTorch refuses when a node's saved result changed. Not div (DivBackward0 saves the operands;
+# the version history keeps gradc's quotient readable), but relu (ReluBackward0 saves its result).
+SAVES_RESULT = frozenset({"exp", "tanh", "sqrt", "sigmoid", "recip", "pow", "reduce_max", "relu"})
 
 
 def _inplace(fn):
