@@ -157,8 +157,8 @@ def test_jacobian_of_several_outputs():
 
 @pytest.mark.parametrize("bad, name", [([1.0, 2.0], "list"), ("abc", "str"), (None, "NoneType"), ({}, "dict")])
 def test_non_array_arguments(bad, name):
-    raises(TypeError, f"argument 0 has type {name}; gradc functions take numpy arrays, gradc Tensors and Python numbers",
-           gradc.grad(sumsq), bad)
+    raises(TypeError, f"argument 0 has type {name}; gradc functions take numpy arrays, gradc Tensors and Python "
+           "numbers", gradc.grad(sumsq), bad)
 
 
 def test_unknown_stage_and_backend():

@@ -42,7 +42,8 @@ def kernel(name: str, n: int = 33) -> Function:
     """out = tanh(x) * 2 + sum(x): an elementwise kernel and a reduction, arena-free."""
     b = Builder()
     x = Value(TensorType((n,), float32), name="x")
-    out = b.add(b.mul(b.tanh(x), b.scalar(2.0, x)), b.broadcast_to(b.reshape_to(b.reduce_sum(x, axes=(0,)), (1,)), (n,)))
+    total = b.broadcast_to(b.reshape_to(b.reduce_sum(x, axes=(0,)), (1,)), (n,))
+    out = b.add(b.mul(b.tanh(x), b.scalar(2.0, x)), total)
     return Function(name, [x], b.ops, [out])
 
 

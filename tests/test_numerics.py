@@ -7,7 +7,8 @@ compile_function (fusion, lowering, O3, the runtime), forward and gradient, on t
     MAX_ULP_ERROR (gradc/codegen/math.py) and exact for the correctly rounded ops;
   - gradients: the same class (NaN, +-inf, zero) and sign as the interpreter's;
   - no `nnan`, `ninf` or `fast` flag (nor nsz/arcp/afn: only reassoc and contract are allowed) in the
-    optimized LLVM IR of compiled functions or the unoptimized module, and native calls leave the FPU's denormal handling (no FTZ/DAZ) as it was;
+    optimized LLVM IR of compiled functions or the unoptimized module, and native calls leave the FPU's
+    denormal handling (no FTZ/DAZ) as it was;
   - the same graph on the same inputs gives bitwise-identical outputs 10 times over (also threaded kernels).
 """
 

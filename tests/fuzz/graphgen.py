@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gradc.ir.builder import Builder
-from gradc.ir.core import DType, Function, ShapeError, TensorType, Value, bool_, float32, float64, int64
+from gradc.ir.core import DType, Function, ShapeError, TensorType, Value, float32, float64, int64
 from gradc.ir.ops import OPS
 
 SIZES = (1, 7, 8, 9, 17, 33)
