@@ -100,7 +100,8 @@ def first_call(runs: int, workload: str = "W2") -> None:
         with tempfile.TemporaryDirectory() as d:
             rows.append(run(FIRST, workload, env={**ENV, "GRADC_CACHE_DIR": d}))
     import numpy as np
-    keys = ["first_call_s", "first_call_cpu_s"] + [k for k in ("lower_s", "optimize_s", "codegen_s", "blas_load_s") if k in rows[0]]
+    phases = ("lower_s", "optimize_s", "codegen_s", "blas_load_s")
+    keys = ["first_call_s", "first_call_cpu_s"] + [k for k in phases if k in rows[0]]
     print(f"{workload} first call (empty disk cache), median of {runs}: "
           + ", ".join(f"{k[:-2]} {float(np.median([r.get(k, 0) for r in rows])) * 1e3:.0f} ms" for k in keys))
     print(f"load {uptime()}")

@@ -6,16 +6,57 @@
 
 import builtins
 
-from gradc import autograd, functional, methods, nn  # noqa: F401  (methods binds Tensor operators)
-from gradc import data, optim  # noqa: F401
-from gradc.api import (compile, grad, hessian, jacobian, make_ir, set_backend, trace,  # noqa: F401
-                       value_and_grad, vjp)
-from gradc.factories import (arange, eye, from_numpy, full, manual_seed, ones, ones_like, rand,  # noqa: F401
-                             randn, randn_like, tensor, zeros, zeros_like)
-from gradc.functional import (abs, amax, argmax, clamp, exp, expand, flatten, gather, log,  # noqa: F401
-                              log_softmax, matmul, max, maximum, mean, min, minimum, mm, permute, pow,
-                              reciprocal, relu, reshape, sigmoid, softmax, sqrt, squeeze, sum, t, tanh,
-                              transpose, unsqueeze, where)
+from gradc import autograd, data, functional, methods, nn, optim  # noqa: F401  (methods binds Tensor operators)  # noqa: F401
+from gradc.api import compile, grad, hessian, jacobian, make_ir, set_backend, trace, value_and_grad, vjp  # noqa: F401
+from gradc.factories import (  # noqa: F401
+    arange,
+    eye,
+    from_numpy,
+    full,
+    manual_seed,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    randn_like,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from gradc.functional import (  # noqa: F401
+    abs,
+    amax,
+    argmax,
+    clamp,
+    exp,
+    expand,
+    flatten,
+    gather,
+    log,
+    log_softmax,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    mm,
+    permute,
+    pow,
+    reciprocal,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    squeeze,
+    sum,
+    t,
+    tanh,
+    transpose,
+    unsqueeze,
+    where,
+)
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401

@@ -73,7 +73,8 @@ def promote(*args: Any, float_result: bool = False) -> list[Tensor]:
             if isinstance(b, Tensor):
                 if b._data is not None and a._data.dtype == b._data.dtype and a._data.shape == b._data.shape:
                     return [a, b]
-            elif type(b) in _NUMBERS and (type(b) is not float or a._data.dtype.kind == "f") and current_trace() is None:
+            elif (type(b) in _NUMBERS and (type(b) is not float or a._data.dtype.kind == "f")
+                  and current_trace() is None):
                 return [a, _eager_scalar(b, a)]
         elif (isinstance(b, Tensor) and b._data is not None and type(a) in _NUMBERS and b._data.dtype.kind == "f"
               and current_trace() is None):

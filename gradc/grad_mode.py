@@ -6,6 +6,7 @@ import functools
 import threading
 from typing import Any, Callable
 
+
 class _State(threading.local):
     enabled = True  # class default: each thread starts with recording on
 

@@ -25,6 +25,7 @@ from gradc.ir.builder import Builder, canonical_attr
 from gradc.ir.core import DTYPE_BY_NUMPY, DType, TensorType, Value, dtype_of_numpy, float32
 from gradc.ir.ops import OPS
 
+
 class _State(threading.local):
     """Per-thread dispatch state; class defaults make reads cheap (no AttributeError path)."""
     traces: list = []  # replaced per thread on first push
@@ -351,7 +352,7 @@ class Tensor:
     def __bool__(self) -> bool:
         data = self._concrete("bool()")
         if data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(data.reshape(()))
 
     def __float__(self) -> float:

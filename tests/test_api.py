@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import gradc
+import gradc.nn.functional as F
 from gradc import api
 from gradc.ir.verify import verify
-import gradc.nn.functional as F
 
 rng = np.random.default_rng(0)
 

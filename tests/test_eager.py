@@ -7,7 +7,7 @@ import gradc as torch
 from gradc import autograd
 from gradc.autograd import _JOINT_CACHE
 from gradc.ir.core import TensorType, Value, float32
-from gradc.tensor import Trace, Tensor, TracerError, apply, tracing
+from gradc.tensor import Tensor, Trace, TracerError, apply, tracing
 
 F = torch.nn.functional
 

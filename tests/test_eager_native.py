@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import gradc as torch
+import gradc.nn.functional as F
 from gradc import api
 from gradc.autograd import _JOINT_CACHE, TIER_UP_AFTER
-import gradc.nn.functional as F
 
 pytestmark = pytest.mark.skipif(not api.native_available(), reason="native backend not available")
 

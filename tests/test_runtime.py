@@ -371,6 +371,7 @@ def test_pool_serves_concurrent_callers(monkeypatch):
 def test_pool_in_a_forked_child_runs_without_workers(monkeypatch):
     import os
     import signal
+
     from gradc.codegen import compile_function
     monkeypatch.setenv("GRADC_NUM_THREADS", "2")
     cf = compile_function(threaded_function(name="pool_fork"))

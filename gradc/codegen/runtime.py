@@ -258,7 +258,8 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
             value = b.select(b.icmp_signed(">", value, lim), lim, value)
             value = b.select(b.icmp_signed("<", value, neg), neg, value)
             site = b.select(b.icmp_unsigned(">", site, ir.Constant(i64, 0x1000)), ir.Constant(i64, 0x1000), site)
-            code = b.or_(b.shl(value, ir.Constant(i64, 16)), b.shl(b.sub(site, ir.Constant(i64, 1)), ir.Constant(i64, 4)))
+            site_bits = b.shl(b.sub(site, ir.Constant(i64, 1)), ir.Constant(i64, 4))
+            code = b.or_(b.shl(value, ir.Constant(i64, 16)), site_bits)
             b.ret(b.or_(code, ir.Constant(i64, INDEX)))
         b.ret(ir.Constant(i64, 0))
     return {"entry": fn.name, "inner": inner.name, "ndarray_type": nd_type.name, "arena_mode": arena_mode,
