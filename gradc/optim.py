@@ -18,7 +18,7 @@ import numpy as np
 from gradc import functional as F
 from gradc.grad_mode import enable_grad, no_grad
 from gradc.ir.core import TensorType, float64
-from gradc.tensor import Tensor
+from gradc.tensor import Tensor, zero_grads
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -60,15 +60,7 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad._data[...] = 0
-                    p.grad._bump_version()
+        zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     # --- state shared by the eager step and compile_step
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:

@@ -402,6 +402,18 @@ class Tensor:
         return tensor_repr(self)
 
 
+def zero_grads(params: Any, set_to_none: bool = True) -> None:
+    """Clear .grad of each tensor: drop it (set_to_none) or zero it in place, as PyTorch's zero_grad."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad._data[...] = 0
+            p.grad._bump_version()
+
+
 def as_tensor_like(value: Any, like: Tensor | None = None) -> Tensor:
     """Python numbers and arrays become tensors; numbers take `like`'s dtype (PyTorch's promotion)."""
     if isinstance(value, Tensor):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from gradc.tensor import Tensor
+from gradc.tensor import Tensor, zero_grads
 
 
 class Parameter(Tensor):
@@ -208,14 +208,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad._data[...] = 0
-                p.grad._bump_version()
+        zero_grads(self.parameters(), set_to_none)
 
     # --- state
     def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
