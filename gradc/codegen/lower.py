@@ -325,6 +325,14 @@ def fold_constant_like(v: Value, value: float) -> ir.Constant:
                        (float(np.dtype(v.dtype.numpy).type(value)) if v.dtype.is_float else int(value)))
 
 
+def store_element(b: ir.IRBuilder, base: ir.Value, idx: list, v: Value, x: ir.Value) -> None:
+    """Store element idx of v (bools are i1 in registers, one byte in memory)."""
+    mt = mem_type(v.dtype)
+    if v.dtype.name == "bool":
+        x = b.zext(x, mt)
+    b.store(x, b.gep(base, [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt), align=itemsize(v))
+
+
 class LoopKernelLowerer:
     """One loop kernel: its main-nest function (over a range of axis 0), combine, epilogue, call site."""
 
@@ -393,12 +401,7 @@ class LoopKernelLowerer:
 
         def store_roots(ev: Evaluator, idx: list, carried: list) -> list:
             for v in k.stores:
-                x = ev.value(v, idx)
-                mt = mem_type(v.dtype)
-                if v.dtype.name == "bool":
-                    x = b.zext(x, mt)
-                b.store(x, b.gep(ptrs[v], [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt),
-                        align=itemsize(v))
+                store_element(b, ptrs[v], idx, v, ev.value(v, idx))
             out, regs = [], iter(carried)
             for r in k.reductions:
                 x = ev.value(r.op.inputs[0], idx)
@@ -461,12 +464,7 @@ class LoopKernelLowerer:
         def body(idx):
             ev = Evaluator(self.low, b, k, EPILOGUE, ptrs)
             for v in stores:
-                x = ev.value(v, idx)
-                mt = mem_type(v.dtype)
-                if v.dtype.name == "bool":
-                    x = b.zext(x, mt)
-                b.store(x, b.gep(ptrs[v], [linear_index(b, idx, v.shape)], inbounds=True, source_etype=mt),
-                        align=itemsize(v))
+                store_element(b, ptrs[v], idx, v, ev.value(v, idx))
             for v, j in ev.checks.items():  # epilogues are small: a branch per element is fine
                 self.low.record_index_error(b, ptrs[ERR], v, j)
         emit_nest(b, k.epilogue_domain, body)
