@@ -317,10 +317,11 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
     return outputs, vjp_fn
 
 
-def compile_function_or_interp(fn: Function) -> Callable[..., list[np.ndarray]]:
+def compile_function_or_interp(fn: Function, donate: dict[int, int] | None = None) -> Callable[..., list[np.ndarray]]:
+    """Native code for fn (results in `donate` written into those arguments where possible), or the interpreter."""
     if _backend == "native" or (_backend == "auto" and native_available()):
         from gradc.codegen import compile_function
-        return compile_function(fn)
+        return compile_function(fn, donate=donate)
     return lambda *args: run(fn, *args)
 
 

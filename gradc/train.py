@@ -7,13 +7,16 @@ from gradc's seeded generator (see gradc.nn.ops).
 
 `compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state,
 learning rates, x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
-from the AD pass, and the optimizer's `_update` traced on the gradients. Per step, Python reads the
-parameter and state arrays into one argument list, makes one compiled call, and rebinds each
-parameter's and state tensor's `_data` to the fresh output arrays (one loop of attribute stores).
+from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters and state
+are *donated* results: the native code writes them into the parameter and state arrays themselves, in
+place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python reads the arrays
+into one argument list and makes one compiled call. Results the compiler could not write in place (and
+the interpreter's) are copied into the arrays.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from typing import Any, Callable, Sequence
 
@@ -157,7 +160,8 @@ class CompiledStep:
         if not self.trainable:
             raise ValueError("no parameter of the model requires grad in the optimizer")
         self.specializations: dict[tuple, _Spec] = {}
-        self._swap: list[Tensor] = []  # tensors whose arrays are replaced by the step's outputs
+        self._swap: list[Tensor] = []  # tensors the step updates (in place: results donated to their arrays)
+        self._swap_positions: list[int] = []  # each one's position in the argument list
         self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
         self._groups: list[dict] = []
         self._lr_values: list[float] = []
@@ -216,7 +220,12 @@ class CompiledStep:
         self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
         self._lr_values = []
         noise = data_values[len(data_values) - n_noise:] if n_noise else []
-        return _Spec(compile_function_or_interp(step_fn), step_fn, noise, True)
+        # result 1 + j is trainable parameter j's new value, then the state tensors in _inputs order
+        n_trainable, first_state = len(self.trainable), len(self.tensors)
+        donate = {1 + j: i for j, (i, _) in enumerate(self.trainable)}
+        donate.update({1 + n_trainable + s: first_state + s for s in range(len(self._swap) - n_trainable)})
+        self._swap_positions = [donate[r] for r in range(1, 1 + len(self._swap))]
+        return _Spec(compile_function_or_interp(step_fn, donate), step_fn, noise, True)
 
     def _specialize(self, x: np.ndarray, y: np.ndarray) -> _Spec:
         key = (self.model.training, x.shape, x.dtype.str, y.shape, y.dtype.str)
@@ -247,9 +256,20 @@ class CompiledStep:
         if spec.noise:
             args += noise_arrays(spec.noise)
         out = spec.fn(*args)
-        for t, array in zip(self._swap, out[1:]):
-            t._data = array
+        if not all(map(operator.is_, out[1:], map(args.__getitem__, self._swap_positions))):
+            _store_updates(self._swap, out[1:])
         return out[0]
+
+
+def _store_updates(tensors: Sequence[Tensor], arrays: Sequence[np.ndarray]) -> None:
+    """Results not written in place: copy them into the tensors' arrays (rebind when those are read-only)."""
+    for t, array in zip(tensors, arrays):
+        if array is t._data:
+            continue
+        if t._data.flags.writeable and t._data.shape == array.shape and t._data.dtype == array.dtype:
+            np.copyto(t._data, array)
+        else:
+            t._data = array
 
 
 def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer) -> CompiledStep:

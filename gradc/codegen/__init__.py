@@ -49,18 +49,25 @@ def symbol_name(name: str) -> str:
     return sym if sym and not sym[0].isdigit() else "k_" + sym
 
 
-def compile_function(fn: Function, name: str | None = None) -> CompiledFunction:
-    """Compile `fn` (cached in memory and on disk); the result is called with one array per parameter."""
+def compile_function(fn: Function, name: str | None = None, donate: dict[int, int] | None = None) -> CompiledFunction:
+    """Compile `fn` (cached in memory and on disk); the result is called with one array per parameter.
+
+    `donate` (result index -> param index): write those results into the argument arrays, in place, where
+    the kernels allow it (`CompiledFunction.donated` says which; the others are fresh arrays as usual).
+    The caller must not pass one array for two parameters when one of them is donated.
+    """
     from gradc.ir.printer import print_function
 
     symbol = symbol_name(name or fn.name)
     text = print_function(fn)
+    if donate:
+        text += f"; donate {sorted(donate.items())}\n"
     opts = options()
     key = (symbol, text, repr(sorted(opts.items())))
 
     def lower_module():
         from gradc.codegen.lower import lower
-        return lower(fn, symbol)
+        return lower(fn, symbol, donate=donate)
 
     return KERNELS.get_or_build(key, lambda: compile_lowered(
         fn.name, fn.param_types, fn.result_types, symbol, text, lower_module, opts))
@@ -70,7 +77,8 @@ def _prepare(lowered, symbol: str) -> tuple[dict, object]:
     """Add the runtime entry to a lowered module, parse and optimize it; returns (metadata, llvm module)."""
     module = lowered.module
     meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes,
-                             getattr(lowered, "error_slot", None), getattr(lowered, "index_checks", None) or ())
+                             getattr(lowered, "error_slot", None), getattr(lowered, "index_checks", None) or (),
+                             lowered.plan.donated if hasattr(lowered, "plan") else None)
     externals = sorted(f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm."))
     meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
                 fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)

@@ -3,7 +3,9 @@
     void {name}_inner(ptr in_0, ..., ptr in_{n-1}, ptr out_0, ..., ptr out_{m-1}, ptr arena)
 
 Inputs are C-contiguous, native, element-aligned buffers (bool: 1 byte); outputs are fresh buffers the
-runtime allocated; the arena is 64-byte aligned and `arena_bytes` long. Every output is fully written.
+runtime allocated; the arena is 64-byte aligned and `arena_bytes` long. Every output is fully written,
+except donated ones (`donate`, see memory.py): those results are written into their parameter's buffer,
+and a nest that reads the parameter and writes the result gets ONE pointer for both (no noalias pair).
 
 Each kernel of the FusedProgram becomes an internal function with `noalias` buffer arguments (inlined
 by O3 unless threaded); fused values are evaluated per element by `Evaluator` (memoized per index),
@@ -29,7 +31,7 @@ from gradc.codegen.emitter import ScalarEmitter, fold_constant, ll_type, mem_typ
 from gradc.codegen.loops import I64, const_i64, for_range, linear_index
 from gradc.ir.core import Function, TensorType, Value
 from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, Kernel, fuse, fused_text
-from gradc.ir.passes.memory import Home, MemoryPlan, nbytes, plan_memory
+from gradc.ir.passes.memory import Home, MemoryPlan, donate_results, last_gather_kernel, nbytes, plan_memory
 
 PTR = ir.PointerType()
 REDUCE_FLAGS = ("reassoc", "contract")
@@ -56,12 +58,18 @@ class Lowered:
     index_checks: list | None = None  # per site: [axis, size] of the gather (for the IndexError message)
 
 
-def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = None) -> Lowered:
-    """Fuse, plan memory and emit fn as `{name}_inner` in a new llvmlite module (see module doc)."""
+def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = None,
+          donate: dict[int, int] | None = None) -> Lowered:
+    """Fuse, plan memory and emit fn as `{name}_inner` in a new llvmlite module (see module doc).
+
+    `donate` (result index -> param index) asks for results written in place; `plan.donated` says which were.
+    """
     if not name.isidentifier():
         raise ValueError(f"kernel name must be an identifier, got {name!r}")
     prog = fuse(fn, num_threads)
     plan = plan_memory(prog)
+    if donate:
+        donate_results(prog, plan, donate)
     module = ir.Module(name=name)
     low = ModuleLowerer(module, name, prog, plan)
     low.emit()
@@ -160,16 +168,23 @@ class ModuleLowerer:
         fn = self.prog.fn
         nargs = len(fn.params) + len(fn.results) + 1
         inner = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), f"{self.name}_inner")
+        written_params = set(self.plan.donated.values())
         for i, arg in enumerate(inner.args):
             if i < len(fn.params):
-                set_buffer_attrs(arg, True, itemsize(fn.params[i]))
+                set_buffer_attrs(arg, i not in written_params, itemsize(fn.params[i]))
             elif i < nargs - 1:
                 set_buffer_attrs(arg, False, itemsize(fn.results[i - len(fn.params)]))
             else:
                 set_buffer_attrs(arg, False, 64)
         self.args = inner.args
         b = ir.IRBuilder(inner.append_basic_block("entry"))
+        # with donated results, a bad gather index returns before any parameter is written in place
+        stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
         for k in self.prog.kernels:
+            if k.index == stop_after + 1 and stop_after >= 0:
+                slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
+                with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
+                    b.ret_void()
             if k.kind == "loop":
                 LoopKernelLowerer(self, k).emit_call(b)
             elif k.kind == "matmul":
@@ -190,13 +205,30 @@ class ModuleLowerer:
             return self.global_for(v)
         return self.arena_offset(b, home.index)
 
+    def shared_buffers(self, reads: list, stores: list) -> tuple[list, set, dict]:
+        """Buffer keys of a nest, written keys, and {donated result: its param} for results whose param the
+        nest also reads: they share the param's argument (one pointer, so no two noalias arguments alias)."""
+        params = self.prog.fn.params
+        aliases = {}
+        for v in stores:
+            home = self.plan.home.get(v)
+            if home is not None and home.kind == "param" and params[home.index] in reads:
+                aliases[v] = params[home.index]
+        own = [v for v in stores if v not in aliases]
+        return reads + own, set(own) | set(aliases.values()), aliases
+
     def arena_offset(self, b: ir.IRBuilder, offset: int) -> ir.Value:
         return b.gep(self.args[-1], [const_i64(offset)], inbounds=True, source_etype=ir.IntType(8))
 
     def emit_copies(self, k: Kernel, b: ir.IRBuilder) -> None:
         memcpy = self.intrinsic("llvm.memcpy.p0.p0.i64", ir.VoidType(), [PTR, PTR, I64, ir.IntType(1)])
         for v, i in k.copies:
-            dst = self.args[len(self.prog.fn.params) + i]
+            if i in self.plan.donated:
+                dst = self.args[self.plan.donated[i]]
+                if v is self.prog.fn.params[self.plan.donated[i]]:
+                    continue  # passed through in place
+            else:
+                dst = self.args[len(self.prog.fn.params) + i]
             if nbytes(v):
                 b.call(memcpy, [dst, self.pointer(b, v), const_i64(nbytes(v)), ir.Constant(ir.IntType(1), 0)])
 
@@ -367,18 +399,19 @@ class LoopKernelLowerer:
         return [op.result for op in self.k.phase_ops.get(phase, []) if op.name == "gather"]
 
     # ------------------------------------------------------------------ main nest
-    def main_buffers(self) -> tuple[list, set]:
+    def main_buffers(self) -> tuple[list, set, dict]:
         k = self.k
         reads = [v for v in k.phase_reads[MAIN] if self.low.plan.home[v].kind != "global"]
-        stores = list(k.stores)
+        keys, writes, aliases = self.low.shared_buffers(reads, list(k.stores))
         accs = [("acc", r) for r in k.reductions]
         err = [ERR] if self.gathers(MAIN) else []
-        return reads + stores + accs + err, set(stores) | set(accs)
+        return keys + accs + err, writes | set(accs), aliases
 
     def emit_main(self) -> ir.Function:
         k = self.k
-        buffers, writes = self.main_buffers()
+        buffers, writes, aliases = self.main_buffers()
         func, b, ptrs = self.low.new_function(self.fname, buffers, writes, ints=2)
+        ptrs.update({v: ptrs[p] for v, p in aliases.items()})
         if int(np.prod(k.domain, dtype=np.int64)) < SMALL_KERNEL_ELEMENTS:
             func.attributes.add("optsize")
         begin, end = func.args[-2], func.args[-1]
@@ -400,11 +433,13 @@ class LoopKernelLowerer:
             for_range(b, lo, hi, init, name="init")
 
         def store_roots(ev: Evaluator, idx: list, carried: list) -> list:
-            for v in k.stores:
-                store_element(b, ptrs[v], idx, v, ev.value(v, idx))
+            # every element is computed before any is stored: a donated result overwrites its param's element
+            values = [ev.value(v, idx) for v in k.stores]
+            terms = [ev.value(r.op.inputs[0], idx) for r in k.reductions]
+            for v, x in zip(k.stores, values):
+                store_element(b, ptrs[v], idx, v, x)
             out, regs = [], iter(carried)
-            for r in k.reductions:
-                x = ev.value(r.op.inputs[0], idx)
+            for r, x in zip(k.reductions, terms):
                 if self.reg_acc(r):
                     out.append(self.combine(ev.em, r, next(regs), x, True))
                 else:
@@ -458,13 +493,16 @@ class LoopKernelLowerer:
         k = self.k
         reads = [v for v in k.phase_reads[EPILOGUE] if self.low.plan.home[v].kind != "global"]
         stores = list(k.epilogue)
-        buffers = reads + stores + ([ERR] if self.gathers(EPILOGUE) else [])
-        func, b, ptrs = self.low.new_function(f"{self.fname}_epi", buffers, set(stores))
+        keys, writes, aliases = self.low.shared_buffers(reads, stores)
+        buffers = keys + ([ERR] if self.gathers(EPILOGUE) else [])
+        func, b, ptrs = self.low.new_function(f"{self.fname}_epi", buffers, writes)
+        ptrs.update({v: ptrs[p] for v, p in aliases.items()})
 
         def body(idx):
             ev = Evaluator(self.low, b, k, EPILOGUE, ptrs)
-            for v in stores:
-                store_element(b, ptrs[v], idx, v, ev.value(v, idx))
+            values = [ev.value(v, idx) for v in stores]  # all before any store (donated results)
+            for v, x in zip(stores, values):
+                store_element(b, ptrs[v], idx, v, x)
             for v, j in ev.checks.items():  # epilogues are small: a branch per element is fine
                 self.low.record_index_error(b, ptrs[ERR], v, j)
         emit_nest(b, k.epilogue_domain, body)
@@ -496,7 +534,7 @@ class LoopKernelLowerer:
     def emit_call(self, b: ir.IRBuilder) -> None:
         k, low = self.k, self.low
         main = self.emit_main()
-        buffers, _ = self.main_buffers()
+        buffers, _, _ = self.main_buffers()
         d0 = k.domain[0] if k.domain else 1
 
         def args_for(t: int, lo: int, hi: int) -> list:

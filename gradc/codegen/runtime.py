@@ -128,12 +128,16 @@ def declared_align(arg: ir.Argument) -> int:
 
 
 def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
-              arena_bytes: int, error_slot: int | None = None, index_checks: Sequence = ()) -> dict:
+              arena_bytes: int, error_slot: int | None = None, index_checks: Sequence = (),
+              donated: dict[int, int] | None = None) -> dict:
     """Add `i64 {name}_entry(ptr tuple)` (checks + call of `{name}_inner`) to `module`; returns call metadata.
 
     With an `error_slot` (arena offset of {i64 site + 1, i64 index}), the entry zeroes it before the call
-    and returns an INDEX code if a kernel recorded an out-of-range gather index.
+    and returns an INDEX code if a kernel recorded an out-of-range gather index. `donated` (result index ->
+    param index, see memory.py) params are written in place, so they must also be writeable.
     """
+    donated = dict(donated or {})
+    written = set(donated.values())
     inner = module.get_global(f"{name}_inner")
     types = list(param_types) + list(result_types)
     n = len(param_types)
@@ -148,7 +152,7 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
     # function of small models (W2: ~30 ms of O3 + codegen for the glue alone); the loop costs nanoseconds
     rows, dims_table = [], []
     for k, t in enumerate(types):
-        need = C_CONTIGUOUS | ALIGNED | (WRITEABLE if k >= n else 0)
+        need = C_CONTIGUOUS | ALIGNED | (WRITEABLE if k >= n or k in written else 0)
         extra_align = aligns[k] if aligns[k] > np.dtype(t.dtype.numpy).itemsize else 1
         rows += [np.dtype(t.dtype.numpy).num, t.rank, len(dims_table), need, extra_align - 1]
         dims_table += list(t.shape)
@@ -263,7 +267,8 @@ def add_entry(module: ir.Module, name: str, param_types: Sequence[TensorType], r
             b.ret(b.or_(code, ir.Constant(i64, INDEX)))
         b.ret(ir.Constant(i64, 0))
     return {"entry": fn.name, "inner": inner.name, "ndarray_type": nd_type.name, "arena_mode": arena_mode,
-            "aligns": aligns, "error_slot": error_slot, "index_checks": [list(c) for c in index_checks]}
+            "aligns": aligns, "error_slot": error_slot, "index_checks": [list(c) for c in index_checks],
+            "donated": sorted([int(r), int(p)] for r, p in donated.items())}
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = ARENA_ALIGN) -> np.ndarray:
@@ -278,13 +283,15 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = ARENA_AL
 _PY_SCALAR_KINDS = {bool: "b", int: "biuf", float: "f"}  # target dtype kinds a Python scalar may become
 
 
-def _call_source(m: int, tuple_arena: bool) -> str:
-    """Source of a __call__ specialized to m outputs: allocate, one native call, return (no loops)."""
+def _call_source(m: int, tuple_arena: bool, donated: tuple = ()) -> str:
+    """Source of a __call__ specialized to m outputs: allocate, one native call, return (no loops).
+    A donated output (result index, param index) is its argument array, written in place."""
     outs = "".join(f"o{j}, " for j in range(m))
+    into = dict(donated)
     lines = ["def __call__(self, *args):"]
     if m:
         lines.append(f"    {''.join(f'e{j}, s{j}, d{j}, ' for j in range(m))}= self._specs")
-        lines += [f"    o{j} = e{j}(s{j}, d{j})" for j in range(m)]
+        lines += [f"    o{j} = args[{into[j]}]" if j in into else f"    o{j} = e{j}(s{j}, d{j})" for j in range(m)]
     extra = ""
     if tuple_arena:
         lines += ["    try:", "        arena = self._tls.arena", "    except AttributeError:",
@@ -315,20 +322,21 @@ class CompiledFunction:
             return super().__new__(cls)
         fast = USE_STRUCT_PATH if fast is None else fast
         m = len(result_types)
-        sig = (m, meta["arena_mode"] == "tuple", fast)
+        donated = tuple(tuple(pair) for pair in meta.get("donated") or ())
+        sig = (m, meta["arena_mode"] == "tuple", fast, donated)
         with _CALL_CLASSES_LOCK:
             sub = _CALL_CLASSES.get(sig)
             if sub is None:
                 body: dict = {"__slots__": ()}
                 if fast:
-                    exec(_call_source(m, sig[1]), {}, body)
+                    exec(_call_source(m, sig[1], donated), {}, body)
                 else:
                     body["__call__"] = CompiledFunction._call_ctypes
                 sub = _CALL_CLASSES[sig] = type("CompiledFunction", (CompiledFunction,), body)
         return super().__new__(sub)
 
     __slots__ = ("name", "param_types", "result_types", "code", "meta", "_entry", "_inner", "_specs", "_tls",
-                 "_stages", "_stage_texts", "_np_types", "__weakref__")
+                 "_stages", "_stage_texts", "_np_types", "donated", "__weakref__")
 
     def __init__(self, name: str, param_types: Sequence[TensorType], result_types: Sequence[TensorType],
                  code, meta: dict, stages: Callable[[str], str] | None = None, fast: bool | None = None):
@@ -341,6 +349,7 @@ class CompiledFunction:
         self._stage_texts: dict[str, str] = {"fused": meta.get("fused_text", "")} if meta.get("fused_text") else {}
         self._tls = threading.local()
         self._np_types = tuple(numpy_dtype(t) for t in self.param_types)
+        self.donated = {int(r): int(p) for r, p in meta.get("donated") or ()}  # result -> param, in place
         n = len(self.param_types)
         aligns = meta.get("aligns") or [0] * (n + len(self.result_types))
         specs = []
@@ -394,7 +403,8 @@ class CompiledFunction:
         aligns = self.meta.get("aligns") or ()
         align = max(aligns[i] if i < len(aligns) else 0, want.itemsize)
         if (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype.isnative
-                and (align <= want.itemsize or arr.ctypes.data % align == 0)):
+                and (align <= want.itemsize or arr.ctypes.data % align == 0)
+                and (arr.flags.writeable or i not in self.donated.values())):
             return arr.view(want) if arr.dtype.num != want.num else arr  # e.g. longlong vs long for int64
         fixed = aligned_empty(t.shape, want, align) if align > NUMPY_MIN_ALIGN else np.empty(t.shape, want)
         fixed[...] = arr  # converts byte order, strides and alignment; never reads the input wrongly
@@ -412,6 +422,8 @@ class CompiledFunction:
         if code & 15 == INDEX:  # the arguments conformed and the kernel ran into a bad gather index
             raise index_error(code, self.meta.get("index_checks") or ())
         fixed = self.conform(args)
+        if self.donated:  # in place into the conformed copies (the caller sees them as the outputs)
+            outs = tuple(fixed[self.donated[j]] if j in self.donated else o for j, o in enumerate(outs))
         extra = (self._arena(),) if self.meta["arena_mode"] == "tuple" else ()
         code = self._entry(fixed + outs + extra)
         if code & 15 == INDEX:
@@ -424,7 +436,8 @@ class CompiledFunction:
         """The fallback call path: checks in Python, data pointers through ctypes (used if the layout check fails)."""
         fixed = self.conform(args)
         specs = self._specs
-        outs = tuple(specs[j](specs[j + 1], specs[j + 2]) for j in range(0, len(specs), 3))
+        outs = tuple(fixed[self.donated[j // 3]] if j // 3 in self.donated else specs[j](specs[j + 1], specs[j + 2])
+                     for j in range(0, len(specs), 3))
         arena = self._arena() if self.meta["arena_bytes"] else None
         slot = self.meta.get("error_slot")
         if slot is not None:

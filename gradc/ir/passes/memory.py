@@ -7,6 +7,10 @@ kernels record an out-of-range index (the arena is per call, so two threads call
 share it). Offsets come from liveness over kernel order (a value lives from the kernel that
 produces it to the last kernel that loads it, both inclusive, so a kernel never reads and writes
 overlapping slots) and are reused first-fit, 64-byte aligned.
+
+Donation (in-place updates, e.g. a training step's new parameters): `donate_results` gives a result its
+parameter's buffer when no kernel reads that parameter after the result is written and the writing nest
+reads the parameter only at the element it writes (elementwise ops of the nest's shape in between).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradc.ir.core import Value
-from gradc.ir.passes.fuse import FusedProgram, is_dense_const
+from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, is_dense_const
 
 ALIGN = 64
 
@@ -33,6 +37,7 @@ class MemoryPlan:
     partials: dict = field(default_factory=dict)  # (kernel index, reduction Value) -> arena offset
     arena_bytes: int = 0
     error_slot: int | None = None  # arena offset of {i64 site + 1, i64 index} (programs with a gather)
+    donated: dict = field(default_factory=dict)  # result index -> param index written in place
 
 
 def nbytes(v: Value) -> int:
@@ -94,3 +99,53 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
         plan.error_slot = align(plan.arena_bytes)
         plan.arena_bytes = plan.error_slot + ALIGN
     return plan
+
+
+def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int]) -> dict[int, int]:
+    """Home each result of `donate` (result index -> param index) in its parameter's buffer where that is
+    safe (see the module doc); returns the donations applied (also in plan.donated)."""
+    fn = prog.fn
+    last_gather = last_gather_kernel(prog)
+    for r, p in sorted(donate.items()):
+        v, param = fn.results[r], fn.params[p]
+        if v.type != param.type or p in plan.donated.values():
+            continue
+        if v is param:  # passed through unchanged: the output is the input array itself
+            plan.donated[r] = p
+            continue
+        if v.op is None or is_dense_const(v) or prog.result_home.get(v) != r:
+            continue
+        index, phase = prog.producer[v]
+        kernel = prog.kernels[index]
+        if index <= last_gather:  # an IndexError must leave the parameters untouched (lowering stops there)
+            continue
+        if kernel.kind != "loop" or not _reads_in_place(kernel, phase, param):
+            continue
+        if any(param in later.reads or any(c is param for c, _ in later.copies) for later in prog.kernels[index + 1:]):
+            continue
+        plan.home[v] = Home("param", p)
+        plan.donated[r] = p
+    return plan.donated
+
+
+def last_gather_kernel(prog: FusedProgram) -> int:
+    """Index of the last kernel that evaluates a gather (its indices are checked), -1 if none."""
+    return max((k.index for k in prog.kernels if any(op.name == "gather" for op in k.ops)), default=-1)
+
+
+def _reads_in_place(kernel, phase: int, param: Value) -> bool:
+    """True when `kernel` reads `param` no later than `phase` and, in `phase`, only at the element it writes."""
+    if phase == MAIN and param in kernel.phase_reads.get(EPILOGUE, []):
+        return False
+    if param not in kernel.phase_reads.get(phase, []):
+        return True
+    domain = kernel.domain if phase == MAIN else kernel.epilogue_domain
+    if param.shape != tuple(domain):
+        return False
+    tainted = {param}
+    for op in kernel.phase_ops.get(phase, []):
+        if any(x in tainted for x in op.inputs):
+            if op.opdef.kind != "elementwise" or op.result.shape != tuple(domain):
+                return False  # broadcast, permute, reductions... read other elements
+            tainted.add(op.result)
+    return True
