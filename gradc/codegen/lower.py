@@ -186,10 +186,12 @@ class ModuleLowerer:
                 with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
                     b.ret_void()
             if k.kind == "loop":
-                LoopKernelLowerer(self, k).emit_call(b)
+                if k.consumer_of is None:  # (a consumer is emitted with its matmul)
+                    LoopKernelLowerer(self, k).emit_call(b)
             elif k.kind == "matmul":
                 from gradc.codegen.matmul import emit_matmul_call
-                emit_matmul_call(self, k, b)
+                consumer = next((c for c in self.prog.kernels if c.consumer_of == k.index), None)
+                emit_matmul_call(self, k, b, consumer and LoopKernelLowerer(self, consumer))
             else:
                 self.emit_copies(k, b)
         b.ret_void()

@@ -10,6 +10,10 @@ own threads spin-wait at barriers inside every call: on a loaded 2-core machine 
 made a 6 ms GEMM take 30 ms, while here a thread that never gets a core only means the calling thread
 claims more blocks.
 
+A consumer (fuse.py: an elementwise loop kernel over C, e.g. an optimizer update of a weight gradient) runs
+per block of C's rows inside the same claimed block, right after the GEMM wrote it: blocks are sized to stay
+in L2, so C is read back from cache and the pool is entered once for both.
+
 Inline forms:
   B not transposed: i-k-j order, the j loop streams contiguous rows of B and C (vectorizes);
   B transposed:     i-j-k dot products over contiguous rows (a `reassoc` reduction, vectorizes).
@@ -84,15 +88,24 @@ def use_blas(k: Kernel) -> bool:
     return blas_library() is not None
 
 
-def emit_matmul_call(low, k: Kernel, b: ir.IRBuilder) -> None:
+# a consumer's row blocks aim at this many bytes of C (it is read back from L2 right after the GEMM)
+CONSUMER_BLOCK_BYTES = 256 * 1024
+
+
+def emit_matmul_call(low, k: Kernel, b: ir.IRBuilder, consumer=None) -> None:
+    """The matmul kernel k at the builder; `consumer` (a LoopKernelLowerer) runs on C after it."""
     (base_a, ta), (base_b, tb) = k.operands
     c = k.matmul
     ptrs = [low.pointer(b, base_a), low.pointer(b, base_b), low.pointer(b, c)]
     if use_blas(k):
+        if consumer is not None and dims(k)[0] == 1:
+            emit_blas_with_consumer(low, k, b, *ptrs, consumer)
+            return
         emit_blas(low, k, b, *ptrs)
-        return
-    func = emit_inline(low, k)
-    b.call(func, ptrs)
+    else:
+        b.call(emit_inline(low, k), ptrs)
+    if consumer is not None:
+        consumer.emit_call(b)
 
 
 def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
@@ -185,6 +198,61 @@ def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
     bld.position_at_end(done)
     bld.ret_void()
     return low.dedupe(func)
+
+
+def emit_blas_with_consumer(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, consumer) -> None:
+    """Row blocks of C claimed from a counter by the GEMM's threads: gemm on the block, then the consumer's
+    main nest on the same rows (`part(a, b, c, counter, consumer buffers...)`)."""
+    from gradc.codegen import blas
+    (base_a, ta), (base_b, tb) = k.operands
+    _, m, n, kk = dims(k)
+    dtype = k.matmul.dtype
+    ty = mem_type(dtype)
+    row_bytes = n * int(np.dtype(dtype.numpy).itemsize)
+    threads = max(1, min(low.prog.num_threads, m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
+    rows = max(8, CONSUMER_BLOCK_BYTES // row_bytes // 8 * 8)
+    rows = min(rows, -(-m // threads // 8) * 8 or 8)  # at least one block per thread
+    blocks = -(-m // rows)
+    rows = -(-(-(-m // blocks)) // 8) * 8  # even blocks
+    blocks = -(-m // rows)
+    main = consumer.emit_main()
+    keys, _, _ = consumer.main_buffers()
+    own = [key for key in keys if key is not k.matmul]
+    written = {("c", k.matmul)} | (consumer.main_buffers()[1] - {k.matmul})
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm_rows", [("a", base_a), ("b", base_b),
+                                       ("c", k.matmul)] + own, written, ret=None, extra=[PTR])
+    pa_, pb_, pc_, counter = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)], func.args[3 + len(own)]
+    gemm = blas.declare_gemm(low.module, dtype.numpy)
+    lda, ldb = (m if ta else kk), (kk if tb else n)
+    i32 = lambda v: ir.Constant(I32, v) if isinstance(v, int) else v  # noqa: E731
+    head, body, done = (func.append_basic_block(x) for x in ("claim", "block", "done"))
+    bld.branch(head)
+    bld.position_at_end(head)
+    blk = bld.atomic_rmw("add", counter, const_i64(1), "monotonic")
+    bld.cbranch(bld.icmp_signed("<", blk, const_i64(blocks)), body, done)
+    bld.position_at_end(body)
+    lo = bld.mul(blk, const_i64(rows), flags=("nsw",))
+    hi = bld.add(lo, const_i64(rows), flags=("nsw",))
+    hi = bld.select(bld.icmp_signed(">", hi, const_i64(m)), const_i64(m), hi)
+    a_ptr = bld.gep(pa_, [lo if ta else bld.mul(lo, const_i64(kk))], inbounds=True, source_etype=ty)
+    c_ptr = bld.gep(pc_, [bld.mul(lo, const_i64(n))], inbounds=True, source_etype=ty)
+    bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
+                    i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), i32(bld.trunc(bld.sub(hi, lo), I32)), i32(n), i32(kk),
+                    constant(ty, 1.0), a_ptr, i32(lda), pb_, i32(ldb), constant(ty, 0.0), c_ptr, i32(n)])
+    bld.call(main, [pc_ if key is k.matmul else ptrs[key] for key in keys] + [lo, hi])
+    bld.branch(head)
+    bld.position_at_end(done)
+    bld.ret_void()
+    part = low.dedupe(func)
+    counter_slot = b.alloca(I64, name="blocks")
+    b.store(const_i64(0), counter_slot)
+    args = [pa, pb, pc] + [low.arena_offset(b, low.plan.error_slot) if isinstance(key, tuple) else low.pointer(b, key)
+                           for key in own] + [counter_slot]
+    if threads > 1:
+        from gradc.codegen.threads import fork_join
+        fork_join(low, b, part, [args] * threads)
+    else:
+        b.call(part, args)
 
 
 def emit_inline(low, k: Kernel) -> ir.Function:

@@ -14,7 +14,11 @@ Kernels (in execution order):
           *epilogue* loop nest over one reduced shape runs after it (e.g. loss = sum / N). All roots
           over one iteration space share one kernel unless one needs another's reduction (multi-output
           fusion: W3's loss and both gradients are one pass over memory).
-  matmul  C = op(A) @ op(B), batched over leading axes; A and B are materialized buffers.
+  matmul  C = op(A) @ op(B), batched over leading axes; A and B are materialized buffers. A large
+          elementwise loop kernel that is C's first reader becomes its *consumer* (`Kernel.consumer_of`):
+          it runs on each block of C's rows right after the GEMM wrote it, while the block is in cache
+          (a weight gradient feeding its optimizer update never makes a round trip through memory);
+          kernels between the two move before the matmul (they cannot read C).
   copy    results that are params or repeat another result (every output buffer is written).
 
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
@@ -31,6 +35,10 @@ import numpy as np
 from gradc.ir.core import Function, Value
 
 MAIN, EPILOGUE = 0, 1
+# a consumer kernel runs inside its matmul's row blocks when C is at least this big and the rows cost little
+# to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
+CONSUMER_MIN_ELEMENTS = 65_536
+CONSUMER_MAX_B_BYTES = 256 * 1024
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
 
@@ -48,6 +56,7 @@ class Kernel:
     operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b))
     copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
     threads: int = 1
+    consumer_of: int | None = None  # loop kernel run per row block inside this matmul kernel (see module doc)
     reads: list[Value] = field(default_factory=list)  # materialized values loaded (filled by finish)
     ops: list = field(default_factory=list)  # fused ops evaluated, in program order (for text)
     phase_reads: dict = field(default_factory=dict)  # MAIN / EPILOGUE -> values loaded in that nest
@@ -205,10 +214,83 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
 
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
+    kernels = attach_consumers(kernels, producer)
     prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
     for k in kernels:
         finish_kernel(prog, k)
     return prog
+
+
+def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
+    """Make large elementwise first readers of matmul results their consumers (module doc); renumbers the
+    kernels (and `producer`) when kernels move before a matmul."""
+    for m in [k for k in kernels if k.kind == "matmul"]:
+        c = m.matmul
+        at = kernels.index(m)
+        reader = next((k for k in kernels[at + 1:] if c in _direct_reads(k)), None)
+        if reader is None or not _consumes_in_place(reader, m):
+            continue
+        between = kernels[at + 1:kernels.index(reader)]
+        kernels = kernels[:at] + between + [m] + kernels[at + 1 + len(between):]
+        reader.consumer_of = m  # an index once renumbered below
+    index_of = {}
+    for i, k in enumerate(kernels):
+        index_of[k.index] = i
+        k.index = i
+    for v, (old, phase) in list(producer.items()):
+        producer[v] = (index_of[old], phase)
+    for k in kernels:
+        if k.consumer_of is not None:
+            k.consumer_of = k.consumer_of.index
+    return kernels
+
+
+def _direct_reads(k: Kernel) -> set:
+    """Materialized values k's roots are computed from (before finish_kernel fills k.reads)."""
+    if k.kind == "matmul":
+        return {base for base, _ in k.operands}
+    if k.kind == "copy":
+        return {v for v, _ in k.copies}
+    seen, stack, out = set(), list(k.roots), set()
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        for x in () if v.op is None else v.op.inputs:
+            if x.op is not None and x.op.opdef.kind in ("reduce", "matmul"):
+                out.add(x)
+            elif x not in k.roots:
+                stack.append(x)
+    return out
+
+
+def _consumes_in_place(k: Kernel, m: Kernel) -> bool:
+    """k may run per row block of m's result: a large elementwise nest over exactly that result's shape,
+    reading it only at the element it computes, with no reduction or epilogue and a small op(B)."""
+    c = m.matmul
+    if k.kind != "loop" or k.reductions or k.epilogue or len(c.shape) != 2 or tuple(k.domain) != c.shape:
+        return False
+    (_, _), (base_b, _) = m.operands
+    kk, n = c.op.inputs[0].shape[-1], c.shape[1]
+    if c.type.size < CONSUMER_MIN_ELEMENTS or kk * n * np.dtype(base_b.dtype.numpy).itemsize > CONSUMER_MAX_B_BYTES:
+        return False
+    # every value on a path from c to a root is elementwise over the domain, so c is read at the index
+    # computed; values loaded from earlier kernels cannot reach c (k is c's first reader)
+    reaches: dict[Value, bool] = {}
+
+    def reaches_c(v: Value) -> bool:
+        if v is c:
+            return True
+        if v.op is None or v.op.opdef.kind in ("reduce", "matmul"):
+            return False
+        if v not in reaches:
+            reaches[v] = False  # (an SSA graph has no cycles; this only guards re-entry)
+            reaches[v] = any(reaches_c(x) for x in v.op.inputs)
+        return reaches[v]
+    if not any(reaches_c(v) for v in k.stores):
+        return False
+    return all(v.op.opdef.kind == "elementwise" and v.shape == c.shape for v, hit in reaches.items() if hit)
 
 
 def finish_kernel(prog: FusedProgram, k: Kernel) -> None:
@@ -289,6 +371,8 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
     for k in prog.kernels:
         if k.kind == "loop":
             head = f"kernel {k.index}: loop {dims(k.domain)}, threads {k.threads}"
+            if k.consumer_of is not None:
+                head += f", per row block of kernel {k.consumer_of}"
         elif k.kind == "matmul":
             (a, ta), (b, tb) = k.operands
             head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"

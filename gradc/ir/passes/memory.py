@@ -71,6 +71,8 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
             plan.home[v] = Home("global", 0)
             continue
         start = prog.producer[v][0]
+        if prog.kernels[start].consumer_of is not None:  # written while its matmul still reads A and B
+            start = prog.kernels[start].consumer_of
         requests.append((start, max(start, last_use.get(v, start)), nbytes(v), v))
     for k in prog.kernels:
         if k.kind == "loop" and k.threads > 1:
@@ -121,6 +123,8 @@ def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int])
             continue
         if kernel.kind != "loop" or not _reads_in_place(kernel, phase, param):
             continue
+        if kernel.consumer_of is not None and param in prog.kernels[kernel.consumer_of].reads:
+            continue  # its matmul's threads may still read the param while the consumer writes rows
         if any(param in later.reads or any(c is param for c, _ in later.copies) for later in prog.kernels[index + 1:]):
             continue
         plan.home[v] = Home("param", p)
