@@ -2,7 +2,9 @@
 
 Path: in-memory kernel cache (key: symbol + printed IR + options) -> on-disk object cache (skips lowering,
 optimization and codegen on a hit) -> lower (fuse, plan memory, emit `{symbol}_inner`) + runtime entry
-(`{symbol}_entry`, see runtime.py) -> O3 optimization -> MCJIT -> CompiledFunction.
+(`{symbol}_entry`, see runtime.py) -> O3 optimization -> MCJIT -> CompiledFunction. After a process's first
+compiles, optimization and codegen run in the compile server's worker process instead (compile_server.py:
+llvmlite leaks ~90 KB per O3 run) and the object it returns is loaded like a disk-cache entry.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import time
 from typing import Callable, Sequence
 
-from gradc.codegen import cache, jit, runtime
+from gradc.codegen import cache, compile_server, jit, runtime
 from gradc.codegen.jit import STATS, KernelCache
 from gradc.codegen.runtime import CompiledFunction
 from gradc.ir.core import Function, TensorType
@@ -73,8 +75,9 @@ def compile_function(fn: Function, name: str | None = None, donate: dict[int, in
         fn.name, fn.param_types, fn.result_types, symbol, text, lower_module, opts))
 
 
-def _prepare(lowered, symbol: str) -> tuple[dict, object]:
-    """Add the runtime entry to a lowered module, parse and optimize it; returns (metadata, llvm module)."""
+def _with_entry(lowered, symbol: str) -> tuple[dict, str]:
+    """Add the runtime entry to a lowered module and make its external symbols resolvable; returns
+    (metadata, LLVM IR text)."""
     module = lowered.module
     meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes,
                              getattr(lowered, "error_slot", None), getattr(lowered, "index_checks", None) or (),
@@ -83,8 +86,24 @@ def _prepare(lowered, symbol: str) -> tuple[dict, object]:
     meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
                 fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)
     _load_runtime_symbols(meta)
-    llmod = jit.optimize(jit.parse(str(module)))
-    return meta, llmod
+    return meta, str(module)
+
+
+def _prepare(lowered, symbol: str) -> tuple[dict, object]:
+    """Add the runtime entry to a lowered module, parse and optimize it; returns (metadata, llvm module)."""
+    meta, ir_text = _with_entry(lowered, symbol)
+    return meta, jit.optimize(jit.parse(ir_text))
+
+
+def _compile_here(ir_text: str) -> jit.NativeCode:
+    """Parse, optimize and generate code in this process."""
+    t0 = time.perf_counter()
+    llmod = jit.optimize(jit.parse(ir_text))
+    t1 = time.perf_counter()
+    code = jit.jit_module(llmod)
+    _add_time("optimize_s", t1 - t0)
+    _add_time("codegen_s", time.perf_counter() - t1)
+    return code
 
 
 def _add_time(phase: str, seconds: float) -> None:
@@ -177,14 +196,11 @@ def compile_lowered(display_name: str, param_types: Sequence[TensorType], result
         t0 = time.perf_counter()
         lowered = lower_module()
         t1 = time.perf_counter()
-        meta, llmod = _prepare(lowered, symbol)
-        t2 = time.perf_counter()
-        code = jit.jit_module(llmod)
-        t3 = time.perf_counter()
+        meta, ir_text = _with_entry(lowered, symbol)
+        code = compile_server.compile_ir(ir_text, _compile_here)
         if code.object_bytes:
             cache.store(disk_key, meta, code.object_bytes)
-        for k, dt in (("lower_s", t1 - t0), ("optimize_s", t2 - t1), ("codegen_s", t3 - t2)):
-            _add_time(k, dt)
+        _add_time("lower_s", t1 - t0)
 
     def stages(stage: str) -> str:
         lowered = lower_module()

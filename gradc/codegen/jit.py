@@ -9,6 +9,8 @@
   code is freed when the last reference goes.
 - LLVM state (the global context used by parsing, the pass managers, codegen) is not thread-safe, so every
   LLVM operation runs under `LLVM_LOCK`; calling already compiled code never takes it.
+- This module imports only the stdlib and llvmlite: the compile server's worker (compile_server.py) loads
+  it by file path to optimize and emit objects (`object_code`) that the parent loads with `load_object`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ def optimize(mod: llvm.ModuleRef) -> llvm.ModuleRef:
         return mod
 
 
+def object_code(mod: llvm.ModuleRef) -> bytes:
+    """Relocatable object for an (optimized) module: byte-identical to the one MCJIT generates for it."""
+    with LLVM_LOCK:
+        return target_machine().emit_object(mod)
+
+
 def assembly(mod: llvm.ModuleRef) -> str:
     """Host assembly text for an (optimized) module."""
     with LLVM_LOCK:
@@ -144,8 +152,9 @@ def jit_module(mod: llvm.ModuleRef) -> NativeCode:
         return NativeCode(engine, objects[0] if objects else None)
 
 
-def load_object(object_bytes: bytes) -> NativeCode:
-    """Load a cached object into a new engine without optimizing or generating code."""
+def load_object(object_bytes: bytes, compiled: bool = False) -> NativeCode:
+    """Load an object into a new engine without optimizing or generating code; `compiled`: it was just
+    generated for this process (by the compile server) and counts as a compile, not as a cache load."""
     with LLVM_LOCK:
         _initialize()
         tm = target_machine()
@@ -155,7 +164,7 @@ def load_object(object_bytes: bytes) -> NativeCode:
         engine = llvm.create_mcjit_compiler(mod, tm)
         engine.set_object_cache(getbuffer_func=lambda _mod: object_bytes)
         engine.finalize_object()
-        STATS["loaded"] += 1
+        STATS["compiled" if compiled else "loaded"] += 1
         return NativeCode(engine, object_bytes)
 
 
