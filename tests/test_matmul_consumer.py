@@ -86,3 +86,45 @@ def test_native_equals_interpreter(threads, shape, dtype, donate, monkeypatch):
     rtol = 1e-5 if dtype is float32 else 1e-12
     for got, want in zip(out, expected):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+def gemm_variant(ta: bool, tb: bool, reads_operand: bool, m: int = 264, n: int = 260, kk: int = 24) -> Function:
+    """relu(op(a) @ op(b)) * 2 [+ b's matching elements]: all transposes, a consumer reading an operand."""
+    a = Value(TensorType((kk, m) if ta else (m, kk), float32), name="a")
+    bb = Value(TensorType((n, kk) if tb else (kk, n), float32), name="b")
+    w = Value(TensorType((m, n), float32), name="w")
+    b = Builder()
+    c = b.matmul(b.permute(a, perm=(1, 0)) if ta else a, b.permute(bb, perm=(1, 0)) if tb else bb)
+    out = b.mul(b.relu(c), b.scalar(2.0, c))
+    if reads_operand:
+        out = b.add(out, w)
+    later = b.reduce_sum(b.permute(out, perm=(1, 0)), axes=(0,))  # a later kernel reads the stored result
+    return Function("variant", [a, bb, w], b.ops, [out, later])
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("reads_operand", [False, True])
+def test_transposes_and_consumers_reading_other_buffers(ta, tb, reads_operand, monkeypatch):
+    monkeypatch.setenv("GRADC_NUM_THREADS", "2")
+    fn = gemm_variant(ta, tb, reads_operand)
+    assert "per row block" in lower(fn, "variant_text", num_threads=2).fused_text
+    args = arrays(fn, seed=1)
+    args = [a - 0.5 for a in args]
+    for got, want in zip(compile_function(fn, f"variant_{ta}_{tb}_{reads_operand}")(*args), run(fn, *args)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_param_the_gemm_reads_is_not_donated_to_its_consumer():
+    # new_w = w - 0.1 * (w @ x) or (x @ w): the consumer would write rows of w while other threads' GEMM
+    # blocks may still read them, so the donation is refused (without a consumer it would be safe)
+    for w_is_b in (False, True):
+        w = Value(TensorType((256, 256), float32), name="w")
+        x = Value(TensorType((256, 256), float32), name="x")
+        b = Builder()
+        c = b.matmul(x, w) if w_is_b else b.matmul(w, x)
+        fn = Function("self_update", [w, x], b.ops, [b.sub(w, b.mul(c, b.scalar(0.1, c)))])
+        native = compile_function(fn, f"self_update_{w_is_b}", donate={0: 0})
+        assert native.donated == {}
+        args = arrays(fn, seed=2)
+        np.testing.assert_allclose(native(*args)[0], run(fn, *args)[0], rtol=1e-5, atol=1e-5)

@@ -159,10 +159,13 @@ def test_native_eager_torch_and_fd_agree_on_random_graphs(data):
 
 @pytest.fixture
 def threads_and_blas_everywhere(monkeypatch):
-    """Every loop nest with an outer dimension >= 2 split over threads, every matmul through (threaded) BLAS."""
+    """Every loop nest with an outer dimension >= 2 split over threads, every matmul through (threaded) BLAS,
+    every elementwise first reader of a matmul its consumer, run in row blocks of 8."""
     from gradc.codegen import matmul
     from gradc.ir.passes import fuse
     monkeypatch.setattr(fuse, "THREAD_MIN_ELEMENTS", 2)
+    monkeypatch.setattr(fuse, "CONSUMER_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(matmul, "CONSUMER_BLOCK_BYTES", 1)
     monkeypatch.setattr(matmul, "BLAS_MIN_MNK", 1)
     monkeypatch.setattr(matmul, "GEMM_THREAD_MIN_MNK", 1)
     monkeypatch.setenv("GRADC_NUM_THREADS", "3")  # also part of the kernel cache key: no stale kernels

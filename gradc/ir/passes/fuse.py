@@ -242,6 +242,8 @@ def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
     for k in kernels:
         if k.consumer_of is not None:
             k.consumer_of = k.consumer_of.index
+            if kernels[k.consumer_of + 1] is not k:  # (moves keep pairs adjacent; never run one apart)
+                k.consumer_of = None
     return kernels
 
 
