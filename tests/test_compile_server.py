@@ -238,6 +238,27 @@ def test_eight_threads_share_one_worker(server):
     assert compile_server.STATS["compiles"] == served + 24 and compile_server.STATS["starts"] == starts + 1
 
 
+def test_forked_child_starts_its_own_worker(server):
+    fn, args, want, _ = elementwise(50)
+    check(compile_uncached(fn), args, want)
+    parent_worker = server.pid
+    pid = os.fork()
+    if pid == 0:  # child: sharing the parent's pipes would interleave both processes' messages
+        signal.alarm(60)
+        try:
+            fn, args, want, _ = blas_matmul(51)
+            check(compile_uncached(fn), args, want)
+            ok = compile_server.SERVER.pid not in (None, parent_worker)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    fn, args, want, _ = elementwise(52)
+    check(compile_uncached(fn), args, want)
+    assert server.pid == parent_worker  # the parent's worker was not disturbed
+
+
 PARENT = r"""
 import json, os, sys, time
 import numpy as np

@@ -240,12 +240,13 @@ _inprocess_done = 0
 _failures_in_a_row = 0
 _disabled: str | None = None  # why the server is off for the rest of the process
 _not_ours: list[subprocess.Popen] = []
+_SUPPORTED = hasattr(select, "poll") and hasattr(os, "register_at_fork")  # POSIX; elsewhere all in-process
 
 
 def _server_turn() -> bool:
     """Whether this compile goes to the server (after the first INPROCESS_COMPILES of the process)."""
     global _inprocess_done
-    if INPROCESS_COMPILES < 0 or _disabled:
+    if INPROCESS_COMPILES < 0 or _disabled or not _SUPPORTED:
         return False
     with _state_lock:
         if _inprocess_done < INPROCESS_COMPILES:
@@ -356,6 +357,6 @@ def _serve(jit_path: str) -> None:
 
 if __name__ == "__main__":
     _serve(sys.argv[1])
-else:
+elif _SUPPORTED:
     os.register_at_fork(after_in_child=_after_fork_in_child)
     atexit.register(_stop_at_exit)
