@@ -119,7 +119,7 @@ class CompileServer:
                 if not self._hello_checked:
                     self._check_hello(*self._read())
                 kind, body = self._read()
-            except (OSError, CompileServerError) as error:
+            except Exception as error:  # broken pipe, EOF, timeout, a garbled or foreign reply
                 reason = self._reason(error)
                 self._stop(kill=True)
                 raise CompileServerError(reason) from error
