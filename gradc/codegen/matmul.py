@@ -153,102 +153,90 @@ def gemm_threads(low, k: Kernel) -> int:
 def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
     """`void part(ptr a, ptr b, ptr c, ptr counter)`: claim blocks of C's columns (rows if m >= n) from
     *counter until none is left, one single-threaded gemm each (A/B/C views: offsets, same strides)."""
-    from gradc.codegen import blas
-    (base_a, ta), (base_b, tb) = k.operands
-    _, m, n, kk = dims(k)
-    dtype = k.matmul.dtype
-    ty = mem_type(dtype)
+    (base_a, _), (base_b, _) = k.operands
+    _, m, n, _ = dims(k)
     by_cols = m < n  # each block re-packs the whole other operand: split the larger side
     size = n if by_cols else m
     step = 16 if by_cols else 8  # column blocks start on 64-byte boundaries
     chunk = -(-(-(-size // blocks)) // step) * step
-    blocks = -(-size // chunk)
-    i32 = lambda v: ir.Constant(I32, v) if isinstance(v, int) else v  # noqa: E731
     func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm", [("a", base_a), ("b", base_b), ("c", k.matmul)],
                                        {("c", k.matmul)}, ret=None, extra=[PTR])
-    pa, pb, pc, counter = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)], func.args[3]
-    gemm = blas.declare_gemm(low.module, dtype.numpy)
-    lda, ldb = (m if ta else kk), (kk if tb else n)
-    head, body, done = (func.append_basic_block(x) for x in ("claim", "block", "done"))
+    views = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
+    claim_blocks(func, bld, func.args[3], chunk, size,
+                 lambda lo, hi: gemm_block(low, k, bld, *views, lo, hi, by_cols))
+    return low.dedupe(func)
+
+
+def claim_blocks(func: ir.Function, bld: ir.IRBuilder, counter: ir.Value, chunk: int, size: int, body) -> None:
+    """Finish `func` with a loop claiming blocks [lo, hi) of `chunk` (the last one clamped to `size`) from
+    *counter until none is left; body(lo, hi) emits one block's work."""
+    head, block, done = (func.append_basic_block(x) for x in ("claim", "block", "done"))
     bld.branch(head)
     bld.position_at_end(head)
     blk = bld.atomic_rmw("add", counter, const_i64(1), "monotonic")
-    bld.cbranch(bld.icmp_signed("<", blk, const_i64(blocks)), body, done)
-    bld.position_at_end(body)
+    bld.cbranch(bld.icmp_signed("<", blk, const_i64(-(-size // chunk))), block, done)
+    bld.position_at_end(block)
     lo = bld.mul(blk, const_i64(chunk), flags=("nsw",))
     hi = bld.add(lo, const_i64(chunk), flags=("nsw",))
     hi = bld.select(bld.icmp_signed(">", hi, const_i64(size)), const_i64(size), hi)
+    body(lo, hi)
+    bld.branch(head)
+    bld.position_at_end(done)
+    bld.ret_void()
+
+
+def gemm_block(low, k: Kernel, bld: ir.IRBuilder, pa, pb, pc, lo, hi, by_cols: bool) -> None:
+    """One single-threaded gemm on C[:, lo:hi] (by_cols) or C[lo:hi, :]: views by pointer offset."""
+    from gradc.codegen import blas
+    (_, ta), (_, tb) = k.operands
+    _, m, n, kk = dims(k)
+    ty = mem_type(k.matmul.dtype)
+    gemm = blas.declare_gemm(low.module, k.matmul.dtype.numpy)
+    lda, ldb = (m if ta else kk), (kk if tb else n)
     width = bld.trunc(bld.sub(hi, lo), I32)
 
     def at(p, off):
         return bld.gep(p, [off], inbounds=True, source_etype=ty)
     if by_cols:  # C[:, lo:hi] = op(A) @ op(B)[:, lo:hi]
-        args_mnk = (i32(m), width, i32(kk))
-        a_ptr = pa
-        b_ptr = at(pb, bld.mul(lo, const_i64(kk)) if tb else lo)
-        c_ptr = at(pc, lo)
+        mnk = (ir.Constant(I32, m), width, ir.Constant(I32, kk))
+        pb, pc = at(pb, bld.mul(lo, const_i64(kk)) if tb else lo), at(pc, lo)
     else:  # C[lo:hi, :] = op(A)[lo:hi, :] @ op(B)
-        args_mnk = (width, i32(n), i32(kk))
-        a_ptr = at(pa, lo if ta else bld.mul(lo, const_i64(kk)))
-        b_ptr = pb
-        c_ptr = at(pc, bld.mul(lo, const_i64(n)))
+        mnk = (width, ir.Constant(I32, n), ir.Constant(I32, kk))
+        pa, pc = at(pa, lo if ta else bld.mul(lo, const_i64(kk))), at(pc, bld.mul(lo, const_i64(n)))
+    i32 = lambda v: ir.Constant(I32, v)  # noqa: E731
     bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
-                    i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), *args_mnk,
-                    constant(ty, 1.0), a_ptr, i32(lda), b_ptr, i32(ldb), constant(ty, 0.0), c_ptr, i32(n)])
-    bld.branch(head)
-    bld.position_at_end(done)
-    bld.ret_void()
-    return low.dedupe(func)
+                    i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), *mnk,
+                    constant(ty, 1.0), pa, i32(lda), pb, i32(ldb), constant(ty, 0.0), pc, i32(n)])
 
 
 def emit_blas_with_consumer(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, consumer) -> None:
     """Row blocks of C claimed from a counter by the GEMM's threads: gemm on the block, then the consumer's
     main nest on the same rows (`part(a, b, c, counter, consumer buffers...)`)."""
-    from gradc.codegen import blas
-    (base_a, ta), (base_b, tb) = k.operands
+    (base_a, _), (base_b, _) = k.operands
     _, m, n, kk = dims(k)
-    dtype = k.matmul.dtype
-    ty = mem_type(dtype)
-    row_bytes = n * int(np.dtype(dtype.numpy).itemsize)
+    row_bytes = n * int(np.dtype(k.matmul.dtype.numpy).itemsize)
     threads = max(1, min(low.prog.num_threads, m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
     rows = max(8, CONSUMER_BLOCK_BYTES // row_bytes // 8 * 8)
     rows = min(rows, -(-m // threads // 8) * 8 or 8)  # at least one block per thread
     blocks = -(-m // rows)
     rows = -(-(-(-m // blocks)) // 8) * 8  # even blocks
-    blocks = -(-m // rows)
     main = consumer.emit_main()
-    keys, _, _ = consumer.main_buffers()
+    keys, writes, _ = consumer.main_buffers()
     own = [key for key in keys if key is not k.matmul]
-    written = {("c", k.matmul)} | (consumer.main_buffers()[1] - {k.matmul})
-    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm_rows", [("a", base_a), ("b", base_b),
-                                       ("c", k.matmul)] + own, written, ret=None, extra=[PTR])
-    pa_, pb_, pc_, counter = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)], func.args[3 + len(own)]
-    gemm = blas.declare_gemm(low.module, dtype.numpy)
-    lda, ldb = (m if ta else kk), (kk if tb else n)
-    i32 = lambda v: ir.Constant(I32, v) if isinstance(v, int) else v  # noqa: E731
-    head, body, done = (func.append_basic_block(x) for x in ("claim", "block", "done"))
-    bld.branch(head)
-    bld.position_at_end(head)
-    blk = bld.atomic_rmw("add", counter, const_i64(1), "monotonic")
-    bld.cbranch(bld.icmp_signed("<", blk, const_i64(blocks)), body, done)
-    bld.position_at_end(body)
-    lo = bld.mul(blk, const_i64(rows), flags=("nsw",))
-    hi = bld.add(lo, const_i64(rows), flags=("nsw",))
-    hi = bld.select(bld.icmp_signed(">", hi, const_i64(m)), const_i64(m), hi)
-    a_ptr = bld.gep(pa_, [lo if ta else bld.mul(lo, const_i64(kk))], inbounds=True, source_etype=ty)
-    c_ptr = bld.gep(pc_, [bld.mul(lo, const_i64(n))], inbounds=True, source_etype=ty)
-    bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
-                    i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), i32(bld.trunc(bld.sub(hi, lo), I32)), i32(n), i32(kk),
-                    constant(ty, 1.0), a_ptr, i32(lda), pb_, i32(ldb), constant(ty, 0.0), c_ptr, i32(n)])
-    bld.call(main, [pc_ if key is k.matmul else ptrs[key] for key in keys] + [lo, hi])
-    bld.branch(head)
-    bld.position_at_end(done)
-    bld.ret_void()
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm_rows",
+                                       [("a", base_a), ("b", base_b), ("c", k.matmul)] + own,
+                                       {("c", k.matmul)} | (writes - {k.matmul}), ret=None, extra=[PTR])
+    views = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
+
+    def block(lo, hi):
+        gemm_block(low, k, bld, *views, lo, hi, by_cols=False)
+        bld.call(main, [views[2] if key is k.matmul else ptrs[key] for key in keys] + [lo, hi])
+    claim_blocks(func, bld, func.args[3 + len(own)], rows, m, block)
     part = low.dedupe(func)
-    counter_slot = b.alloca(I64, name="blocks")
-    b.store(const_i64(0), counter_slot)
+    counter = b.alloca(I64, name="blocks")
+    b.store(const_i64(0), counter)
     args = [pa, pb, pc] + [low.arena_offset(b, low.plan.error_slot) if isinstance(key, tuple) else low.pointer(b, key)
-                           for key in own] + [counter_slot]
+                           for key in own] + [counter]
     if threads > 1:
         from gradc.codegen.threads import fork_join
         fork_join(low, b, part, [args] * threads)
