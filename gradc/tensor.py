@@ -180,6 +180,8 @@ def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
         with np.errstate(all="ignore"):  # NaN and inf are values, as in native code
             data = opdef.eval(*(t._data for t in inputs), **attrs)
     out = Tensor._from_array(np.asarray(data, dtype=result_type.dtype.numpy))
+    if opdef.kind == "layout" and np.may_share_memory(out._data, inputs[0]._data):
+        out._versions = inputs[0]._versions  # a view: changing either in place changes both (PyTorch)
     if (opdef.vjp is not None and result_type.dtype.is_float and is_grad_enabled()
             and any(t.requires_grad for t in inputs)):
         out.requires_grad = True
@@ -246,10 +248,19 @@ class Tensor:
         self._value = value
         self._record: Record | None = None
         self._accumulate: AccumulateGrad | None = None
-        self._version = 0
+        self._versions = [0]  # the version counter; views (and detach) share their base's, as in PyTorch
         self.requires_grad = False
         self.grad: Tensor | None = None
         self._grad_fn: Node | None = None
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's memory has seen (shared by views of the same data)."""
+        return self._versions[0]
+
+    @_version.setter
+    def _version(self, version: int) -> None:
+        self._versions[0] = version
 
     @classmethod
     def _from_array(cls, data: np.ndarray) -> Tensor:
@@ -387,7 +398,9 @@ class Tensor:
         if self._value is not None:
             return Tensor._from_value(current_trace().builder.emit("stop_gradient", self._value)) \
                 if self._value.dtype.is_float else self
-        return Tensor._from_array(self._data)  # shares memory, as PyTorch's detach
+        out = Tensor._from_array(self._data)  # shares memory and the version counter, as PyTorch's detach
+        out._versions = self._versions
+        return out
 
     def backward(self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False,
                  inputs: Any = None) -> None:
