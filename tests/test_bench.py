@@ -1,21 +1,14 @@
 """gradc.bench: the shared workloads, the cross-check that refuses a wrong engine, and `gradc bench`."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from bench_helpers import COLUMNS, TINY, gradc_cli
 
 from gradc.bench import engines, report, runner, workloads
 from gradc.bench.workloads import WORKLOADS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = runner.Budget(seconds=0.0, min_runs=1, warmup=1)
-COLUMNS = {"workload", "engine", "status", "note", "median_us", "min_us", "first_call_ms", "runs", "max_rel_err",
-           "version", "native_speedup", "percent_of_limit", "first_call_cached_ms"}
 
 
 class WrongNumpy(engines.NumpyEngine):
@@ -112,12 +105,6 @@ def test_report_derives_speedups_and_percent_of_limit():
     assert report.any_failed(doc)
     assert "W1 speedup over jax jit: 5.50 (goal >= 8) NOT met" in text
     assert "W1 time / empty ctypes call: 4.00 (goal <= 3) NOT met" in text
-
-
-def gradc_cli(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "gradc.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
 
 
 def test_bench_quick_json_has_every_column(tmp_path):

@@ -2,21 +2,14 @@
 a wrong training step, the report's target line, and `gradc bench --workloads W6`."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from bench_helpers import COLUMNS, TINY, gradc_cli
 
 from gradc.bench import engines, report, runner, train_step, workloads
 from gradc.bench.train_step import W6
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = runner.Budget(seconds=0.0, min_runs=1, warmup=1)
-COLUMNS = {"workload", "engine", "status", "note", "median_us", "min_us", "first_call_ms", "runs", "max_rel_err",
-           "version", "native_speedup", "percent_of_limit", "first_call_cached_ms"}
 
 NUMPY_ADAM = '''
 import numpy as np
@@ -136,12 +129,6 @@ def test_report_judges_the_w6_target_against_the_fastest_peer():
     assert "W6 train-step" in text
     doc["results"][2]["median_us"] = 800.0
     assert "(jax): 1.60 (goal >= 1.5) met" in report.format_table(report.add_derived(doc))
-
-
-def gradc_cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "gradc.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
 
 
 def test_bench_quick_w6_gradc_native_json_has_every_column(tmp_path):
