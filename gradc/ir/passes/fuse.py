@@ -214,23 +214,22 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
 
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
-    kernels = attach_consumers(kernels, producer)
     prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
     for k in kernels:
         finish_kernel(prog, k)
+    prog.kernels = attach_consumers(kernels, producer)
     return prog
 
 
 def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
     """Make large elementwise first readers of matmul results their consumers (module doc); renumbers the
-    kernels (and `producer`) when kernels move before a matmul."""
+    kernels (and `producer`) when kernels move before a matmul. Runs on finished kernels (reads, ops)."""
     for m in [k for k in kernels if k.kind == "matmul"]:
-        c = m.matmul
         at = kernels.index(m)
-        reader = next((k for k in kernels[at + 1:] if c in _direct_reads(k)), None)
+        reader = next((k for k in kernels[at + 1:] if m.matmul in k.reads), None)
         if reader is None or not _consumes_in_place(reader, m):
             continue
-        between = kernels[at + 1:kernels.index(reader)]
+        between = kernels[at + 1:kernels.index(reader)]  # none of them reads C: they can run first
         kernels = kernels[:at] + between + [m] + kernels[at + 1 + len(between):]
         reader.consumer_of = m  # an index once renumbered below
     index_of = {}
@@ -247,26 +246,6 @@ def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
     return kernels
 
 
-def _direct_reads(k: Kernel) -> set:
-    """Materialized values k's roots are computed from (before finish_kernel fills k.reads)."""
-    if k.kind == "matmul":
-        return {base for base, _ in k.operands}
-    if k.kind == "copy":
-        return {v for v, _ in k.copies}
-    seen, stack, out = set(), list(k.roots), set()
-    while stack:
-        v = stack.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        for x in () if v.op is None else v.op.inputs:
-            if x.op is not None and x.op.opdef.kind in ("reduce", "matmul"):
-                out.add(x)
-            elif x not in k.roots:
-                stack.append(x)
-    return out
-
-
 def _consumes_in_place(k: Kernel, m: Kernel) -> bool:
     """k may run per row block of m's result: a large elementwise nest over exactly that result's shape,
     reading it only at the element it computes, with no reduction or epilogue and a small op(B)."""
@@ -277,22 +256,22 @@ def _consumes_in_place(k: Kernel, m: Kernel) -> bool:
     kk, n = c.op.inputs[0].shape[-1], c.shape[1]
     if c.type.size < CONSUMER_MIN_ELEMENTS or kk * n * np.dtype(base_b.dtype.numpy).itemsize > CONSUMER_MAX_B_BYTES:
         return False
-    # every value on a path from c to a root is elementwise over the domain, so c is read at the index
-    # computed; values loaded from earlier kernels cannot reach c (k is c's first reader)
-    reaches: dict[Value, bool] = {}
+    return reads_only_at_index(k.phase_ops[MAIN], c, c.shape)
 
-    def reaches_c(v: Value) -> bool:
-        if v is c:
-            return True
-        if v.op is None or v.op.opdef.kind in ("reduce", "matmul"):
-            return False
-        if v not in reaches:
-            reaches[v] = False  # (an SSA graph has no cycles; this only guards re-entry)
-            reaches[v] = any(reaches_c(x) for x in v.op.inputs)
-        return reaches[v]
-    if not any(reaches_c(v) for v in k.stores):
+
+def reads_only_at_index(ops: list, source: Value, domain: tuple[int, ...]) -> bool:
+    """True when a nest over `domain` evaluating `ops` (program order) reads `source` only at the element it
+    computes: every op that depends on source is elementwise over the whole domain (no broadcast, permute,
+    slice, gather or reduction in between, which would read other elements)."""
+    if source.shape != tuple(domain):
         return False
-    return all(v.op.opdef.kind == "elementwise" and v.shape == c.shape for v, hit in reaches.items() if hit)
+    tainted = {source}
+    for op in ops:
+        if any(x in tainted for x in op.inputs):
+            if op.opdef.kind != "elementwise" or op.result.shape != tuple(domain):
+                return False
+            tainted.add(op.result)
+    return True
 
 
 def finish_kernel(prog: FusedProgram, k: Kernel) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradc.ir.core import Value
-from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, is_dense_const
+from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, is_dense_const, reads_only_at_index
 
 ALIGN = 64
 
@@ -144,12 +144,4 @@ def _reads_in_place(kernel, phase: int, param: Value) -> bool:
     if param not in kernel.phase_reads.get(phase, []):
         return True
     domain = kernel.domain if phase == MAIN else kernel.epilogue_domain
-    if param.shape != tuple(domain):
-        return False
-    tainted = {param}
-    for op in kernel.phase_ops.get(phase, []):
-        if any(x in tainted for x in op.inputs):
-            if op.opdef.kind != "elementwise" or op.result.shape != tuple(domain):
-                return False  # broadcast, permute, reductions... read other elements
-            tainted.add(op.result)
-    return True
+    return reads_only_at_index(kernel.phase_ops.get(phase, []), param, domain)
