@@ -162,7 +162,6 @@ class CompiledStep:
         self.specializations: dict[tuple, _Spec] = {}
         self._swap: list[Tensor] = []  # tensors the step updates (in place: results donated to their arrays)
         self._swap_positions: list[int] = []  # each one's position in the argument list
-        self._updated: list[Tensor] = []  # the trainable parameters (their versions count steps)
         self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
         self._groups: list[dict] = []
         self._lr_values: list[float] = []
@@ -216,7 +215,6 @@ class CompiledStep:
                                     {"num_noise": n_noise}))
 
         self._groups = list(groups.values())
-        self._updated = [self.tensors[i] for i, _ in self.trainable]
         self._swap = [self.tensors[i] for i, _ in self.trainable] + \
             [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
         self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
@@ -260,8 +258,8 @@ class CompiledStep:
         out = spec.fn(*args)
         if not all(map(operator.is_, out[1:], map(args.__getitem__, self._swap_positions))):
             _store_updates(self._swap, out[1:])
-        for p in self._updated:  # as torch.optim's in-place step: graphs that saved them refuse backward
-            p._version += 1
+        for p in self._swap[:len(self.trainable)]:  # the parameters count the step, as torch.optim's in-place
+            p._version += 1  # update: graphs that saved them refuse backward
         return out[0]
 
 
