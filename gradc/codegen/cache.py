@@ -64,9 +64,8 @@ def entry_key(ir_text: str, symbol: str, options: dict) -> str:
     """The cache key of one compiled function."""
     from gradc import __version__
 
-    cpu, features = jit.host_cpu()
     parts = {"ir": ir_text, "symbol": symbol, "gradc": __version__, "sources": source_digest(),
-             **jit.versions(), "cpu": cpu, "features": features, "options": options}
+             **jit.code_identity(), "options": options}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -83,6 +83,14 @@ class WorkerCompileError(RuntimeError):
     """The worker's LLVM raised on this kernel's IR (the message is the worker's exception)."""
 
 
+def _close_pipes(process: subprocess.Popen) -> None:
+    for stream in (process.stdin, process.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
 def _frame(kind: int, payload: bytes) -> bytes:
     return _MESSAGE.pack(kind, len(payload)) + payload
 
@@ -151,11 +159,7 @@ class CompileServer:
             return
         if kill:
             process.kill()
-        for stream in (process.stdin, process.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        _close_pipes(process)
         try:
             process.wait(timeout=10)  # EOF: the worker leaves at once (os._exit)
         except subprocess.TimeoutExpired:
@@ -196,8 +200,7 @@ class CompileServer:
         if kind != HELLO:
             raise CompileServerError(f"the compile server did not introduce itself (message kind {kind})")
         worker = json.loads(body)
-        cpu, features = jit.host_cpu()
-        ours = {**jit.versions(), "cpu": cpu, "features": features}
+        ours = jit.code_identity()
         different = sorted(k for k in ours if worker.get(k) != ours[k])
         if different:
             raise CompileServerError("the compile server would generate different code: "
@@ -226,11 +229,7 @@ class CompileServer:
         self._lock = threading.Lock()  # another thread may have held it at the fork
         process, self._process = self._process, None
         if process is not None:
-            for stream in (process.stdin, process.stdout):  # unbuffered: closing only drops the child's copies
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+            _close_pipes(process)  # unbuffered: closing only drops the child's copies
             _not_ours.append(process)  # kept: its __del__ would wait for a process that is not this one's child
 
 
@@ -333,8 +332,7 @@ def _serve(jit_path: str) -> None:
         replies.write(_frame(kind, payload))
         replies.flush()
 
-    cpu, features = jit.host_cpu()
-    reply(HELLO, json.dumps({**jit.versions(), "cpu": cpu, "features": features, "pid": os.getpid()}).encode())
+    reply(HELLO, json.dumps({**jit.code_identity(), "pid": os.getpid()}).encode())
     requests = sys.stdin.buffer
     while True:
         header = requests.read(_MESSAGE.size)

@@ -52,6 +52,12 @@ def versions() -> dict[str, str]:
     return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info))}
 
 
+def code_identity() -> dict[str, str]:
+    """What must agree for two processes to generate the same code: llvmlite/LLVM versions, CPU, features."""
+    cpu, features = host_cpu()
+    return {**versions(), "cpu": cpu, "features": features}
+
+
 def target_machine() -> llvm.TargetMachine:
     """A fresh host target machine at O3, set up for JIT code (never reuse one given to an engine)."""
     _initialize()
