@@ -236,8 +236,9 @@ def child_main(engine_name: str, workload_ids: str, quick: bool, threads: int, f
     except Exception as exc:
         engine, note = None, f"{type(exc).__name__}: {exc}"
     for w in chosen:
-        if note or engine.unsupported(w):
-            result = Result(w.id, engine_name, "error" if engine is None else "skipped", note or engine.unsupported(w))
+        skip = note or engine.unsupported(w)
+        if skip:
+            result = Result(w.id, engine_name, "error" if engine is None else "skipped", skip)
         else:
             print(f"START {w.id}", flush=True)
             result = first_call_only(engine, w) if first_only else run_one(engine, w, budget)
