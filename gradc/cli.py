@@ -198,6 +198,8 @@ def bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.s
     """Run the benchmark; print the table; write --json / --plot; exit 1 if any engine disagreed or failed."""
     from gradc.bench import report, run, workloads
 
+    if args.model:
+        return model_bench(args, out, progress)
     try:
         workloads.select(args.workloads)
         run.resolve_engines(args.engines, args.quick)
@@ -222,6 +224,39 @@ def bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.s
     return 0
 
 
+def model_bench(args: argparse.Namespace, out: Any = None, progress: Any = None) -> int:
+    """`gradc bench --model FILE.py:NAME` (and `gradc check`): a user's own PyTorch model file."""
+    out = out or sys.stdout
+    progress = progress or sys.stderr
+    from gradc.bench.usermodel import loader
+    from gradc.bench.usermodel import run as model_run
+
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if getattr(args, "plot", None) and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'gradc[plot]' (or pip install matplotlib)")
+    try:
+        spec = model_run.spec_from_args(args)
+        if args.command == "check":
+            return model_run.check_command(spec, out)
+        model_run.resolve_engines(args.engines, args.quick)
+        return model_run.bench_command(args, out, progress)
+    except loader.ModelSpecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", default=[], metavar="DTYPE[DIMS]",
+                   help="with --model: a random model input, e.g. f32[64,1,28,28] (repeat for several)")
+    p.add_argument("--target", default=None, metavar="DTYPE[DIMS][:N]",
+                   help="with --model: the random target, e.g. i64[64]:10 (:10 = class count) or f32[64,10]")
+    p.add_argument("--batch", type=int, default=None, help="with --model: batch size (replaces leading dims)")
+    p.add_argument("--loss", default="cross_entropy", help="cross_entropy, nll, mse or FILE.py:FUNCTION")
+    p.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the random batch")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradc", description="Compile models into native gradient functions.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +272,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="thread limit for every engine (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG bar chart (needs matplotlib)")
+    p.add_argument("--model", default=None, metavar="FILE.py:NAME",
+                   help="benchmark your own PyTorch model file (an nn.Module subclass or a factory) on torch "
+                        "eager, torch.compile, gradc eager, gradc compile_step and gradc's interpreter")
+    _model_options(p)
+
+    p = sub.add_parser("check", help="which torch names a model file uses that gradc cannot run yet")
+    p.add_argument("model", metavar="FILE.py:NAME")
+    p.add_argument("--threads", type=int, default=2)
+    _model_options(p)
 
     p = sub.add_parser("ir", help="print a compilation stage of FILE.py:FUNCTION")
     p.add_argument("target", metavar="FILE.py:FUNCTION")
@@ -251,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo()
         if args.command == "bench":
             return bench(args)
+        if args.command == "check":
+            return model_bench(args)
         if args.command == "ir":
             sys.stdout.write(ir_text(args.target, args.arg, args.grad, args.stage))
             return 0
