@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gradc import hooks
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function, Value
@@ -335,6 +336,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         else:
             leaf.grad._data += g._data  # accumulate in place, as PyTorch does
             leaf.grad._bump_version()
+        hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
+    hooks.backward_done()
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
