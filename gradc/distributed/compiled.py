@@ -144,6 +144,9 @@ class DistributedCompiledStep(CompiledStep):
 
     # --- the step
     def __call__(self, x: Any, y: Any) -> np.ndarray:
+        if not self.ddp.require_backward_grad_sync:
+            raise RuntimeError("a compiled DistributedDataParallel step updates the parameters, so it cannot "
+                               "accumulate gradients under no_sync(); use the eager loop (backward, step) there")
         x = x if type(x) is np.ndarray else argument_array(x, 0)
         y = y if type(y) is np.ndarray else argument_array(y, 1)
         spec = self._last

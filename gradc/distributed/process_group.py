@@ -8,6 +8,7 @@ collective (what `python -m mpi4py script.py` does).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -71,9 +72,9 @@ def init_process_group(backend: str | None = "mpi", init_method: str | None = No
     """Join the job started by mpiexec; rank and world size come from MPI (given ones must agree)."""
     if backend is None:
         backend = "mpi"
-    if str(backend).lower() != "mpi":
-        raise ValueError(f"gradc.distributed supports only the 'mpi' backend, got backend={backend!r} "
-                         "(launch with: mpiexec -n N python script.py)")
+    if str(backend).lower() not in ("mpi", "gloo"):  # gloo, PyTorch's CPU backend, runs on MPI here
+        raise ValueError(f"gradc.distributed runs on MPI (backend 'mpi', or 'gloo' as an alias), got "
+                         f"backend={backend!r}; launch with: mpiexec -n N python script.py")
     if _group.comm is not None:
         raise ValueError("trying to initialize the default process group twice!")
     MPI = mpi()
@@ -86,6 +87,11 @@ def init_process_group(backend: str | None = "mpi", init_method: str | None = No
         raise ValueError(f"rank={rank} was given but MPI says this process is rank {world.Get_rank()}")
     _group.comm = world.Dup()  # our own context: user MPI traffic on COMM_WORLD cannot match ours
     _group.rank, _group.size = _group.comm.Get_rank(), _group.comm.Get_size()
+    if _group.size > 1 and not os.environ.get("GRADC_NUM_THREADS", "").strip():
+        # like torchrun's OMP_NUM_THREADS: ranks sharing a node split its cores instead of oversubscribing
+        node = world.Split_type(MPI.COMM_TYPE_SHARED)
+        os.environ["GRADC_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // node.Get_size()))
+        node.Free()
     if abort_on_exception and _group.size > 1 and _group.previous_excepthook is None:
         _group.previous_excepthook = sys.excepthook
         sys.excepthook = _abort_on_exception
