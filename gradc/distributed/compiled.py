@@ -17,6 +17,7 @@ only inside MPI calls, so there is nothing to overlap with).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -68,8 +69,8 @@ class DistributedCompiledStep(CompiledStep):
         self.comm = pg.comm()
         self.world_size = self.comm.Get_size()
         self.segments = self._segments()
-        self._grad_fn: Callable | None = None
-        self._noise: list[Value] = []
+        # seconds spent per phase, summed over steps (benchmarks/bench_distributed.py reads them)
+        self.timings = {"backward": 0.0, "allreduce": 0.0, "step": 0.0, "steps": 0}
 
     def __repr__(self) -> str:
         return (f"<gradc.compile_step of DistributedDataParallel({type(self.model).__name__}) with "
@@ -158,24 +159,36 @@ class DistributedCompiledStep(CompiledStep):
         args.append(y)
         if spec.noise:
             args += noise_arrays(spec.noise)
+        clock, timings = time.perf_counter, self.timings
+        t0 = clock()
         out = spec.fn(*args)
         loss, grads = out[0], out[1:]
         MPI = pg.mpi()
+        t1 = clock()
+        timings["backward"] += t1 - t0
         if self.mode == "buffer":
             for segment in self.segments:
                 for j, view in zip(segment.members, segment.views):
                     np.copyto(view, grads[j])
+                t2 = clock()
                 self.comm.Allreduce(MPI.IN_PLACE, segment.buffer, MPI.SUM)
+                timings["allreduce"] += clock() - t2
                 self._update(segment)
         else:
             for segment in self.segments:
                 for j, view in zip(segment.members, segment.views):
                     np.copyto(view, grads[j])
+                t2 = clock()
                 segment.request = self.comm.Iallreduce(MPI.IN_PLACE, segment.buffer, MPI.SUM)
+                timings["allreduce"] += clock() - t2
             for segment in self.segments:
+                t2 = clock()
                 segment.request.Wait()
+                timings["allreduce"] += clock() - t2
                 segment.request = None
                 self._update(segment)
+        timings["step"] += clock() - t0
+        timings["steps"] += 1
         return loss
 
     def _update(self, segment: _Segment) -> None:

@@ -90,11 +90,38 @@ def init_process_group(backend: str | None = "mpi", init_method: str | None = No
     if _group.size > 1 and not os.environ.get("GRADC_NUM_THREADS", "").strip():
         # like torchrun's OMP_NUM_THREADS: ranks sharing a node split its cores instead of oversubscribing
         node = world.Split_type(MPI.COMM_TYPE_SHARED)
-        os.environ["GRADC_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // node.Get_size()))
+        threads = max(1, (os.cpu_count() or 1) // node.Get_size())
         node.Free()
+        os.environ["GRADC_NUM_THREADS"] = str(threads)
+        if not os.environ.get("OPENBLAS_NUM_THREADS", "").strip():
+            limit_blas_threads(threads)  # numpy's own BLAS (eager matmuls) would spin on the shared cores
     if abort_on_exception and _group.size > 1 and _group.previous_excepthook is None:
         _group.previous_excepthook = sys.excepthook
         sys.excepthook = _abort_on_exception
+
+
+_SET_THREADS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Set the thread count of every OpenBLAS this process has loaded (numpy's), where it can be found."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _SET_THREADS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], None
+                fn(threads)
+                break
 
 
 def _abort_on_exception(exc_type: type, exc: BaseException, tb: Any) -> None:

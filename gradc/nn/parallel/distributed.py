@@ -17,6 +17,7 @@ compiled backward and the compiled optimizer update (gradc.distributed.compiled)
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -103,6 +104,7 @@ class DistributedDataParallel(Module):
         self._buckets = make_buckets(trainable, int(self.bucket_cap_mb * 1024 * 1024))
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._pending = False
+        self.comm_seconds = 0.0  # time in MPI calls of the gradient allreduce, summed (benchmarks read it)
         self._handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for _, p in trainable]
 
     # --- construction
@@ -157,7 +159,9 @@ class DistributedDataParallel(Module):
     def _start(self, bucket: Bucket) -> None:
         MPI = pg.mpi()
         bucket.pack()
+        t0 = time.perf_counter()
         bucket.request = pg.comm().Iallreduce(MPI.IN_PLACE, bucket.buffer, MPI.SUM)
+        self.comm_seconds += time.perf_counter() - t0
 
     def _finish_backward(self) -> None:
         """End of a synchronized backward: start buckets some of whose gradients never came, then wait."""
@@ -166,7 +170,9 @@ class DistributedDataParallel(Module):
             if bucket.request is None:
                 self._start(bucket)
         for bucket in self._buckets:
+            t0 = time.perf_counter()
             bucket.request.Wait()
+            self.comm_seconds += time.perf_counter() - t0
             bucket.request, bucket.ready = None, 0
             bucket.unpack(self.world_size)
 
