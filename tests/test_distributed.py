@@ -177,3 +177,11 @@ def test_post_accumulate_grad_hook_and_end_of_backward_callback():
     assert len(seen) == 2
     with pytest.raises(RuntimeError, match="non-leaf"):
         (w * 2).register_post_accumulate_grad_hook(hook)
+
+
+def test_example_script_matches_one_process():
+    code, out, err = finish(launch([str(ROOT / "examples" / "train_ddp.py"), "--quick", "--verify"]))
+    assert code == 0, f"{out}\n{err}"
+    diff = float(re.search(r"max \|DDP - one process\| over the parameters: (\S+)", out).group(1))
+    assert diff < 1e-5, out
+    assert out.count("epoch ") == 2
