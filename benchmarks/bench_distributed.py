@@ -14,7 +14,8 @@ has 4.8 MB). Paths per workload:
 
 Reported per path and rank count: steps/s (the slowest rank's, best of several rounds), weak-scaling
 efficiency (steps/s at R ranks / steps/s at 1 rank), allreduce time per step inside the step, and a bare
-mpi4py Allreduce of the same bytes timed alone in the same launch. Noisy on a shared machine.
+mpi4py Allreduce of the same bytes timed alone in the same launch, then the scaling model
+(benchmarks/scaling_model.py) fed with the measured 1-rank step times. Noisy on a shared machine.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def mpiexec() -> str:
@@ -206,6 +208,10 @@ def main() -> None:
     os.environ["BENCH_DISTRIBUTED_WORKLOADS"] = args.workloads  # read by the workers
     results = {int(r): run(int(r), args.quick) for r in args.ranks.split(",")}
     print(report(results))
+    if 1 in results:
+        from scaling_model import table  # benchmarks/scaling_model.py, beside this file
+        print()
+        print(table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -17,7 +17,8 @@ import numpy as np
 from gradc.distributed.process_group import _group, comm, mpi
 from gradc.tensor import Tensor
 
-__all__ = ["ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "Work"]
+__all__ = ["ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "reduce", "gather",
+           "all_gather_object", "broadcast_object_list", "Work"]
 
 
 class ReduceOp(enum.Enum):
@@ -28,7 +29,7 @@ class ReduceOp(enum.Enum):
     MAX = "max"
 
 
-_COLLECTIVE_CODES = {"all_reduce": 1, "broadcast": 2, "all_gather": 3, "reduce_scatter": 4}
+_COLLECTIVE_CODES = {"all_reduce": 1, "broadcast": 2, "all_gather": 3, "reduce_scatter": 4, "reduce": 5, "gather": 6}
 _OP_CODES = {op: i for i, op in enumerate(ReduceOp)}
 _MAX_DIMS = 8
 _DTYPE_NAMES = {np.dtype(t).num: np.dtype(t).name for t in
@@ -205,3 +206,63 @@ def reduce_scatter(output: Any, input_list: Sequence[Any], op: Any = ReduceOp.SU
         np.divide(out, c.Get_size(), out=out)
     _bump(output)
     return None
+
+
+def reduce(tensor: Any, dst: int = 0, op: Any = ReduceOp.SUM, group: Any = None, async_op: bool = False) -> None:
+    """The reduction over ranks lands in `tensor` on rank `dst` (the others' are left as they were)."""
+    op = _reduce_op(op)
+    c = comm()
+    dst = _check_rank(dst, "dst")
+    array = _array(tensor, "reduce")
+    check_agreement("reduce", array, op, root=dst)
+    MPI = mpi()
+    if c.Get_rank() == dst:
+        c.Reduce(MPI.IN_PLACE, array, op=mpi_op(op), root=dst)
+        if op is ReduceOp.AVG:
+            np.divide(array, c.Get_size(), out=array)
+        _bump(tensor)
+    else:
+        c.Reduce(array, None, op=mpi_op(op), root=dst)
+
+
+def gather(tensor: Any, gather_list: Sequence[Any] | None = None, dst: int = 0, group: Any = None,
+           async_op: bool = False) -> None:
+    """gather_list[r] = rank r's `tensor` on rank `dst` (gather_list is given there only)."""
+    c = comm()
+    dst = _check_rank(dst, "dst")
+    array = _array(tensor, "gather")
+    is_root = c.Get_rank() == dst
+    outputs = [_array(t, "gather") for t in gather_list] if is_root and gather_list is not None else None
+    if is_root:
+        if outputs is None or len(outputs) != c.Get_size():
+            raise ValueError(f"gather: rank {dst} needs a gather_list of {c.Get_size()} tensors")
+        for i, out in enumerate(outputs):
+            if out.shape != array.shape or out.dtype != array.dtype:
+                raise ValueError(f"gather: gather_list[{i}] is {out.dtype.name}{list(out.shape)}, the input "
+                                 f"tensor is {array.dtype.name}{list(array.shape)}")
+    check_agreement("gather", array, root=dst)
+    gathered = np.empty((c.Get_size(),) + array.shape, dtype=array.dtype) if is_root else None
+    c.Gather(array, gathered, root=dst)
+    if is_root:
+        for t, out, part in zip(gather_list, outputs, gathered):
+            out[...] = part
+            _bump(t)
+
+
+def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
+    """object_list[r] = rank r's picklable `obj`, on every rank."""
+    everyone = comm().allgather(obj)
+    if len(object_list) != len(everyone):
+        raise ValueError(f"all_gather_object: object_list has {len(object_list)} entries, the world size is "
+                         f"{len(everyone)}")
+    object_list[:] = everyone
+
+
+def broadcast_object_list(object_list: list, src: int = 0, group: Any = None, device: Any = None) -> None:
+    """Replace object_list's entries, on every rank, with rank `src`'s (picklable objects)."""
+    src = _check_rank(src, "src")
+    theirs = comm().bcast(list(object_list), root=src)
+    if len(theirs) != len(object_list):
+        raise ValueError(f"broadcast_object_list: rank {src} sent {len(theirs)} objects, this rank's list has "
+                         f"{len(object_list)}")
+    object_list[:] = theirs

@@ -85,6 +85,27 @@ def collectives_broadcast_gather_scatter():
 
 
 @check
+def collectives_reduce_gather_objects():
+    r, n = rank_world()
+    for dst in range(n):
+        t = gradc.tensor(_per_rank(r, np.float32))
+        dist.reduce(t, dst=dst, op=dist.ReduceOp.SUM)
+        want = sum(_per_rank(k, np.float32) for k in range(n)) if r == dst else _per_rank(r, np.float32)
+        np.testing.assert_allclose(t.numpy(), want)
+    out = [gradc.zeros(3, 5, dtype=gradc.int64) for _ in range(n)] if r == 1 else None
+    dist.gather(gradc.tensor(_per_rank(r, np.int64)), out, dst=1)
+    if r == 1:
+        for k in range(n):
+            np.testing.assert_array_equal(out[k].numpy(), _per_rank(k, np.int64))
+    objects = [None] * n
+    dist.all_gather_object(objects, {"rank": r})
+    assert objects == [{"rank": k} for k in range(n)]
+    box = [f"from {r}", r]
+    dist.broadcast_object_list(box, src=1)
+    assert box == ["from 1", 1]
+
+
+@check
 def collectives_mismatch_raises_before_communicating():
     r, n = rank_world()
     cases = [
