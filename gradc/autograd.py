@@ -326,7 +326,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
     grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
-    for leaf, g in zip(targets, grads):
+    # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
+    for leaf, g in reversed(list(zip(targets, grads))):
         if g is None:
             continue
         if leaf.grad is None:

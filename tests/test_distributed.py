@@ -185,3 +185,14 @@ def test_example_script_matches_one_process():
     diff = float(re.search(r"max \|DDP - one process\| over the parameters: (\S+)", out).group(1))
     assert diff < 1e-5, out
     assert out.count("epoch ") == 2
+
+
+def test_hooks_run_last_layer_first():
+    """DDP's buckets start in reverse parameter order: backward reaches the leaves last-used first."""
+    gradc.manual_seed(0)
+    model = gradc.nn.Sequential(gradc.nn.Linear(3, 4), gradc.nn.ReLU(), gradc.nn.Linear(4, 2))
+    order = []
+    for name, p in model.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda t, name=name: order.append(name))
+    model(gradc.ones(5, 3)).sum().backward()
+    assert order == ["2.bias", "2.weight", "0.bias", "0.weight"]
