@@ -70,7 +70,8 @@ class DistributedCompiledStep(CompiledStep):
         self.world_size = self.comm.Get_size()
         self.segments = self._segments()
         # seconds spent per phase, summed over steps (benchmarks/bench_distributed.py reads them)
-        self.timings = {"backward": 0.0, "allreduce": 0.0, "step": 0.0, "steps": 0}
+        self.timings = {"backward": 0.0, "allreduce": 0.0, "wait": 0.0, "step": 0.0, "steps": 0}
+        self.measure_wait = False
 
     def __repr__(self) -> str:
         return (f"<gradc.compile_step of DistributedDataParallel({type(self.model).__name__}) with "
@@ -171,6 +172,11 @@ class DistributedCompiledStep(CompiledStep):
                 for j, view in zip(segment.members, segment.views):
                     np.copyto(view, grads[j])
                 t2 = clock()
+                if self.measure_wait:  # benchmarks: wait for the slowest rank first, time the allreduce alone
+                    self.comm.Barrier()
+                    t3 = clock()
+                    timings["wait"] += t3 - t2
+                    t2 = t3
                 self.comm.Allreduce(MPI.IN_PLACE, segment.buffer, MPI.SUM)
                 timings["allreduce"] += clock() - t2
                 self._update(segment)
