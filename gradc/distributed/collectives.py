@@ -59,7 +59,9 @@ def _array(tensor: Any, what: str) -> np.ndarray:
     else:
         raise TypeError(f"{what} expects a gradc Tensor, got {type(tensor).__name__}")
     if not array.flags.c_contiguous or not array.flags.writeable:
-        raise ValueError(f"{what} needs a contiguous, writeable tensor")
+        if not isinstance(tensor, Tensor):
+            raise ValueError(f"{what} needs a contiguous, writeable array")
+        array = tensor._data = np.ascontiguousarray(array).copy()  # e.g. a read-only broadcast result
     if array.dtype == np.bool_:
         raise TypeError(f"{what} does not support bool tensors")
     return array

@@ -56,6 +56,11 @@ def collectives_all_reduce():
     work = dist.all_reduce(t, op=dist.ReduceOp.AVG, async_op=True)
     work.wait()
     np.testing.assert_allclose(t.numpy(), np.mean([_per_rank(k, np.float32) for k in range(n)], 0), rtol=1e-6)
+    frozen = np.full(3, r + 1.0, dtype=np.float32)
+    frozen.flags.writeable = False  # e.g. a read-only result: reduced into a fresh buffer of the same tensor
+    t = gradc.Tensor._from_array(frozen)
+    dist.all_reduce(t)
+    np.testing.assert_array_equal(t.numpy(), np.full(3, n * (n + 1) / 2))
     scalar = gradc.tensor(float(r + 1))  # a 0-d tensor, as scripts all_reduce their loss
     dist.all_reduce(scalar)
     assert scalar.item() == n * (n + 1) / 2
