@@ -20,6 +20,28 @@ NOT_INITIALIZED = ("Default process group has not been initialized, please make 
                    "init_process_group.")
 
 
+# what launchers put in the environment: torchrun's names <- (MPICH/Intel MPI hydra, Open MPI, Slurm)
+_LAUNCHER_VARIABLES = {
+    "RANK": ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"),
+    "WORLD_SIZE": ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"),
+    "LOCAL_RANK": ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    "LOCAL_WORLD_SIZE": ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+}
+
+
+def torchrun_environment(environ: Any = os.environ) -> None:
+    """Under mpiexec, set RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (where unset) from the MPI
+    launcher's variables, so scripts written for torchrun that read them before init_process_group run."""
+    for name, sources in _LAUNCHER_VARIABLES.items():
+        if name not in environ:
+            value = next((environ[s] for s in sources if s in environ), None)
+            if value is not None:
+                environ[name] = value
+
+
+torchrun_environment()
+
+
 class _Group:
     comm: Any = None  # the MPI communicator (a duplicate of COMM_WORLD) while initialized
     rank = 0

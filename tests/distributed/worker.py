@@ -87,6 +87,9 @@ def collectives_broadcast_gather_scatter():
     np.testing.assert_allclose(out.numpy(), np.max([_per_rank(k, np.float64, (4,)) for k in range(n)], 0) + 100 * r)
     dist.barrier()
     assert dist.get_backend() == "mpi" and dist.is_initialized()
+    # torchrun's variables, from mpiexec's, for scripts that read them before init_process_group
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == (str(r), str(n)), os.environ
+    assert os.environ["LOCAL_RANK"] == str(r) and os.environ["LOCAL_WORLD_SIZE"] == str(n)
 
 
 @check
