@@ -260,6 +260,36 @@ def ddp_compiled_equals_one_process():
 
 
 @check
+def ddp_compiled_param_groups_and_frozen_parameters():
+    r, n = rank_world()
+    X, Y = data(4 * n)
+    loss_fn = nn.CrossEntropyLoss()
+    shard = slice(r * 4, (r + 1) * 4)
+    for mode in ("buffer", "buckets"):
+        ref, model = make_mlp(100), make_mlp(100 + r)
+        ddp = DDP(model)
+        for m in (ref, model):
+            m[0].bias.requires_grad_(False)  # frozen: neither allreduced nor updated
+
+        def groups(m):
+            return [{"params": [m[0].weight, m[0].bias]}, {"params": list(m[2].parameters()), "lr": 0.02}]
+
+        opt_ref = gradc.optim.SGD(groups(ref), lr=0.1, momentum=0.9)
+        opt = gradc.optim.SGD(groups(model), lr=0.1, momentum=0.9)
+        from gradc.distributed.compiled import compile_ddp_step
+        step_ref = gradc.compile_step(ref, loss_fn, opt_ref)
+        step = compile_ddp_step(ddp, loss_fn, opt, mode=mode, bucket_cap_mb=0.0003)
+        for i in range(4):
+            if i == 2:  # a learning rate changed between steps is read by the next step
+                opt_ref.param_groups[1]["lr"] = opt.param_groups[1]["lr"] = 0.05
+            step_ref(X, Y)
+            step(X[shard], Y[shard])
+        assert_same_params(ref, model)
+        assert_same_on_every_rank(model)
+        np.testing.assert_array_equal(model[0].bias._data, make_mlp(100)[0].bias._data)
+
+
+@check
 def ddp_no_sync_accumulation_equals_one_process():
     r, n = rank_world()
     X, Y = data(8 * n)
