@@ -89,6 +89,7 @@ FAULTS = {  # mode -> what stderr must show
     "raise_in_training": "mat1 and mat2 shapes cannot be multiplied (4x7 and 6x4)",
     "mismatched_collective": "rank 0: all_reduce(op=SUM) on float32[3]; rank 1: all_reduce(op=SUM) on float32[4]",
     "mismatched_model": "parameter 'weight' has shape [3, 5] (float32) on rank 0 but shape [4, 5] (float32) on rank 1",
+    "bad_rank_argument": "rank=0 was given but MPI says this process is rank 1",
 }
 
 

@@ -103,6 +103,11 @@ def init_process_group(backend: str | None = "mpi", init_method: str | None = No
     if not MPI.Is_initialized():
         MPI.Init_thread(MPI.THREAD_SERIALIZED)
     world = MPI.COMM_WORLD
+    _group.rank, _group.size = world.Get_rank(), world.Get_size()
+    if abort_on_exception and _group.size > 1 and _group.previous_excepthook is None:
+        # first: a rank that fails from here on (even the checks below) must not leave the others in Dup
+        _group.previous_excepthook = sys.excepthook
+        sys.excepthook = _abort_on_exception
     if world_size not in (-1, None) and world_size != world.Get_size():
         raise ValueError(f"world_size={world_size} was given but MPI started {world.Get_size()} processes")
     if rank not in (-1, None) and rank != world.Get_rank():
@@ -117,9 +122,6 @@ def init_process_group(backend: str | None = "mpi", init_method: str | None = No
         os.environ["GRADC_NUM_THREADS"] = str(threads)
         if not os.environ.get("OPENBLAS_NUM_THREADS", "").strip():
             limit_blas_threads(threads)  # numpy's own BLAS (eager matmuls) would spin on the shared cores
-    if abort_on_exception and _group.size > 1 and _group.previous_excepthook is None:
-        _group.previous_excepthook = sys.excepthook
-        sys.excepthook = _abort_on_exception
 
 
 _SET_THREADS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")

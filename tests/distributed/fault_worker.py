@@ -13,6 +13,8 @@ from gradc.nn.parallel import DistributedDataParallel as DDP
 
 
 def main(mode: str) -> None:
+    if mode == "bad_rank_argument":  # rank 1 raises in init; rank 0 must not wait in init's collectives
+        dist.init_process_group("mpi", rank=0)
     dist.init_process_group("mpi")
     r = dist.get_rank()
     if mode == "raise_while_others_wait":
