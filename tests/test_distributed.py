@@ -49,7 +49,7 @@ def needs_mpi() -> str:
 
 def launch(args: list[str], ranks: int = 2) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "GRADC_NUM_THREADS": "1"}
+           "GRADC_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen([needs_mpi(), "-n", str(ranks), sys.executable, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -96,11 +96,17 @@ FAULTS = {  # mode -> what stderr must show
 def test_a_failing_rank_ends_the_job():
     started = time.monotonic()
     procs = {mode: launch([str(WORKERS / "fault_worker.py"), mode]) for mode in FAULTS}
-    for mode, proc in procs.items():
-        code, out, err = finish(proc)
-        assert code != 0, f"{mode}: the job exited 0\n{out}\n{err}"
-        assert FAULTS[mode] in err, f"{mode}: the error is not on stderr\n{err}"
-        assert "finished normally" not in out
+    try:
+        for mode, proc in procs.items():
+            code, out, err = finish(proc)
+            assert code != 0, f"{mode}: the job exited 0\n{out}\n{err}"
+            assert FAULTS[mode] in err, f"{mode}: the error is not on stderr\n{err}"
+            assert "finished normally" not in out
+    finally:
+        for proc in procs.values():  # a failed check leaves no launch behind
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.communicate()
     assert time.monotonic() - started < TIMEOUT
 
 
