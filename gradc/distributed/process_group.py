@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import traceback
 from typing import Any
 
 __all__ = ["init_process_group", "destroy_process_group", "is_initialized", "is_available", "is_mpi_available",
@@ -149,13 +151,20 @@ def limit_blas_threads(threads: int) -> None:
 
 
 def _abort_on_exception(exc_type: type, exc: BaseException, tb: Any) -> None:
-    """sys.excepthook: print the error as usual, then end every rank of the job (MPI_Abort)."""
-    previous = _group.previous_excepthook or sys.__excepthook__
+    """sys.excepthook: print the error, then end every rank of the job (MPI_Abort)."""
     try:
-        sys.stderr.write(f"[gradc.distributed] rank {_group.rank} of {_group.size} raised; aborting the job\n")
-        previous(exc_type, exc, tb)
-        sys.stderr.flush()
         sys.stdout.flush()
+        previous = _group.previous_excepthook
+        if previous is None or previous is sys.__excepthook__:
+            # one write, so that the ranks' tracebacks do not interleave line by line on mpiexec's stderr
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            os.write(2, f"[gradc.distributed] rank {_group.rank} of {_group.size} raised; aborting the job\n"
+                        f"{text}".encode(errors="replace"))
+        else:
+            sys.stderr.write(f"[gradc.distributed] rank {_group.rank} of {_group.size} raised; aborting the job\n")
+            previous(exc_type, exc, tb)
+        sys.stderr.flush()
+        time.sleep(0.2)  # let mpiexec forward the output before the abort tears the job down
     finally:
         if _group.size > 1:
             mpi().COMM_WORLD.Abort(1)
