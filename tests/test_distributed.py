@@ -40,7 +40,10 @@ def mpiexec() -> str | None:
 
 
 def needs_mpi() -> str:
-    pytest.importorskip("mpi4py")
+    try:
+        import mpi4py  # noqa: F401  (imported only: mpi4py.MPI would make this process an MPI singleton)
+    except ImportError as e:
+        pytest.skip(f"mpi4py is not installed ({e}): pip install -e \".[distributed]\"")
     launcher = mpiexec()
     if launcher is None:
         pytest.skip("mpiexec not found (pip install -e \".[distributed]\")")
