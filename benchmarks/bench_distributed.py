@@ -158,6 +158,20 @@ def worker(out_path: str, quick: bool) -> None:
         bare = np.array(comm.allgather(bare)).max(axis=0)
         entry["bare_allreduce_ms"] = 1e3 * float(np.median(bare))
         entry["bare_allreduce_min_ms"] = 1e3 * float(bare.min())
+    if size > 1:  # bare Allreduce time against bytes: this machine's latency and bandwidth
+        sweep = {}
+        for nbytes in (4_000, 40_000, 400_000, 4_000_000, 40_000_000):
+            buffer = np.ones(nbytes // 4, dtype=np.float32)
+            times = []
+            for i in range(3 + (10 if quick else 30)):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                comm.Allreduce(MPI.IN_PLACE, buffer, MPI.SUM)
+                if i >= 3:
+                    times.append(time.perf_counter() - t0)
+            times = np.array(comm.allgather(times)).max(axis=0)
+            sweep[nbytes] = (1e3 * float(np.median(times)), 1e3 * float(times.min()))
+        results["allreduce_sweep_ms"] = sweep
     if rank == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)
@@ -208,6 +222,11 @@ def report(results: dict[int, dict]) -> str:
                              f"for the other rank): {entry['in_step_allreduce_ms']:.3f} ms median, "
                              f"{entry['in_step_allreduce_min_ms']:.3f} ms best; "
                              f"{entry['in_step_allreduce_ms'] / entry['bare_allreduce_ms']:.2f}x the bare Allreduce")
+    for ranks, res in sorted(results.items()):
+        sweep = res.get("allreduce_sweep_ms")
+        if sweep:
+            lines.append(f"bare Allreduce at {ranks} ranks, ms median (best) by bytes: " + ", ".join(
+                f"{int(b) / 1e6:g} MB {m:.3f} ({lo:.3f})" for b, (m, lo) in sweep.items()))
     return "\n".join(lines)
 
 
