@@ -75,3 +75,5 @@ def is_tensor(obj: object) -> builtins.bool:
     return isinstance(obj, Tensor)
 
 __version__ = "0.1.0"
+
+from gradc import distributed  # noqa: E402,F401  (imports mpi4py only in init_process_group)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gradc import hooks
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function, Value
@@ -325,7 +326,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
     grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
-    for leaf, g in zip(targets, grads):
+    # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
+    for leaf, g in reversed(list(zip(targets, grads))):
         if g is None:
             continue
         if leaf.grad is None:
@@ -335,6 +337,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         else:
             leaf.grad._data += g._data  # accumulate in place, as PyTorch does
             leaf.grad._bump_version()
+        hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
+    hooks.backward_done()
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,

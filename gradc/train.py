@@ -282,4 +282,7 @@ def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], opt
     state tensors are bound when a specialization is built: replace them (a new Parameter, the
     optimizer's load_state_dict) and build a new step.
     """
+    if getattr(model, "require_backward_grad_sync", None) is not None:  # DistributedDataParallel
+        from gradc.distributed.compiled import compile_ddp_step
+        return compile_ddp_step(model, loss_fn, optimizer)
     return CompiledStep(model, loss_fn, optimizer)

@@ -23,3 +23,5 @@ from gradc.nn.module import Module, Parameter
 __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear",
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
            "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss"]
+
+from gradc.nn import parallel  # noqa: E402,F401  (DistributedDataParallel)

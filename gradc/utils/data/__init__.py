@@ -1,1 +1,2 @@
 """torch.utils.data: datasets, samplers and the DataLoader."""
+from gradc.utils.data.distributed import DistributedSampler  # noqa: F401
