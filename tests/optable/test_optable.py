@@ -1,0 +1,33 @@
+"""Tests generated from the op table (tests/optable): every row against PyTorch, eager vs native, bad inputs."""
+
+import pytest
+
+from .dsl import check_errors, check_grad, check_native, check_values
+from .registry import ROWS
+
+torch = pytest.importorskip("torch")
+
+IDS = [r.name for r in ROWS]
+GRAD_ROWS = [r for r in ROWS if r.grad]
+NATIVE_ROWS = [r for r in ROWS if r.native]
+ERROR_ROWS = [r for r in ROWS if r.errors is not None]
+
+
+@pytest.mark.parametrize("r", ROWS, ids=IDS)
+def test_values_match_pytorch(r):
+    assert check_values(r) > 0
+
+
+@pytest.mark.parametrize("r", GRAD_ROWS, ids=[r.name for r in GRAD_ROWS])
+def test_float64_gradients_match_pytorch(r):
+    assert check_grad(r) > 0
+
+
+@pytest.mark.parametrize("r", NATIVE_ROWS, ids=[r.name for r in NATIVE_ROWS])
+def test_native_matches_eager(r):
+    assert check_native(r) == 1
+
+
+@pytest.mark.parametrize("r", ERROR_ROWS, ids=[r.name for r in ERROR_ROWS])
+def test_bad_inputs_raise_pytorchs_exception_type(r):
+    assert check_errors(r) > 0
