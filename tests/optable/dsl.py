@@ -373,8 +373,16 @@ def native_sample(r: Row) -> Sample:
 
 
 def check_native(r: Row) -> int:
-    """The traced function compiled (value_and_grad when differentiable, else compile) == gradc eager."""
-    s = native_sample(r)
+    """The traced function compiled (value_and_grad when differentiable, else compile) == gradc eager,
+    on one ordinary sample, plus the values on the NaN/inf/zeros sample when the row has one."""
+    checked = _check_native_sample(r, native_sample(r), r.grad)
+    for s in row_samples(r):
+        if s.special:
+            checked += _check_native_sample(r, s, False)
+    return checked
+
+
+def _check_native_sample(r: Row, s: Sample, grad: bool) -> int:
     positions = [i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)]
     arrays = [s.args[i].astype(np.float64) if s.args[i].dtype.kind == "f" else s.args[i] for i in positions]
     module = make_module("gradc", r, True, make_module("torch", r, True)) if r.is_module else None
@@ -390,7 +398,7 @@ def check_native(r: Row) -> int:
 
     eager_args = [gradc.from_numpy(a.copy()) for a in arrays]
     floats = [k for k, a in enumerate(arrays) if a.dtype.kind == "f" and (r.wrt is None or positions[k] in r.wrt)]
-    if r.grad and floats:
+    if grad and floats:
         for k in floats:
             eager_args[k].requires_grad_(True)
         eager_out = fn(*rebuild(tuple(eager_args)), **kwargs)

@@ -50,6 +50,11 @@ ROWS = [
     row("torch.cumsum", samples(((np.arange(9),), {"dim": 0}), ((np.ones((3, 0), np.float32),), {"dim": 1}))),
     *both("all", build(_logic), grad=False), *both("any", build(_logic), grad=False),
     *both("sort", build(_sort)), *both("argsort", build(_sort), grad=False),
+    # the traced sort (pairwise ranking) on ties and NaN, compiled natively against the eager (numpy) order
+    row("torch.sort", build(lambda rng: [_sort(rng)[3]]), grad=False),
+    row("torch.sort", build(lambda rng: [_sort(rng)[4]]), grad=False),
+    row("torch.sort", samples(_sort(np.random.default_rng(0))[6].args), grad=False),
+    row("torch.argsort", samples((_sort(np.random.default_rng(0))[7].args, {"descending": True})), grad=False),
     row("torch.msort", build(lambda rng: [(rng.normal(size=(9, 3)).astype(np.float32),)])),
     *both("softmax", reduction(SCAN)), *both("log_softmax", reduction(SCAN)),
     *rows("torch.nn.functional.softmax torch.nn.functional.log_softmax", reduction(SCAN)),

@@ -25,7 +25,7 @@ def test_float64_gradients_match_pytorch(r):
 
 @pytest.mark.parametrize("r", NATIVE_ROWS, ids=[r.name for r in NATIVE_ROWS])
 def test_native_matches_eager(r):
-    assert check_native(r) == 1
+    assert check_native(r) >= 1
 
 
 @pytest.mark.parametrize("r", ERROR_ROWS, ids=[r.name for r in ERROR_ROWS])
