@@ -117,10 +117,12 @@ def movedim(x: Any, source: Any, destination: Any) -> Tensor:
 moveaxis = movedim
 
 
-@torch_op(lambda x, *dims: "RepeatBackward0")
-def tile(x: Any, *dims: Any) -> Tensor:
+@torch_op(lambda x, *reps, dims=None: "RepeatBackward0")
+def tile(x: Any, *reps: Any, dims: Any = None) -> Tensor:
     x = F.to_tensor(x)
-    reps = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else tuple(dims)
+    if dims is not None:
+        reps = (dims,)
+    reps = tuple(reps[0]) if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else tuple(reps)
     rank = max(len(reps), x.ndim)
     reps = (1,) * (rank - len(reps)) + reps
     shape = (1,) * (rank - x.ndim) + x.shape
@@ -308,6 +310,9 @@ def _index_along(x: Tensor, d: int, index: Any, source: Tensor, name: str) -> Te
     if index.ndim > 1:
         raise IndexError(f"{name}(): Index is supposed to be a vector")
     m = index.numel()
+    if source.ndim and source.shape[d] != m:
+        raise IndexError(f"{name}(): Number of indices ({m}) should be equal to source.size(dim) "
+                         f"({source.shape[d]})")
     expected = tuple(m if i == d else s for i, s in enumerate(x.shape))
     if source.shape != expected:
         raise RuntimeError(f"{name}(): Source/destination tensor must have same slice shapes. Destination "

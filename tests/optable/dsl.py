@@ -47,7 +47,7 @@ class Row:
     grad: bool = True  # differentiable: gradients are compared with PyTorch's
     native: bool = True  # traced/native vs eager
     errors: Callable[[np.random.Generator], list[Sample]] | None = None
-    init: dict = field(default_factory=dict)  # nn module constructor kwargs
+    init: Any = field(default_factory=dict)  # nn module constructor kwargs, or a function of the nn package
     rtol: float = 1e-5
     atol: float = 1e-6
     grad_rtol: float = 1e-6
@@ -219,7 +219,10 @@ def make_module(side: str, r: Row, wide: bool, reference: Any = None) -> Any:
     if side == "torch":
         import torch
         torch.manual_seed(0)  # the same initial parameters for every instance
-    module = lookup(side, r.name)(**r.init)
+    if callable(r.init):  # e.g. lambda nn: nn.Sequential(nn.Linear(9, 5), nn.ReLU())
+        module = r.init(library(side).nn)
+    else:
+        module = lookup(side, r.name)(**r.init)
     if side == "torch":
         return module.double() if wide else module
     if reference is not None:

@@ -143,6 +143,8 @@ ROWS = [
     row("torch.nn.Embedding", samples((np.array([[1, 4, 0], [9, 2, 2]]),)), init={"num_embeddings": 10,
                                                                                   "embedding_dim": 7}),
     row("torch.nn.Dropout", unary(special=False), init={"p": 0.0}),
+    row("torch.nn.Sequential", unary(special=False, shapes=((3, 9), (17, 9))),
+        init=lambda nn: nn.Sequential(nn.Linear(9, 5), nn.Tanh(), nn.Linear(5, 3), nn.LogSoftmax(dim=1))),
     row(F + "linear", build(lambda rng: [(f32(rng, 3, 9), f32(rng, 7, 9), f32(rng, 7)),
                                          (f32(rng, 2, 8), f32(rng, 5, 8))])),
     row(F + "layer_norm", build(lambda rng: [(f32(rng, 3, 9), (9,)), ((f32(rng, 2, 3, 8), (3, 8), f32(rng, 3, 8),

@@ -37,7 +37,10 @@ ROWS = [
     row("Tensor.fill_", build(lambda rng: [(rng.normal(size=(3, 9)).astype(np.float32), 2.5)]), **VALUES_ONLY),
     row("Tensor.copy_", build(lambda rng: [(np.zeros((3, 9), np.float32), rng.normal(size=(3, 9)).astype(np.float32))]),
         **VALUES_ONLY),
+    *rows("Tensor.__iadd__ Tensor.__isub__ Tensor.__imul__", inplace_binary(), **VALUES_ONLY),
+    row("Tensor.__itruediv__", inplace_binary(lo2=0.5, hi2=3.0), **VALUES_ONLY),
     # introspection and conversion
+    *rows("Tensor.numpy Tensor.requires_grad_", unary(special=False), **VALUES_ONLY),
     *rows("Tensor.dim Tensor.numel Tensor.size Tensor.tolist Tensor.shape Tensor.ndim", unary(special=False),
           **VALUES_ONLY),
     row("Tensor.size", build(lambda rng: [(np.zeros((3, 9), np.float32), -1), (np.zeros((3, 9), np.float32), 0)]),
