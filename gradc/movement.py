@@ -310,9 +310,10 @@ def _index_along(x: Tensor, d: int, index: Any, source: Tensor, name: str) -> Te
     if index.ndim > 1:
         raise IndexError(f"{name}(): Index is supposed to be a vector")
     m = index.numel()
-    if source.ndim and source.shape[d] != m:
-        raise IndexError(f"{name}(): Number of indices ({m}) should be equal to source.size(dim) "
-                         f"({source.shape[d]})")
+    if source.ndim and source.shape[d] != m:  # PyTorch: IndexError from index_copy, RuntimeError from index_add
+        error = IndexError if name == "index_copy_" else RuntimeError
+        raise error(f"{name}(): Number of indices ({m}) should be equal to source.size(dim): ({source.shape[d]}), "
+                    f"for dim: {d}")
     expected = tuple(m if i == d else s for i, s in enumerate(x.shape))
     if source.shape != expected:
         raise RuntimeError(f"{name}(): Source/destination tensor must have same slice shapes. Destination "

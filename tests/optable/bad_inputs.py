@@ -29,6 +29,8 @@ ROWS = [
         samples=lambda rng: [Sample((X, 0, np.array([[0, 2, 1, 0]]), np.full((1, 4), 2.0, np.float32)))]),
     bad("torch.index_copy", (X, 0, np.array([0, 1]), np.ones((1, 4), np.float32)),
         samples=lambda rng: [Sample((X, 0, np.array([2, 0]), np.full((2, 4), 2.0, np.float32)))]),
+    bad("torch.index_add", (X, 0, np.array([0, 1]), np.ones((1, 4), np.float32)),
+        samples=lambda rng: [Sample((X, 0, np.array([2, 0, 2]), np.full((3, 4), 2.0, np.float32)))]),
     bad("torch.sort", ((V,), {"dim": -2})), bad("torch.roll", (X, 1, 2), samples=unary(special=False, shapes=((3, 4),),
                                                                                          shifts=1, dims=1)),
     bad(F + "kl_div", ((X, X), {"reduction": "avg"}), samples=lambda rng: [Sample((np.log(X / 4), X / 4),
