@@ -14,7 +14,8 @@ import sys
 import traceback
 from collections import OrderedDict
 
-from .dsl import Row, call, check_errors, check_grad, check_native, check_values, make_module, row_samples
+from .dsl import Row, call, check_errors, check_grad, check_values, make_module, row_samples
+from .native import NativeRunner
 from .registry import ROWS
 
 PASS, FAIL, NA = "yes", "FAIL", "-"
@@ -42,6 +43,10 @@ def check_eager(r: Row) -> int:
 def measure(rows: list[Row]) -> tuple[OrderedDict, list[str]]:
     table: OrderedDict[str, dict] = OrderedDict()
     failures: list[str] = []
+    native = NativeRunner([r for r in rows if r.native])
+
+    def check_native(r: Row) -> int:
+        return native.check(r)
     for r in rows:
         cells = {
             "eager": _run(check_eager, r, failures),

@@ -351,8 +351,27 @@ def _eager_gradients(side: str, r: Row, s: Sample, seed: int) -> tuple[list, flo
     return grads, float(total.detach().numpy())
 
 
+class interpreted:
+    """Eager backward on the reference interpreter: eager autograd tiers up to native code after a few
+    uses of one graph shape, which would compile hundreds of kernels here; the native path has its own
+    check (check_native), so the eager checks keep to the interpreter."""
+
+    def __enter__(self) -> None:
+        from gradc.api import get_backend
+        self.saved = get_backend()
+        gradc.set_backend("interp")
+
+    def __exit__(self, *exc: Any) -> None:
+        gradc.set_backend(self.saved)
+
+
 def check_grad(r: Row) -> int:
     """float64 gradients of sum(out * cotangent) equal PyTorch's, for inputs and module parameters."""
+    with interpreted():
+        return _check_grad(r)
+
+
+def _check_grad(r: Row) -> int:
     checked = 0
     for i, s in enumerate(row_samples(r)):
         if s.special or not (has_float_input(s) or r.is_module):
@@ -378,61 +397,8 @@ def native_sample(r: Row) -> Sample:
 def check_native(r: Row) -> int:
     """The traced function compiled (value_and_grad when differentiable, else compile) == gradc eager,
     on one ordinary sample, plus the values on the NaN/inf/zeros sample when the row has one."""
-    checked = _check_native_sample(r, native_sample(r), r.grad)
-    for s in row_samples(r):
-        if s.special:
-            checked += _check_native_sample(r, s, False)
-    return checked
-
-
-def _check_native_sample(r: Row, s: Sample, grad: bool) -> int:
-    positions = [i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)]
-    arrays = [s.args[i].astype(np.float64) if s.args[i].dtype.kind == "f" else s.args[i] for i in positions]
-    module = make_module("gradc", r, True, make_module("torch", r, True)) if r.is_module else None
-    fn = module if r.is_module else lookup("gradc", r.name)
-    kwargs = {k: convert("gradc", v, True, False, []) for k, v in s.kwargs.items()}
-    cts = None
-
-    def rebuild(tensors: tuple) -> tuple:
-        args = [convert("gradc", a, True, False, []) if not isinstance(a, np.ndarray) else a for a in s.args]
-        for i, t in zip(positions, tensors):
-            args[i] = t
-        return tuple(args)
-
-    eager_args = [gradc.from_numpy(a.copy()) for a in arrays]
-    floats = [k for k, a in enumerate(arrays) if a.dtype.kind == "f" and (r.wrt is None or positions[k] in r.wrt)]
-    if grad and floats:
-        for k in floats:
-            eager_args[k].requires_grad_(True)
-        eager_out = fn(*rebuild(tuple(eager_args)), **kwargs)
-        cts = [gradc.from_numpy(c) for c in _cotangents(float_tensors(eager_out), 0)]
-
-        def loss(*tensors: Any) -> Any:
-            total = None
-            for o, c in zip(float_tensors(fn(*rebuild(tensors), **kwargs)), cts):
-                term = (o * c).sum()
-                total = term if total is None else total + term
-            return total
-
-        total = loss(*eager_args)
-        total.backward()
-        value, grads = gradc.value_and_grad(loss, argnums=tuple(floats))(*arrays)
-        np.testing.assert_allclose(value, total.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=f"{r.name} value")
-        for k, g in zip(floats, grads):
-            want = eager_args[k].grad
-            want = np.zeros(arrays[k].shape) if want is None else want.numpy()
-            np.testing.assert_allclose(g, want, rtol=1e-8, atol=1e-11, err_msg=f"{r.name} gradient {k}")
-        return 1
-    eager = flat_outputs(fn(*rebuild(tuple(eager_args)), **kwargs))
-
-    def forward(*tensors: Any) -> Any:
-        out = fn(*rebuild(tensors), **kwargs)
-        return tuple(out) if isinstance(out, (tuple, list)) else out
-
-    compiled = gradc.compile(forward)(*arrays)
-    native = [np.asarray(a) for a in (compiled if isinstance(compiled, (tuple, list)) else [compiled])]
-    assert_same(native, eager, 1e-9, 1e-12, f"{r.name} native")
-    return 1
+    from .native import NativeRunner
+    return NativeRunner([r]).check(r)
 
 
 def builtin_type(exc: BaseException) -> type:
