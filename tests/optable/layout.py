@@ -91,6 +91,14 @@ ROWS = [
     row("Tensor.to", build(lambda rng: [(f32(rng, 3, 9), DType("float64")), (f32(rng, 7), DType("int64"))]),
         grad=False),
     row("Tensor.type_as", build(lambda rng: [(f32(rng, 3, 9), np.ones(2))])),
+    # integer and bool tensors through the movement ops (gather/where on int64 and i1)
+    row("torch.flip", build(lambda rng: [(rng.integers(-9, 9, size=(3, 9)), (0, 1)),
+                                         (rng.uniform(size=(7,)) > 0.5, (0,))]), grad=False),
+    row("torch.roll", build(lambda rng: [(rng.integers(-9, 9, size=(3, 9)), 2, 1)]), grad=False),
+    row("torch.tile", build(lambda rng: [(rng.uniform(size=(2, 3)) > 0.5, (2, 2))]), grad=False),
+    row("torch.scatter_add", build(lambda rng: [(rng.integers(0, 5, size=(3, 9)), 0, rng.integers(0, 3, size=(2, 9)),
+                                                 rng.integers(0, 5, size=(2, 9)))]), grad=False),
+    row("torch.cumsum", build(lambda rng: [((rng.uniform(size=(3, 9)) > 0.5, 1), {})]), grad=False),
     # bad inputs
     row("torch.reshape", build(lambda rng: [(f32(rng, 3, 9), (9, 3))]),
         errors=[Sample((np.ones((3, 9), np.float32), (4, 7)))]),

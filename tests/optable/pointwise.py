@@ -71,6 +71,13 @@ ROWS = [
     *both("logical_not", integers(-1, 2), grad=False),
     *rows("torch.abs Tensor.abs torch.neg torch.sign torch.square", integers(), grad=False),
     *rows("torch.floor torch.round", integers(), grad=False),
+    # dtype promotion: float32 with float64, int64 with float32, bool with int64
+    *rows("torch.add torch.mul torch.maximum", build(lambda rng: [
+        (rng.normal(size=(3, 9)).astype(np.float32), rng.normal(size=(9,))),
+        (rng.integers(-3, 3, size=(7,)), rng.normal(size=(7,)).astype(np.float32))]), grad=False),
+    row("torch.add", build(lambda rng: [(rng.uniform(size=(9,)) > 0.5, rng.integers(-3, 3, size=(9,)))]), grad=False),
+    *rows("torch.floor torch.exp", build(lambda rng: [(rng.normal(size=(3, 9)),)]), grad=False),
+    *rows("torch.cumsum torch.sort", build(lambda rng: [(rng.normal(size=(3, 9)), -1)]), grad=False),
 ]
 
 # bad inputs: PyTorch's exception type
