@@ -2,10 +2,12 @@
 scatter/scatter_add/index_add/index_copy.
 
 All composites. `take_along` (per-row picks) is the registry's `gather` on a broadcast operand, so its
-gradient is gather's one-hot VJP. Sorting ranks every element against every other along the sorted dim
-(O(n^2) per row: fine for the rows models sort, documented); eagerly the permutation comes from numpy's
-stable sort (the same order), the values are then picked with take_along so gradients are recorded.
-Scatters compare each destination position with each index (O(K m) per row) and sum the hits.
+gradient is gather's one-hot VJP. Flip and roll are slices joined by pad + where (flip reverses the
+index bits: O(size log n)), so their gradients stay about linear in the size. Sorting ranks every
+element against every other along the sorted dim (O(n^2) per row: fine for the rows models sort,
+documented); eagerly the permutation comes from numpy's stable sort (the same order), the values are
+then picked with take_along so gradients are recorded. Scatters compare each destination position with
+each index (O(K m) per row) and sum the hits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from gradc import functional as F
 from gradc.ir.core import int64
 from gradc.pointwise import logical_and, logical_or
+from gradc.scans import pad_dim, slice_dim
 from gradc.tensor import Tensor, apply, torch_op
 
 SortResult = namedtuple("SortResult", ["values", "indices"])
@@ -58,13 +61,34 @@ def _check_index_values(index: Tensor, size: int, d: int) -> None:
 
 # ----------------------------------------------------------------------------- flip, roll, movedim, tile
 
+def join(d: int, head: Tensor, tail: Tensor) -> Tensor:
+    """head followed by tail along d: each padded with zeros where the other lies, then chosen by position
+    (exact, O(size), with pad/slice gradients)."""
+    nh, nt = head.shape[d], tail.shape[d]
+    a, b = pad_dim(head, d, 0, nt), pad_dim(tail, d, nh, 0)
+    return apply("where", F.compare("lt", apply("iota", shape=a.shape, axis=d), nh), a, b)
+
+
+def _reverse(x: Tensor, d: int) -> Tensor:
+    """x reversed along d: padded in front to 2^k, viewed as k axes of size 2 (the index bits), each
+    swapped (reversing i is flipping all its bits), then the padding sliced off the end."""
+    n = x.shape[d]
+    k = max(n - 1, 0).bit_length()
+    y = pad_dim(x, d, (1 << k) - n, 0)
+    outer, inner = y.shape[:d], y.shape[d + 1:]
+    y = apply("reshape", y, shape=outer + (2,) * k + inner)
+    for axis in range(d, d + k):
+        y = join(axis, slice_dim(y, axis, 1, 2), slice_dim(y, axis, 0, 1))
+    return slice_dim(apply("reshape", y, shape=outer + (1 << k,) + inner), d, 0, n)
+
+
 @torch_op("FlipBackward0")
 def flip(x: Any, dims: Any) -> Tensor:
     x = F.to_tensor(x)
     out = x
     for d in F.normalize_dims(dims, x.ndim):
-        n = x.shape[d]
-        out = take_along(out, d, F.to_tensor(np.arange(n - 1, -1, -1, dtype=np.int64)))
+        if x.shape[d] > 1:
+            out = _reverse(out, d)
     return out if out is not x else apply("reshape", x, shape=x.shape)
 
 
@@ -91,8 +115,9 @@ def roll(x: Any, shifts: Any, dims: Any = None) -> Tensor:
     for shift, dim in zip(shifts, dims):
         d = F.normalize_dim(dim, x.ndim)
         n = x.shape[d]
-        if n:
-            out = take_along(out, d, F.to_tensor((np.arange(n, dtype=np.int64) - shift) % n))
+        if n and shift % n:  # out[i] = x[(i - shift) % n]: the last `shift` entries move to the front
+            cut = n - shift % n
+            out = join(d, slice_dim(out, d, cut, n), slice_dim(out, d, 0, cut))
     return out if out is not x else apply("reshape", x, shape=x.shape)
 
 
