@@ -214,12 +214,12 @@ def sort(x: Any, dim: int = -1, descending: bool = False, stable: bool = False) 
         perm = F.to_tensor(np.zeros(xl.shape, np.int64))
     else:
         perm = F.to_tensor(_eager_permutation(xl._data, descending).astype(np.int64))
-    values = _sorted_values(x, d, _from_last(perm, d))
+    values = _sorted_values(x, d, _from_last(perm, d), stable)
     return SortResult(values, _from_last(perm, d))
 
 
-@torch_op(lambda x, d, perm: "SortBackward0")
-def _sorted_values(x: Tensor, d: int, perm: Tensor) -> Tensor:
+@torch_op(lambda x, d, perm, stable: "SortBackward1" if stable else "SortBackward0")
+def _sorted_values(x: Tensor, d: int, perm: Tensor, stable: bool) -> Tensor:
     return take_along(x, d, perm) if x.numel() else apply("reshape", x, shape=x.shape)
 
 

@@ -127,8 +127,7 @@ def frac(x: Any) -> Tensor:
     return F.sub(x, _signed_zero(x, _trunc_values(apply("stop_gradient", x))))
 
 
-@torch_op("SignBackward0")
-def sign(x: Any) -> Tensor:
+def _sign(x: Any) -> Tensor:
     x = F.to_tensor(x)
     if x.dtype == bool_:
         return apply("reshape", x, shape=x.shape)
@@ -138,7 +137,8 @@ def sign(x: Any) -> Tensor:
     return zero_gradient(x, F.sub(positive, negative))  # sign(nan) = 0, as PyTorch
 
 
-sgn = sign
+sign = torch_op("SignBackward0")(_sign)
+sgn = torch_op("SgnBackward0")(_sign)
 
 
 # ----------------------------------------------------------------------------- logs and exps

@@ -33,6 +33,8 @@ def _fill_head(x: Tensor, d: int, count: int, value: float) -> Tensor:
 
 def _scan(x: Tensor, d: int, combine: Callable, identity: float) -> Tensor:
     n = x.shape[d]
+    if n <= 1:
+        return apply("reshape", x, shape=x.shape)  # a new tensor (and node), as PyTorch
     shift = 1
     while shift < n:
         shifted = pad_dim(slice_dim(x, d, 0, n - shift), d, shift, 0)

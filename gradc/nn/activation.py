@@ -40,7 +40,7 @@ elu = torch_op("EluBackward0")(lambda x, alpha=1.0, inplace=False: _elu(x, alpha
 selu = torch_op("EluBackward0")(lambda x, inplace=False: _elu(x, SELU_ALPHA, SELU_SCALE))
 
 
-@torch_op("EluBackward0")
+@torch_op("CeluBackward0")
 def celu(x: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError")

@@ -18,6 +18,16 @@ from gradc.pointwise import log1p
 from gradc.tensor import Tensor, apply, torch_op
 
 
+def _reduced(none: str | Any) -> Any:
+    """grad_fn name by reduction, as PyTorch: the composite losses end in their reduction's node."""
+    def name(*args: Any, **kwargs: Any) -> str:
+        reduction = kwargs.get("reduction", "mean")
+        if reduction == "none":
+            return none(*args, **kwargs) if callable(none) else none
+        return "SumBackward0" if reduction == "sum" else "MeanBackward0"
+    return name
+
+
 def _pair(input: Any, target: Any) -> tuple[Tensor, Tensor]:
     input = F.to_tensor(input)
     return input, F.to_tensor(target, input)
@@ -28,7 +38,7 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"{reduction} is not a valid value for reduction")
 
 
-@torch_op("MeanBackward0")
+@torch_op(_reduced("AbsBackward0"))
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     _check_reduction(reduction)
     input, target = _pair(input, target)
@@ -65,7 +75,12 @@ def _xlogy(x: Tensor, y: Tensor) -> Tensor:
     return F.where(F.compare("eq", x, 0), F.scalar_like(0.0, x), F.mul(x, F.log(y)))
 
 
-@torch_op(lambda input, target, *a, **k: "KlDivBackward0")
+def _kl_div_node(input: Any, target: Any, reduction: str = "mean", log_target: bool = False) -> str:
+    return {"mean": "MeanBackward0", "sum": "SumBackward0", "batchmean": "DivBackward0"}.get(
+        reduction, "MulBackward0" if log_target else "SubBackward0")
+
+
+@torch_op(_kl_div_node)
 def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False) -> Tensor:
     """Pointwise target * (log target - input) (input holds log-probabilities); 'batchmean' divides the
     sum by the batch size."""
@@ -124,7 +139,7 @@ def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6,
     return _norm(diff, -1, p, keepdim)
 
 
-@torch_op("MeanBackward0")
+@torch_op(_reduced("ClampMinBackward0"))
 def triplet_margin_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0, p: float = 2.0,
                         eps: float = 1e-6, swap: bool = False, reduction: str = "mean") -> Tensor:
     _check_reduction(reduction)
@@ -140,7 +155,7 @@ def triplet_margin_loss(anchor: Tensor, positive: Tensor, negative: Tensor, marg
     return _reduce(F.clamp(F.add(F.sub(d_pos, d_neg), margin), min=0.0), reduction)
 
 
-@torch_op("MeanBackward0")
+@torch_op(_reduced("ClampMinBackward0"))
 def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0,
                         reduction: str = "mean") -> Tensor:
     _check_reduction(reduction)
@@ -151,7 +166,7 @@ def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: 
     return _reduce(F.clamp(F.add(F.mul(F.neg(y), F.sub(x1, x2)), margin), min=0.0), reduction)
 
 
-@torch_op("MeanBackward0")
+@torch_op(_reduced(lambda *a, full=False, **k: "AddBackward0" if full else "SubBackward0"))
 def poisson_nll_loss(input: Tensor, target: Tensor, log_input: bool = True, full: bool = False,
                      size_average: Any = None, eps: float = 1e-8, reduce: Any = None,
                      reduction: str = "mean") -> Tensor:
@@ -169,7 +184,7 @@ def poisson_nll_loss(input: Tensor, target: Tensor, log_input: bool = True, full
     return _reduce(loss, reduction)
 
 
-@torch_op("MeanBackward0")
+@torch_op(_reduced(lambda *a, full=False, **k: "AddBackward0" if full else "MulBackward0"))
 def gaussian_nll_loss(input: Tensor, target: Tensor, var: Any, full: bool = False, eps: float = 1e-6,
                       reduction: str = "mean") -> Tensor:
     """(log max(var, eps) + (input - target)^2 / max(var, eps)) / 2 (+ log(2 pi) / 2 when full); the clamp

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections import OrderedDict
 
-from .dsl import Row, call, check_errors, check_grad, check_values, make_module, row_samples
+from .dsl import Row, call, check_errors, check_grad, check_node, check_values, make_module, row_samples
 from .native import NativeRunner
 from .registry import ROWS
 
@@ -54,6 +54,7 @@ def measure(rows: list[Row]) -> tuple[OrderedDict, list[str]]:
             "native": _run(check_native, r, failures) if r.native else NA,
             "vs PyTorch": _run(check_values, r, failures),
             "errors": _run(check_errors, r, failures) if r.errors is not None else NA,
+            "grad_fn": (_run(check_node, r, failures if r.node else []) if r.grad else NA),
         }
         merged = table.setdefault(r.name, {k: NA for k in cells})
         for k, v in cells.items():
@@ -63,7 +64,7 @@ def measure(rows: list[Row]) -> tuple[OrderedDict, list[str]]:
 
 
 def markdown(table: OrderedDict) -> str:
-    cols = ["eager", "grad", "native", "vs PyTorch"]
+    cols = ["eager", "grad", "native", "vs PyTorch", "grad_fn"]
     lines = ["| name | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, cells in table.items():
         lines.append(f"| `{name}` | " + " | ".join(cells[c] for c in cols) + " |")
@@ -83,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     passing = sum(cells["vs PyTorch"] == PASS for cells in table.values())
     grads = sum(cells["grad"] == PASS for cells in table.values())
     natives = sum(cells["native"] == PASS for cells in table.values())
+    nodes = sum(cells["grad_fn"] == PASS for cells in table.values())
     print(f"{passing} PyTorch names with a passing PyTorch-equality test (of {len(table)} names in the table; "
-          f"{grads} with float64 gradients equal to PyTorch's, {natives} compiled natively equal to eager)")
+          f"{grads} with float64 gradients equal to PyTorch's, {natives} compiled natively equal to eager, "
+          f"{nodes} with PyTorch's grad_fn names)")
     for f in failures:
         print("failed:", f)
     return 0 if passing >= args.min and not failures else 1

@@ -53,6 +53,7 @@ class Row:
     grad_rtol: float = 1e-6
     grad_atol: float = 1e-9
     wrt: tuple | None = None  # positions of the float args that get gradients (default: all of them)
+    node: bool = True  # check the result's grad_fn name against PyTorch's (False: a known difference)
 
     @property
     def is_module(self) -> bool:
@@ -385,6 +386,25 @@ def _check_grad(r: Row) -> int:
             np.testing.assert_allclose(g, w, rtol=r.grad_rtol, atol=r.grad_atol, equal_nan=True,
                                        err_msg=f"{r.name} sample {i} gradient {k}")
         checked += 1
+    return checked
+
+
+def check_node(r: Row) -> int:
+    """The first output's grad_fn is named as PyTorch names it (AddBackward0, ...), on every sample."""
+    checked = 0
+    with interpreted():
+        for i, s in enumerate(row_samples(r)):
+            if s.special or not (has_float_input(s) or r.is_module):
+                continue
+            names = []
+            for side in ("torch", "gradc"):
+                module = make_module(side, r, True, make_module("torch", r, True)) if r.is_module else None
+                out, _ = call(side, r, s, wide=True, grad=True, module=module)
+                first = out[0] if isinstance(out, (tuple, list)) else out
+                fn = getattr(first, "grad_fn", None)
+                names.append(None if fn is None else fn.name())
+            assert names[1] == names[0], f"{r.name} sample {i}: grad_fn {names[1]}, PyTorch's is {names[0]}"
+            checked += 1
     return checked
 
 

@@ -87,10 +87,11 @@ ROWS = [
     *both("index_copy", build(_index_copy)),
     row("torch.nn.functional.one_hot", build(_one_hot), grad=False),
     row("Tensor.float", build(lambda rng: [(rng.integers(0, 5, size=(9,)),), (f32(rng, 3, 9).astype(np.float64),)])),
-    row("Tensor.double", X), row("Tensor.long", X, grad=False),
+    row("Tensor.double", X, node=False),  # PyTorch returns float64 input itself (no node), gradc a copy
+    row("Tensor.long", X, grad=False),
     row("Tensor.to", build(lambda rng: [(f32(rng, 3, 9), DType("float64")), (f32(rng, 7), DType("int64"))]),
         grad=False),
-    row("Tensor.type_as", build(lambda rng: [(f32(rng, 3, 9), np.ones(2))])),
+    row("Tensor.type_as", build(lambda rng: [(f32(rng, 3, 9), np.ones(2))]), node=False),  # as Tensor.double
     # integer and bool tensors through the movement ops (gather/where on int64 and i1)
     row("torch.flip", build(lambda rng: [(rng.integers(-9, 9, size=(3, 9)), (0, 1)),
                                          (rng.uniform(size=(7,)) > 0.5, (0,))]), grad=False),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from .dsl import check_errors, check_grad, check_values
+from .dsl import check_errors, check_grad, check_node, check_values
 from .native import NativeRunner
 from .registry import ROWS
 
@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 IDS = [r.name for r in ROWS]
 GRAD_ROWS = [r for r in ROWS if r.grad]
 NATIVE_ROWS = [r for r in ROWS if r.native]
+NODE_ROWS = [r for r in ROWS if r.grad and r.node]
 ERROR_ROWS = [r for r in ROWS if r.errors is not None]
 NATIVE = NativeRunner(NATIVE_ROWS)  # compiles the rows in batches, each row checked on its own results
 
@@ -33,3 +34,8 @@ def test_native_matches_eager(r):
 @pytest.mark.parametrize("r", ERROR_ROWS, ids=[r.name for r in ERROR_ROWS])
 def test_bad_inputs_raise_pytorchs_exception_type(r):
     assert check_errors(r) > 0
+
+
+@pytest.mark.parametrize("r", NODE_ROWS, ids=[r.name for r in NODE_ROWS])
+def test_grad_fn_names_match_pytorch(r):
+    assert check_node(r) > 0
