@@ -5,6 +5,7 @@ import numpy as np
 from .dsl import DType, binary, both, build, inplace_binary, row, rows, samples, unary
 
 POS = dict(lo=0.1, hi=4.0)
+SPECIAL_VALUES = np.array([np.nan, np.inf, -np.inf, 0.0, 1.5], np.float32)
 VALUES_ONLY = dict(grad=False, native=False)  # in-place and Python-valued results: eager values only
 
 ROWS = [
@@ -47,6 +48,15 @@ ROWS = [
         **VALUES_ONLY),
     row("Tensor.item", samples((np.array(2.5, np.float32),), (np.array([7]),), (np.array([[True]]),)), **VALUES_ONLY),
     row("Tensor.detach", unary(special=False), **VALUES_ONLY),
+    row("Tensor.is_leaf", unary(special=False), **VALUES_ONLY),
+    *rows("Tensor.__bool__ Tensor.__float__ Tensor.__int__",
+          samples((np.array([2.5], np.float32),), (np.array(-3),), (np.array([[0.0]], np.float32),)), **VALUES_ONLY),
+    row("Tensor.__len__", unary(special=False, shapes=((1,), (7,), (3, 8), (0, 3))), **VALUES_ONLY),
+    row("Tensor.__repr__", build(lambda rng: [(rng.normal(size=(3, 4)).astype(np.float32),), (np.arange(5),),
+                                              (np.array([True, False]),), (np.array(2.5, np.float32),),
+                                              (rng.normal(size=(2, 3)) * 1e5,), (SPECIAL_VALUES,)]), **VALUES_ONLY),
+    row("Tensor.__rmatmul__", build(lambda rng: [(rng.normal(size=(9, 7)).astype(np.float32),
+                                                  rng.normal(size=(3, 9)).astype(np.float32))])),
     row("torch.is_tensor", samples((np.ones(3, np.float32),), (3.0,)), **VALUES_ONLY),
     # factories
     row("torch.zeros", samples((3, 4), ((2,), {"dtype": DType("float64")}), ((0, 3),)), **VALUES_ONLY),
