@@ -14,7 +14,9 @@ and bool arrays stay integer (labels, indices, masks). The checks:
 
   values   gradc eager == PyTorch (shapes, dtypes, values; NaN == NaN) on every sample
   grad     d sum(out * cotangent) / d inputs, gradc eager == PyTorch, float64 (and module parameters)
-  native   gradc.value_and_grad (or gradc.compile when not differentiable) == gradc eager, one sample
+  native   gradc.value_and_grad (or gradc.compile when not differentiable) == gradc eager: one sample in
+           float64 (values and gradients), the NaN/inf sample in float32 (values), batched (native.py)
+  grad_fn  the result's grad_fn is named as PyTorch's (AddBackward0, ...)
   errors   each bad input raises in PyTorch, and gradc raises the same builtin exception type
 """
 

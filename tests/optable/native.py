@@ -48,9 +48,10 @@ class Plan:
     grads: list = field(default_factory=list)  # eager gradients, one per `floats`
 
 
-def _plan(r: Row, s: Sample, grad: bool) -> Plan:
+def _plan(r: Row, s: Sample, grad: bool, wide: bool = True) -> Plan:
     positions = [i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)]
-    arrays = [s.args[i].astype(np.float64) if s.args[i].dtype.kind == "f" else s.args[i] for i in positions]
+    arrays = [s.args[i].astype(np.float64) if s.args[i].dtype.kind == "f" and wide else s.args[i]
+              for i in positions]
     module = make_module("gradc", r, True, make_module("torch", r, True)) if r.is_module else None
     fn = module if r.is_module else lookup("gradc", r.name)
     kwargs = {k: convert("gradc", v, True, False, []) for k, v in s.kwargs.items()}
@@ -91,7 +92,8 @@ def _plan(r: Row, s: Sample, grad: bool) -> Plan:
 def plans(r: Row) -> list[Plan]:
     with interpreted():  # the eager side of the comparison
         out = [_plan(r, native_sample(r), r.grad)]
-        out += [_plan(r, s, False) for s in row_samples(r) if s.special]
+        # the NaN/inf sample in float32: the float32 lowering (approximations, rounding guards) on the edge values
+        out += [_plan(r, s, False, wide=False) for s in row_samples(r) if s.special]
     return out
 
 
@@ -136,7 +138,10 @@ def _run(batch: list[Plan]) -> list[tuple[list, list]]:
 
 
 def _verify(p: Plan, outputs: list, grads: list) -> None:
-    assert_same(outputs, p.outputs, 1e-9, 1e-12, f"{p.row.name} native")
+    float32 = any(a.dtype == np.float32 for a in p.arrays)
+    # float32: within the stated error of the native exp/log/tanh approximations (a few ulp)
+    rtol, atol = (max(p.row.rtol, 1e-5), max(p.row.atol, 1e-6)) if float32 else (1e-9, 1e-12)
+    assert_same(outputs, p.outputs, rtol, atol, f"{p.row.name} native")
     for k, g, want in zip(p.floats, grads, p.grads):
         np.testing.assert_allclose(g, want, rtol=1e-8, atol=1e-11, err_msg=f"{p.row.name} native gradient {k}")
 
