@@ -52,6 +52,13 @@ def take_along(x: Tensor, d: int, index: Tensor) -> Tensor:
     return _from_last(apply("gather", wide, il, axis=wide.ndim - 1), d)
 
 
+def _bounds_checked(index: Tensor, size: int) -> Tensor:
+    """index itself, read through a gather from 0..size-1: compiled code then checks every index value
+    against `size` (the gather primitive's bounds check), where a bare comparison would ignore it."""
+    positions = apply("iota", shape=index.shape + (size,), axis=index.ndim)
+    return apply("gather", positions, index, axis=index.ndim)
+
+
 def _check_index_values(index: Tensor, size: int, d: int) -> None:
     if not index.is_traced and index._data.size:
         bad = index._data[(index._data < 0) | (index._data >= size)]
@@ -251,6 +258,8 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
             num_classes = int(idx._data.max()) + 1
         elif idx._data.max() >= num_classes:
             raise RuntimeError("Class values must be smaller than num_classes.")
+    if idx.is_traced and num_classes != -1:
+        idx = _bounds_checked(idx, num_classes)
     if num_classes == -1:
         if idx.is_traced:
             raise RuntimeError("one_hot inside a traced function needs num_classes")
@@ -281,6 +290,8 @@ def _scatter_parts(x: Tensor, d: int, index: Tensor, src: Tensor) -> tuple[Tenso
         src = F.expand_to(src, index.shape)
     k = x.shape[d]
     il, sl = _to_last(index, d), _to_last(src, d)  # (P..., m)
+    if index.is_traced:
+        il = _bounds_checked(il, k)
     pair = il.shape[:-1] + (k, il.shape[-1])
     hit = F.compare("eq", apply("iota", shape=pair, axis=len(pair) - 2),
                     F.expand_to(apply("reshape", il, shape=il.shape[:-1] + (1, il.shape[-1])), pair))
