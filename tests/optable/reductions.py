@@ -23,7 +23,8 @@ def _sort(rng):
     return [(x,), ((x,), {"dim": 0}), ((x,), {"descending": True}), ((ties,), {"stable": True}),
             ((ties,), {"stable": True, "descending": True}), ((rng.normal(size=(8,)).astype(np.float32),), {}),
             Sample((nan,), special=True), Sample((nan,), {"descending": True}, special=True),
-            ((rng.integers(-5, 5, size=(9,)),), {"stable": True})]
+            ((rng.integers(-5, 5, size=(9,)),), {"stable": True}), (np.zeros((3, 0), np.float32),),
+            ((np.zeros((0, 4), np.float32),), {"dim": 0}), (np.array(1.5, np.float32),)]
 
 
 def _prod(rng):
