@@ -4,8 +4,12 @@ A row is one public PyTorch name with sample inputs:
 
     row("torch.exp", unary())                             # a function
     row("Tensor.exp", unary())                            # a Tensor method (args[0] is self)
-    row("torch.nn.functional.elu", unary(), alpha=...)    # keyword options below
+    row("torch.nn.functional.elu", unary(alpha=0.7))      # call kwargs go into the samples
     row("torch.nn.ELU", unary(), init={"alpha": 0.5})     # an nn module: init = constructor kwargs
+    row("torch.sort", build(lambda rng: [(x,), ((x,), {"dim": 0})]), grad=False, errors=[Sample(...)])
+
+Options (keywords of `row`): grad, native, node, errors, init, wrt, rtol/atol, grad_rtol/grad_atol (Row).
+Areas are the sibling modules (pointwise.py, reductions.py, ...); registry.py lists them.
 
 The name is looked up on torch (the reference) and on gradc with the leading "torch." dropped (so
 "torch.nn.functional.elu" is gradc.nn.functional.elu). Sample arrays are numpy: float arrays become
