@@ -188,3 +188,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Any = None, ignore_inde
     else:
         smooth = reduce(smooth, reduction)
     return F.add(F.mul(loss, 1 - label_smoothing), F.mul(smooth, label_smoothing / classes))
+
+
+from gradc.movement import one_hot  # noqa: E402,F401
+from gradc.nn.activation import FUNCTIONS as _ACTIVATIONS  # noqa: E402
+from gradc.nn.losses_more import FUNCTIONS as _LOSSES  # noqa: E402
+from gradc.nn.ops import dropout, embedding, gelu, layer_norm, linear  # noqa: E402,F401
+
+globals().update({**_ACTIVATIONS, **_LOSSES})  # F.elu, F.l1_loss, ...
