@@ -6,7 +6,8 @@ per train/eval mode, like `jax.jit`. A traced dropout adds a noise input that is
 from gradc's seeded generator (see gradc.nn.ops).
 
 `compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state,
-learning rates, x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
+each group's hyperparameters (lr, betas, momentum, ...: 0-d float64 inputs, so a schedule never
+recompiles), x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
 from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters and state
 are *donated* results: the native code writes them into the parameter and state arrays themselves, in
 place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python reads the arrays
@@ -164,8 +165,9 @@ class CompiledStep:
         self._swap_positions: list[int] = []  # each one's position in the argument list
         self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
         self._groups: list[dict] = []
-        self._lr_values: list[float] = []
-        self._lr_arrays: list[np.ndarray] = []
+        self._structure: list[tuple] = []  # each group's compiled-in structure when the step was built
+        self._watched: list[tuple] | None = None  # each group's hyperparameters at the last call
+        self._hyper_arrays: list[np.ndarray] = []
         self._last: _Spec | None = None
         self._last_key: tuple | None = None
 
@@ -197,7 +199,9 @@ class CompiledStep:
         tensor_values = [Value(p.type, name=p.name) for p in forward.params[:len(self.tensors)]]
         state_values = [[Value(s[n]._type(), name=f"{_value_name(self.names[i])}_{n}") for n in names]
                         for (i, _), (_, _, s), names in zip(self.trainable, states, state_names)]
-        lr_values = [Value(TensorType((), float64), name=f"lr{k}") for k in range(len(groups))]
+        hyper_names = [opt.hyper_names(g) for g in groups.values()]
+        hyper_values = [[Value(TensorType((), float64), name=f"{n}{k}")
+                         for n in names] for k, names in enumerate(hyper_names)]
         data_values = [Value(p.type, name=p.name) for p in forward.params[len(self.tensors):]]
 
         trace = Trace()
@@ -207,18 +211,22 @@ class CompiledStep:
             for (i, group), grad, values, names in zip(self.trainable, grads, state_values, state_names):
                 new_p, new_s = opt._update(group, Tensor._from_value(tensor_values[i]), Tensor._from_value(grad),
                                            {n: Tensor._from_value(v) for n, v in zip(names, values)},
-                                           Tensor._from_value(lr_values[group_index[id(group)]]))
+                                           {n: Tensor._from_value(v) for n, v in
+                                            zip(hyper_names[group_index[id(group)]],
+                                                hyper_values[group_index[id(group)]])})
                 new_params.append(trace.lift(new_p))
                 new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
-        params = tensor_values + [v for vs in state_values for v in vs] + lr_values + data_values
+        params = tensor_values + [v for vs in state_values for v in vs] + [v for vs in hyper_values for v in vs] \
+            + data_values
         step_fn = optimize(Function("train_step", params, trace.builder.ops, [loss, *new_params, *new_states],
                                     {"num_noise": n_noise}))
 
         self._groups = list(groups.values())
+        self._structure = [opt.structure(g) for g in self._groups]
         self._swap = [self.tensors[i] for i, _ in self.trainable] + \
             [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
         self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
-        self._lr_values = []
+        self._watched = None
         noise = data_values[len(data_values) - n_noise:] if n_noise else []
         # result 1 + j is trainable parameter j's new value, then the state tensors in _inputs order
         n_trainable, first_state = len(self.trainable), len(self.tensors)
@@ -246,11 +254,18 @@ class CompiledStep:
         if spec is None or self._last_key != (x.shape, x.dtype, y.shape, y.dtype, self.model.training):
             spec = self._specialize(x, y)
             self._last, self._last_key = spec, (x.shape, x.dtype, y.shape, y.dtype, self.model.training)
-        lrs = [g["lr"] for g in self._groups]
-        if lrs != self._lr_values:  # 0-d arrays rebuilt only when a learning rate changes
-            self._lr_values, self._lr_arrays = lrs, [np.asarray(lr, dtype=np.float64) for lr in lrs]
+        opt = self.optimizer
+        watched = [opt.watched(g) for g in self._groups]
+        if watched != self._watched:  # 0-d arrays rebuilt only when a hyperparameter changes
+            if [opt.structure(g) for g in self._groups] != self._structure:
+                # a flag flipped or a weight decay / momentum became (non)zero: different code
+                self.specializations.clear()
+                self._last = None
+                return self(x, y)
+            self._watched = watched
+            self._hyper_arrays = [np.asarray(v, dtype=np.float64) for g in self._groups for v in opt.hyper_values(g)]
         args = [t._data for t in self._inputs]
-        args += self._lr_arrays
+        args += self._hyper_arrays
         args.append(x)
         args.append(y)
         if spec.noise:
@@ -278,7 +293,9 @@ def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], opt
     """One compiled training step: `loss = step(x, y)` updates model parameters and optimizer state.
 
     The parameters' .grad is not written (the gradients live only inside the compiled function). The
-    learning rates are read on every call; other hyperparameters are compiled in. The parameter and
+    learning rates and other numeric hyperparameters of every group are read on every call (runtime
+    inputs); flags (amsgrad, nesterov, maximize, ...) and whether weight decay / momentum is zero are
+    compiled in, and changing them rebuilds the step. The parameter and
     state tensors are bound when a specialization is built: replace them (a new Parameter, the
     optimizer's load_state_dict) and build a new step.
     """
