@@ -255,6 +255,7 @@ class CompiledStep:
             spec = self._specialize(x, y)
             self._last, self._last_key = spec, (x.shape, x.dtype, y.shape, y.dtype, self.model.training)
         opt = self.optimizer
+        opt._opt_called = True  # the step counts as optimizer.step() for lr_scheduler's order check
         watched = [opt.watched(g) for g in self._groups]
         if watched != self._watched:  # 0-d arrays rebuilt only when a hyperparameter changes
             if [opt.structure(g) for g in self._groups] != self._structure:
