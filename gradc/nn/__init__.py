@@ -1,6 +1,6 @@
 """Neural network layers and functions (PyTorch's torch.nn subset)."""
 
-from gradc.nn import functional, init, ops
+from gradc.nn import functional, init, ops, utils
 from gradc.nn.layers import (
                              GELU,
                              Dropout,
@@ -22,4 +22,4 @@ from gradc.nn.module import Module, Parameter
 
 __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear",
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
-           "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss"]
+           "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss", "utils"]
