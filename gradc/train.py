@@ -5,14 +5,14 @@ weights are read on every call without recompiling) and specialize per input sha
 per train/eval mode, like `jax.jit`. A traced dropout adds a noise input that is filled on every call
 from gradc's seeded generator (see gradc.nn.ops).
 
-`compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state,
-each group's hyperparameters (lr, betas, momentum, ...: 0-d float64 inputs, so a schedule never
-recompiles), x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
-from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters and state
-are *donated* results: the native code writes them into the parameter and state arrays themselves, in
-place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python reads the arrays
-into one argument list and makes one compiled call. Results the compiler could not write in place (and
-the interpreter's) are copied into the arrays.
+`compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state, one
+float64 vector per param group holding its hyperparameters (lr, betas, momentum, ...: runtime inputs, so
+a schedule never recompiles), x, y[, noise]) returning (loss, new parameters, new state): the forward,
+its adjoint from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters
+and state are *donated* results: the native code writes them into the parameter and state arrays
+themselves, in place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python
+reads the arrays into one argument list and makes one compiled call. Results the compiler could not
+write in place (and the interpreter's) are copied into the arrays.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ class CompiledStep:
         self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
         self._groups: list[dict] = []
         self._structure: list[tuple] = []  # each group's compiled-in structure when the step was built
-        self._watched: list[tuple] | None = None  # each group's hyperparameters at the last call
+        self._watched: list | None = None  # the groups' hyperparameters and flags at the last call
+        self._watch_keys: list[tuple[dict, str]] = []
         self._hyper_arrays: list[np.ndarray] = []
         self._last: _Spec | None = None
         self._last_key: tuple | None = None
@@ -200,29 +201,28 @@ class CompiledStep:
         state_values = [[Value(s[n]._type(), name=f"{_value_name(self.names[i])}_{n}") for n in names]
                         for (i, _), (_, _, s), names in zip(self.trainable, states, state_names)]
         hyper_names = [opt.hyper_names(g) for g in groups.values()]
-        hyper_values = [[Value(TensorType((), float64), name=f"{n}{k}")
-                         for n in names] for k, names in enumerate(hyper_names)]
+        hyper_values = [Value(TensorType((len(names),), float64), name=f"hyper{k}")
+                        for k, names in enumerate(hyper_names)]
         data_values = [Value(p.type, name=p.name) for p in forward.params[len(self.tensors):]]
 
         trace = Trace()
         with tracing(trace), enable_grad():
             loss, *grads = inline(trace.builder, joint, tensor_values + data_values)
+            hyper = [opt.hyper_dict(names, Tensor._from_value(v)) for names, v in zip(hyper_names, hyper_values)]
             new_params, new_states = [], []
             for (i, group), grad, values, names in zip(self.trainable, grads, state_values, state_names):
                 new_p, new_s = opt._update(group, Tensor._from_value(tensor_values[i]), Tensor._from_value(grad),
                                            {n: Tensor._from_value(v) for n, v in zip(names, values)},
-                                           {n: Tensor._from_value(v) for n, v in
-                                            zip(hyper_names[group_index[id(group)]],
-                                                hyper_values[group_index[id(group)]])})
+                                           hyper[group_index[id(group)]])
                 new_params.append(trace.lift(new_p))
                 new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
-        params = tensor_values + [v for vs in state_values for v in vs] + [v for vs in hyper_values for v in vs] \
-            + data_values
+        params = tensor_values + [v for vs in state_values for v in vs] + hyper_values + data_values
         step_fn = optimize(Function("train_step", params, trace.builder.ops, [loss, *new_params, *new_states],
                                     {"num_noise": n_noise}))
 
         self._groups = list(groups.values())
         self._structure = [opt.structure(g) for g in self._groups]
+        self._watch_keys = [(g, k) for g in self._groups for k in opt.hyper + opt.flags]
         self._swap = [self.tensors[i] for i, _ in self.trainable] + \
             [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
         self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
@@ -256,15 +256,15 @@ class CompiledStep:
             self._last, self._last_key = spec, (x.shape, x.dtype, y.shape, y.dtype, self.model.training)
         opt = self.optimizer
         opt._opt_called = True  # the step counts as optimizer.step() for lr_scheduler's order check
-        watched = [opt.watched(g) for g in self._groups]
-        if watched != self._watched:  # 0-d arrays rebuilt only when a hyperparameter changes
+        watched = [g[k] for g, k in self._watch_keys]
+        if watched != self._watched:  # the vectors are rebuilt only when a hyperparameter changes
             if [opt.structure(g) for g in self._groups] != self._structure:
                 # a flag flipped or a weight decay / momentum became (non)zero: different code
                 self.specializations.clear()
                 self._last = None
                 return self(x, y)
             self._watched = watched
-            self._hyper_arrays = [np.asarray(v, dtype=np.float64) for g in self._groups for v in opt.hyper_values(g)]
+            self._hyper_arrays = [np.array(opt.hyper_values(g), dtype=np.float64) for g in self._groups]
         args = [t._data for t in self._inputs]
         args += self._hyper_arrays
         args.append(x)

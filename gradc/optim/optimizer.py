@@ -5,11 +5,12 @@ Each optimizer writes its update ONCE, as gradc tensor ops in `_update`:
     numpy-backed tensors and writes the results into the parameter and state buffers in place;
   - `gradc.compile_step` runs the same `_update` on traced tensors, so the update becomes IR fused
     with the forward and adjoint into one compiled function.
-Every numeric hyperparameter of a group (lr, betas, momentum, eps, weight_decay, ...) is a runtime input:
-a 0-d float64 tensor, as PyTorch holds them in Python doubles, rounded to the parameter dtype where
-PyTorch's kernels round them. So a learning-rate or momentum schedule never recompiles anything; only
-the group's *structure* (boolean flags, which hyperparameters are zero) selects the compiled code.
-Step-dependent scalars (bias corrections) are computed from the float32 `step` state in float64.
+Every numeric hyperparameter of a group (lr, betas, momentum, eps, weight_decay, ...) is a runtime input
+(one float64 vector per group: doubles, as PyTorch holds them in Python floats), rounded to the
+parameter dtype where PyTorch's kernels round them. So a learning-rate or momentum schedule never
+recompiles anything; only the group's *structure* (boolean flags, which hyperparameters are zero)
+selects the compiled code. Step-dependent scalars (bias corrections) are computed from the float32
+`step` state in float64.
 """
 
 from __future__ import annotations
@@ -142,9 +143,10 @@ class Optimizer:
         """What selects the compiled update: the flags and which switch hyperparameters are zero."""
         return (tuple(bool(group[f]) for f in self.flags), tuple(group[k] != 0 for k in self.switches))
 
-    def watched(self, group: dict[str, Any]) -> tuple:
-        """Everything compile_step compares per call to notice a changed group (cheap)."""
-        return tuple([group[k] for k in self.hyper] + [group[k] for k in self.flags])
+    @staticmethod
+    def hyper_dict(names: list[str], vector: Tensor) -> Hyper:
+        """The runtime scalars by name, from the group's float64 hyperparameter vector (a function input)."""
+        return {n: vector[i] for i, n in enumerate(names)}
 
     # --- state shared by the eager step and compile_step
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
@@ -166,7 +168,7 @@ class Optimizer:
 
     def _update(self, group: dict[str, Any], p: Tensor, grad: Tensor, state: dict[str, Tensor],
                 h: Hyper) -> tuple[Tensor, dict[str, Tensor]]:
-        """(new param, new state) from tensor ops; h maps hyper_names to 0-d float64 tensors (inputs)."""
+        """(new param, new state) from tensor ops; h maps hyper_names to 0-d float64 tensors (runtime inputs)."""
         raise NotImplementedError
 
     @no_grad()
@@ -181,14 +183,14 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            hyper = [np.asarray(v, dtype=np.float64) for v in self.hyper_values(group)]
+            hyper = np.array(self.hyper_values(group), dtype=np.float64)
             names = self._state_names(group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state_for(p, group)
                 update = self._compiled_update(group, p, names)
-                results = update(p._data, p.grad._concrete("a gradient"), *hyper, *(state[n]._data for n in names))
+                results = update(p._data, p.grad._concrete("a gradient"), hyper, *(state[n]._data for n in names))
                 p._data[...] = results[0]
                 p._bump_version()
                 for name, value in zip(names, results[1:]):
@@ -202,15 +204,15 @@ class Optimizer:
         if update is None:
             from gradc.api import compile_function_or_interp, optimize, trace_types
             hyper_names = self.hyper_names(group)
-            n_hyper = len(hyper_names)
 
-            def fn(param: Tensor, grad: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-                h, states = dict(zip(hyper_names, rest[:n_hyper])), rest[n_hyper:]
+            def fn(param: Tensor, grad: Tensor, hyper: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+                h = self.hyper_dict(hyper_names, hyper)
                 new_p, new_state = self._update(group, param, grad, dict(zip(names, states)), h)
                 return (new_p, *(new_state.get(n, s) for n, s in zip(names, states)))
 
             state = self.state_for(p, group)
-            types = [p._type(), p._type()] + [TensorType((), float64)] * n_hyper + [state[n]._type() for n in names]
+            types = [p._type(), p._type(), TensorType((len(hyper_names),), float64)] + \
+                [state[n]._type() for n in names]
             with enable_grad():  # under no_grad every traced op would be followed by a stop_gradient
                 traced = trace_types(fn, types, name=f"{type(self).__name__.lower()}_update")
             update = cache[key] = compile_function_or_interp(optimize(traced))
