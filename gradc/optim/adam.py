@@ -15,6 +15,7 @@ from gradc.optim.optimizer import (
     lerp,
     one_minus,
     scalar,
+    small_weight,
 )
 
 __all__ = ["Adam", "AdamW"]
@@ -31,9 +32,9 @@ def decay(group: dict[str, Any], p, grad, h):
     return p, g
 
 
-def moments(state, g, h):
+def moments(group, state, g, h):
     """exp_avg.lerp_(g, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)."""
-    m = lerp(state["exp_avg"], g, one_minus(h["betas0"]))
+    m = lerp(state["exp_avg"], g, one_minus(h["betas0"]), small_weight(group["betas"]))
     v = addcmul(F.mul(state["exp_avg_sq"], scalar(h["betas1"], g)), g, g, one_minus(h["betas1"]))
     return m, v
 
@@ -43,6 +44,7 @@ class Adam(Optimizer):
 
     hyper = ("lr", "betas", "eps", "weight_decay")
     flags = ("amsgrad", "maximize", "decoupled_weight_decay")
+    lerp_weights = ("betas",)
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
@@ -64,7 +66,7 @@ class Adam(Optimizer):
     def _update(self, group, p, grad, state, h):
         p, g = decay(group, p, grad, h)
         step = F.add(state["step"], 1.0)
-        m, v = moments(state, g, h)
+        m, v = moments(group, state, g, h)
         new_state = {"step": step, "exp_avg": m, "exp_avg_sq": v}
         if group["amsgrad"]:
             v = new_state["max_exp_avg_sq"] = F.maximum(state["max_exp_avg_sq"], v)

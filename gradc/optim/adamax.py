@@ -14,6 +14,7 @@ from gradc.optim.optimizer import (
     lerp,
     one_minus,
     scalar,
+    small_weight,
     weight_decayed,
 )
 
@@ -25,6 +26,7 @@ class Adamax(Optimizer):
 
     hyper = ("lr", "betas", "eps", "weight_decay")
     flags = ("maximize",)
+    lerp_weights = ("betas",)
 
     def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
@@ -41,7 +43,7 @@ class Adamax(Optimizer):
     def _update(self, group, p, grad, state, h):
         g = weight_decayed(group, p, grad, h)
         step = F.add(state["step"], 1.0)
-        exp_avg = lerp(state["exp_avg"], g, one_minus(h["betas0"]))
+        exp_avg = lerp(state["exp_avg"], g, one_minus(h["betas0"]), small_weight(group["betas"]))
         exp_inf = F.maximum(F.mul(state["exp_inf"], scalar(h["betas1"], p)), F.add(F.abs(g), scalar(h["eps"], p)))
         clr = F.div(h["lr"], one_minus(F.pow(h["betas0"], as_double(step))))
         new_state = {"step": step, "exp_avg": exp_avg, "exp_inf": exp_inf}

@@ -19,6 +19,7 @@ class NAdam(Optimizer):
 
     hyper = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
     flags = ("maximize", "decoupled_weight_decay")
+    lerp_weights = ("betas",)
 
     def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
@@ -52,7 +53,7 @@ class NAdam(Optimizer):
 
         mu, mu_next = mu_at(t), mu_at(F.add(t, 1.0))
         mu_product = F.mul(state["mu_product"], F.cast(mu, float32))  # a float32 tensor, as PyTorch's
-        exp_avg, exp_avg_sq = moments(state, g, h)
+        exp_avg, exp_avg_sq = moments(group, state, g, h)
         denom = F.add(F.sqrt(F.div(exp_avg_sq, scalar(bias_correction2, p))), scalar(h["eps"], p))
         mp = as_double(mu_product)
         neg_lr = F.neg(h["lr"])

@@ -54,6 +54,7 @@ class Optimizer:
     hyper: tuple[str, ...] = ("lr",)
     flags: tuple[str, ...] = ()
     switches: tuple[str, ...] = ("weight_decay",)  # hyperparameters whose zero-ness changes the code
+    lerp_weights: tuple[str, ...] = ()  # hyperparameters v of a lerp by 1 - v: its branch is compiled in
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         if isinstance(params, Tensor):
@@ -140,8 +141,9 @@ class Optimizer:
         return values
 
     def structure(self, group: dict[str, Any]) -> tuple:
-        """What selects the compiled update: the flags and which switch hyperparameters are zero."""
-        return (tuple(bool(group[f]) for f in self.flags), tuple(group[k] != 0 for k in self.switches))
+        """What selects the compiled update: the flags, which switches are zero, the lerps' branches."""
+        return (tuple(bool(group[f]) for f in self.flags), tuple(group[k] != 0 for k in self.switches),
+                tuple(small_weight(group[k]) for k in self.lerp_weights))
 
     @staticmethod
     def hyper_dict(names: list[str], vector: Tensor) -> Hyper:
@@ -304,16 +306,21 @@ def as_double(x: Tensor) -> Tensor:
     return F.cast(x, float64)
 
 
-def lerp(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
+def lerp(start: Tensor, end: Tensor, weight: Tensor, small: bool) -> Tensor:
     """start.lerp_(end, weight) with a float64 scalar weight, as PyTorch's CPU kernel computes it.
 
-    The weight is rounded to the tensor dtype; |w| < 0.5: start + w (end - start), else
-    end - (end - start)(1 - w). The branch is a runtime select, so a scheduled beta stays an input.
+    The weight is rounded to the tensor dtype; |w| < 0.5 (`small`, compiled in: see `lerp_weights`):
+    start + w (end - start), else end - (end - start)(1 - w).
     """
     w = scalar(weight, start)
     diff = F.sub(end, start)
-    small = F.compare("lt", F.abs(w), 0.5)
-    return F.where(small, F.add(start, F.mul(w, diff)), F.sub(end, F.mul(diff, F.rsub(w, 1.0))))
+    return F.add(start, F.mul(w, diff)) if small else F.sub(end, F.mul(diff, F.rsub(w, 1.0)))
+
+
+def small_weight(value: Any) -> bool:
+    """Whether lerp weight 1 - value (value: a beta1 or an alpha) takes PyTorch's |w| < 0.5 branch."""
+    value = value[0] if isinstance(value, (tuple, list)) else value
+    return abs(1.0 - float(value)) < 0.5
 
 
 def addcmul(x: Tensor, t1: Tensor, t2: Tensor, value: Tensor | float = 1.0) -> Tensor:

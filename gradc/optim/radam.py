@@ -16,6 +16,7 @@ class RAdam(Optimizer):
 
     hyper = ("lr", "betas", "eps", "weight_decay")
     flags = ("maximize", "decoupled_weight_decay")
+    lerp_weights = ("betas",)
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
@@ -36,7 +37,7 @@ class RAdam(Optimizer):
         t = as_double(step)
         beta1, beta2 = h["betas0"], h["betas1"]
         p, g = decay(group, p, grad, h)
-        exp_avg, exp_avg_sq = moments(state, g, h)
+        exp_avg, exp_avg_sq = moments(group, state, g, h)
         bias_correction1 = one_minus(F.pow(beta1, t))
         bias_correction2 = one_minus(F.pow(beta2, t))
         corrected = F.mul(F.div(exp_avg, scalar(bias_correction1, p)), scalar(h["lr"], p))  # exp_avg / bc1 * lr

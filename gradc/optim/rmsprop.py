@@ -14,6 +14,7 @@ from gradc.optim.optimizer import (
     lerp,
     one_minus,
     scalar,
+    small_weight,
     weight_decayed,
 )
 
@@ -25,6 +26,7 @@ class RMSprop(Optimizer):
 
     hyper = ("lr", "momentum", "alpha", "eps", "weight_decay")
     flags = ("centered", "maximize")
+    lerp_weights = ("alpha",)
     switches = ("momentum", "weight_decay")
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -47,7 +49,8 @@ class RMSprop(Optimizer):
         square_avg = addcmul(F.mul(state["square_avg"], scalar(h["alpha"], p)), g, g, one_minus(h["alpha"]))
         new_state = {"step": F.add(state["step"], 1.0), "square_avg": square_avg}
         if group["centered"]:
-            grad_avg = new_state["grad_avg"] = lerp(state["grad_avg"], g, one_minus(h["alpha"]))
+            grad_avg = new_state["grad_avg"] = lerp(state["grad_avg"], g, one_minus(h["alpha"]),
+                                                    small_weight(group["alpha"]))
             avg = F.sqrt(addcmul(square_avg, grad_avg, grad_avg, -1.0))
         else:
             avg = F.sqrt(square_avg)
