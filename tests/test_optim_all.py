@@ -180,12 +180,15 @@ def test_add_param_group_and_frozen_groups(interp):
 
 def test_compile_step_schedules_hyperparameters_without_recompiling():
     g, t = models()
-    og, ot = optim.Adam(g.parameters(), lr=0.01), torch.optim.Adam(t.parameters(), lr=0.01)
+    og = optim.Adam([{"params": g[0].parameters()}, {"params": g[2].parameters(), "lr": 0.02}], lr=0.01)
+    ot = torch.optim.Adam([{"params": t[0].parameters()}, {"params": t[2].parameters(), "lr": 0.02}], lr=0.01)
     step = gradc.compile_step(g, nn.CrossEntropyLoss(), og)
     for i, (x, y) in enumerate(batches(10)):
-        for o in (og, ot):  # lr and beta1 cycle as OneCycleLR does it
+        for o in (og, ot):  # each group's lr and beta1 cycle as OneCycleLR does it
             o.param_groups[0]["lr"] = 0.01 / (1 + i)
             o.param_groups[0]["betas"] = (0.85 + 0.01 * i, 0.999)
+            o.param_groups[1]["lr"] = 0.02 * 0.9 ** i
+            o.param_groups[1]["betas"] = (0.9, 0.99 + 0.0005 * i)
         np.testing.assert_allclose(step(x, y), torch_step(t, ot, x, y), rtol=2e-4)
     assert len(step.specializations) == 1
     spec = next(iter(step.specializations.values()))
