@@ -212,6 +212,14 @@ def test_random_split_sizes_equal_pytorch_and_partition(lengths):
     assert [p.indices for p in parts] == [p.indices for p in again]
     x, y = parts[0][0]
     assert int(y.item()) == parts[0].indices[0]
+    # batches of a split (and of a split of a split) are the samples at the split's indices
+    nested = data.Subset(parts[0], [1, 0])
+    for part in (parts[0], nested):
+        expected = [dg[i] for i in range(len(dg))]
+        indices = part.indices if part is parts[0] else [parts[0].indices[i] for i in part.indices]
+        xb, yb = next(iter(data.DataLoader(part, batch_size=len(part))))
+        np.testing.assert_array_equal(yb.numpy(), indices)
+        np.testing.assert_array_equal(xb.numpy(), np.stack([expected[i][0].numpy() for i in indices]))
     with pytest.raises(ValueError, match="Sum of input lengths does not equal"):
         data.random_split(dg, [3, 3])
 

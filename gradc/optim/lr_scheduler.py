@@ -734,7 +734,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.num_bad_epochs = 0
 
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
-        current = float(metrics)
+        current = float(metrics.item() if hasattr(metrics, "item") else metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
         else:

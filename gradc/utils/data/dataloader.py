@@ -2,7 +2,8 @@
 
 Loading runs in the calling process: num_workers, pin_memory, prefetch_factor and friends are accepted
 and checked, but no worker processes are started (get_worker_info() is always None). A TensorDataset
-with the default collate is batched by one fancy index per tensor instead of per-sample indexing.
+(or a Subset of one) with the default collate is batched by one fancy index per tensor instead of
+per-sample indexing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from gradc.tensor import Tensor
 from gradc.utils.data.collate import _from_numpy, default_collate, default_convert
-from gradc.utils.data.dataset import Dataset, IterableDataset, TensorDataset
+from gradc.utils.data.dataset import Dataset, IterableDataset, Subset, TensorDataset
 from gradc.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 
 __all__ = ["DataLoader", "get_worker_info"]
@@ -104,12 +105,20 @@ class DataLoader:
         return self._iter_batches()
 
     def _iter_batches(self) -> Iterator[Any]:
-        fast = (type(self.dataset) is TensorDataset and self.collate_fn is default_collate
-                and all(type(t) is Tensor and t._value is None and not t.requires_grad for t in self.dataset.tensors))
+        # a TensorDataset (or Subsets of one, as random_split makes) with the default collate: one fancy index
+        # per tensor gives what default_collate of the samples gives, a list of stacked tensors
+        base, maps = self.dataset, []
+        while type(base) is Subset:
+            maps.append(np.asarray(base.indices, dtype=np.int64))
+            base = base.dataset
+        fast = (type(base) is TensorDataset and self.collate_fn is default_collate
+                and all(type(t) is Tensor and t._value is None and not t.requires_grad for t in base.tensors))
         for indices in self.batch_sampler:
-            if fast:  # what default_collate of the samples gives: a list of stacked tensors
+            if fast:
                 idx = np.asarray(indices, dtype=np.int64)
-                yield [_from_numpy(t._data[idx]) for t in self.dataset.tensors]
+                for m in maps:
+                    idx = m[idx]
+                yield [_from_numpy(t._data[idx]) for t in base.tensors]
             else:
                 getitems = getattr(self.dataset, "__getitems__", None)
                 samples = getitems(list(indices)) if getitems is not None else [self.dataset[i] for i in indices]
