@@ -285,3 +285,30 @@ def test_named_parameters_and_repr():
     og, ot = optim.Adam(g.named_parameters(), lr=0.1), torch.optim.Adam(t.named_parameters(), lr=0.1)
     assert og.param_groups[0]["param_names"] == ot.param_groups[0]["param_names"]
     assert "Parameter Group 0" in repr(og) and "betas: (0.9, 0.999)" in repr(og)
+
+
+def test_a_user_optimizer_written_the_pytorch_way():
+    def define(lib):
+        class SignSGD(lib.optim.Optimizer):
+            def __init__(self, params, lr=0.01, momentum=0.5):
+                super().__init__(params, dict(lr=lr, momentum=momentum))
+
+            @lib.no_grad()
+            def step(self, closure=None):
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        state = self.state[p]
+                        if "buf" not in state:
+                            state["buf"] = lib.zeros_like(p)
+                        state["buf"].mul_(group["momentum"]).add_(p.grad)
+                        p.sub_(state["buf"] * group["lr"])
+        return SignSGD
+
+    g, t = models()
+    og, ot = define(gradc)(g.parameters(), lr=0.05), define(torch)(t.parameters(), lr=0.05)
+    for x, y in batches(6):
+        np.testing.assert_allclose(eager_step(g, og, x, y), torch_step(t, ot, x, y), rtol=2e-4)
+    assert_params_close(g, t)
+    assert og.state_dict()["param_groups"] == ot.state_dict()["param_groups"]

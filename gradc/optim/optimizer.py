@@ -38,17 +38,15 @@ class _Required:
 required = _Required()
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-
-
 class Optimizer:
     """Parameter groups, per-parameter state (gradc Tensors), zero_grad and state_dict, as torch.optim.Optimizer.
 
     Subclasses declare `hyper` (numeric hyperparameters: runtime inputs of the compiled update; a tuple
     value such as betas becomes one input per element), `flags` (booleans compiled in), `switches`
-    (hyperparameters whose zero-ness is compiled in: no weight decay, no momentum), and implement
-    `_state_names`, `_update` and, where the initial state is not zeros, `_initial_state`.
+    (hyperparameters whose zero-ness is compiled in: no weight decay, no momentum), `lerp_weights`
+    (hyperparameters v whose lerp weight 1 - v picks a compiled branch), and implement
+    `_state_names`, `_update` and, where the initial state is not zeros, `_initial_state`. A user's
+    subclass written the PyTorch way (its own `step` over `param_groups` and `state`) works too, eagerly.
     """
 
     hyper: tuple[str, ...] = ("lr",)
