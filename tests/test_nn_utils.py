@@ -13,6 +13,15 @@ import gradc.nn as nn
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def _torch_single_threaded():
+    """Tiny tensors on a shared machine: torch's thread pool only spins (60 ms backward calls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def models_with_grads(scale: float = 1.0):
     gradc.manual_seed(0)
     g = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))

@@ -14,6 +14,15 @@ torch = pytest.importorskip("torch")
 tdata = torch.utils.data
 
 
+@pytest.fixture(autouse=True)
+def _torch_single_threaded():
+    """Tiny tensors on a shared machine: torch's thread pool only spins (60 ms backward calls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def to_numpy(x):
     """Nested batches of either library as nested plain containers of numpy arrays."""
     if isinstance(x, (gradc.Tensor, torch.Tensor)):
