@@ -321,3 +321,18 @@ def test_a_user_optimizer_written_the_pytorch_way():
         np.testing.assert_allclose(eager_step(g, og, x, y), torch_step(t, ot, x, y), rtol=2e-4)
     assert_params_close(g, t)
     assert og.state_dict()["param_groups"] == ot.state_dict()["param_groups"]
+
+
+def test_eager_step_is_one_call_per_group_and_updates_in_place():
+    g, t = models()
+    og = optim.Adam([{"params": g[0].parameters()}, {"params": g[2].parameters(), "lr": 0.02}], lr=0.01)
+    ot = torch.optim.Adam([{"params": t[0].parameters()}, {"params": t[2].parameters(), "lr": 0.02}], lr=0.01)
+    weight_view = g[0].weight.detach().numpy()  # a view of the parameter's buffer
+    readonly = np.array(g[2].bias.detach().numpy())
+    readonly.flags.writeable = False
+    g[2].bias._data = readonly  # a read-only buffer still gets its update (rebound)
+    for x, y in batches(5):
+        np.testing.assert_allclose(eager_step(g, og, x, y), torch_step(t, ot, x, y), rtol=2e-4)
+    assert_params_close(g, t)
+    np.testing.assert_array_equal(weight_view, g[0].weight.detach().numpy())
+    assert len(og._update_cache) == 2  # one compiled update per group (of all its parameters)

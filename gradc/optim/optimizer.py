@@ -175,47 +175,65 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a .grad, written into its buffers in place.
 
-        `_update` is traced once per (parameter type, group structure) and compiled, so a step is one
-        compiled call per parameter rather than a dozen eager ops.
+        `_update` of all of a group's parameters is traced once per (parameter types, group structure)
+        and compiled into one function whose results are donated to the parameter and state arrays, so
+        a step is one compiled call per group rather than a dozen eager ops per parameter.
         """
         loss = None
         if closure is not None:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            hyper = np.array(self.hyper_values(group), dtype=np.float64)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             names = self._state_names(group)
-            for p in group["params"]:
-                if p.grad is None:
+            states = [self.state_for(p, group) for p in params]
+            update = self._compiled_update(group, params, names)
+            tensors = params + [s[n] for s in states for n in names]
+            targets = [t._data for t in tensors]
+            results = update(*targets[:len(params)], *(p.grad._concrete("a gradient") for p in params),
+                             np.array(self.hyper_values(group), dtype=np.float64), *targets[len(params):])
+            for t, value in zip(tensors, results if isinstance(results, (list, tuple)) else (results,)):
+                if value is t._data:
                     continue
-                state = self.state_for(p, group)
-                update = self._compiled_update(group, p, names)
-                results = update(p._data, p.grad._concrete("a gradient"), hyper, *(state[n]._data for n in names))
-                p._data[...] = results[0]
+                if t._data.flags.writeable:  # not written in place (the interpreter, a non-conforming array)
+                    t._data[...] = value
+                else:  # a read-only buffer (e.g. from a read-only numpy array): rebind
+                    t._data = np.array(value)
+            for p in params:
                 p._bump_version()
-                for name, value in zip(names, results[1:]):
-                    state[name]._data[...] = value
         return loss
 
-    def _compiled_update(self, group: dict[str, Any], p: Tensor, names: tuple[str, ...]) -> Callable:
-        key = (type(self), p.shape, p.dtype, self.structure(group), names)
+    def _compiled_update(self, group: dict[str, Any], params: list[Tensor], names: tuple[str, ...]) -> Callable:
+        """fn(params..., grads..., hyper, states...) -> (new params..., new states...), donated in place."""
+        key = (type(self), tuple((p.shape, p.dtype) for p in params), self.structure(group), names)
         cache = self.__dict__.setdefault("_update_cache", {})
         update = cache.get(key)
         if update is None:
             from gradc.api import compile_function_or_interp, optimize, trace_types
             hyper_names = self.hyper_names(group)
+            n, k = len(params), len(names)
 
-            def fn(param: Tensor, grad: Tensor, hyper: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
-                h = self.hyper_dict(hyper_names, hyper)
-                new_p, new_state = self._update(group, param, grad, dict(zip(names, states)), h)
-                return (new_p, *(new_state.get(n, s) for n, s in zip(names, states)))
+            def fn(*args: Tensor) -> tuple[Tensor, ...]:
+                h = self.hyper_dict(hyper_names, args[2 * n])
+                new_params, new_states = [], []
+                for i in range(n):
+                    state = dict(zip(names, args[2 * n + 1 + i * k:2 * n + 1 + (i + 1) * k]))
+                    new_p, new_state = self._update(group, args[i], args[n + i], state, h)
+                    new_params.append(new_p)
+                    new_states += [new_state.get(name, state[name]) for name in names]
+                return (*new_params, *new_states)
 
-            state = self.state_for(p, group)
-            types = [p._type(), p._type(), TensorType((len(hyper_names),), float64)] + \
-                [state[n]._type() for n in names]
+            states = [self.state_for(p, group) for p in params]
+            types = [p._type() for p in params] * 2 + [TensorType((len(hyper_names),), float64)] + \
+                [s[name]._type() for s in states for name in names]
             with enable_grad():  # under no_grad every traced op would be followed by a stop_gradient
                 traced = trace_types(fn, types, name=f"{type(self).__name__.lower()}_update")
-            update = cache[key] = compile_function_or_interp(optimize(traced))
+            # result i (a parameter) into argument i; state result j into the j-th state argument
+            donate = {i: i for i in range(n)}
+            donate.update({n + j: 2 * n + 1 + j for j in range(n * k)})
+            update = cache[key] = compile_function_or_interp(optimize(traced), donate)
         return update
 
     # --- state_dict in PyTorch's layout
