@@ -6,7 +6,7 @@
 
 import builtins
 
-from gradc import autograd, data, functional, methods, nn, optim  # noqa: F401  (methods binds Tensor operators)
+from gradc import autograd, data, functional, methods, nn, optim, utils  # noqa: F401  (methods binds Tensor operators)
 from gradc.api import compile, grad, hessian, jacobian, make_ir, set_backend, trace, value_and_grad, vjp  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,

@@ -5,13 +5,14 @@ weights are read on every call without recompiling) and specialize per input sha
 per train/eval mode, like `jax.jit`. A traced dropout adds a noise input that is filled on every call
 from gradc's seeded generator (see gradc.nn.ops).
 
-`compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state,
-learning rates, x, y[, noise]) returning (loss, new parameters, new state): the forward, its adjoint
-from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters and state
-are *donated* results: the native code writes them into the parameter and state arrays themselves, in
-place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python reads the arrays
-into one argument list and makes one compiled call. Results the compiler could not write in place (and
-the interpreter's) are copied into the arrays.
+`compile_step(model, loss_fn, optimizer)` builds ONE Function of (parameters, optimizer state, one
+float64 vector per param group holding its hyperparameters (lr, betas, momentum, ...: runtime inputs, so
+a schedule never recompiles), x, y[, noise]) returning (loss, new parameters, new state): the forward,
+its adjoint from the AD pass, and the optimizer's `_update` traced on the gradients. The new parameters
+and state are *donated* results: the native code writes them into the parameter and state arrays
+themselves, in place, as torch.optim does (a numpy view of a weight sees every step). Per step, Python
+reads the arrays into one argument list and makes one compiled call. Results the compiler could not
+write in place (and the interpreter's) are copied into the arrays.
 """
 
 from __future__ import annotations
@@ -164,8 +165,10 @@ class CompiledStep:
         self._swap_positions: list[int] = []  # each one's position in the argument list
         self._inputs: list[Tensor] = []  # model tensors, then optimizer state tensors
         self._groups: list[dict] = []
-        self._lr_values: list[float] = []
-        self._lr_arrays: list[np.ndarray] = []
+        self._structure: list[tuple] = []  # each group's compiled-in structure when the step was built
+        self._watched: list | None = None  # the groups' hyperparameters and flags at the last call
+        self._watch_keys: list[tuple[dict, str]] = []
+        self._hyper_arrays: list[np.ndarray] = []
         self._last: _Spec | None = None
         self._last_key: tuple | None = None
 
@@ -197,28 +200,33 @@ class CompiledStep:
         tensor_values = [Value(p.type, name=p.name) for p in forward.params[:len(self.tensors)]]
         state_values = [[Value(s[n]._type(), name=f"{_value_name(self.names[i])}_{n}") for n in names]
                         for (i, _), (_, _, s), names in zip(self.trainable, states, state_names)]
-        lr_values = [Value(TensorType((), float64), name=f"lr{k}") for k in range(len(groups))]
+        hyper_names = [opt.hyper_names(g) for g in groups.values()]
+        hyper_values = [Value(TensorType((len(names),), float64), name=f"hyper{k}")
+                        for k, names in enumerate(hyper_names)]
         data_values = [Value(p.type, name=p.name) for p in forward.params[len(self.tensors):]]
 
         trace = Trace()
         with tracing(trace), enable_grad():
             loss, *grads = inline(trace.builder, joint, tensor_values + data_values)
+            hyper = [opt.hyper_dict(names, Tensor._from_value(v)) for names, v in zip(hyper_names, hyper_values)]
             new_params, new_states = [], []
             for (i, group), grad, values, names in zip(self.trainable, grads, state_values, state_names):
                 new_p, new_s = opt._update(group, Tensor._from_value(tensor_values[i]), Tensor._from_value(grad),
                                            {n: Tensor._from_value(v) for n, v in zip(names, values)},
-                                           Tensor._from_value(lr_values[group_index[id(group)]]))
+                                           hyper[group_index[id(group)]])
                 new_params.append(trace.lift(new_p))
                 new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
-        params = tensor_values + [v for vs in state_values for v in vs] + lr_values + data_values
+        params = tensor_values + [v for vs in state_values for v in vs] + hyper_values + data_values
         step_fn = optimize(Function("train_step", params, trace.builder.ops, [loss, *new_params, *new_states],
                                     {"num_noise": n_noise}))
 
         self._groups = list(groups.values())
+        self._structure = [opt.structure(g) for g in self._groups]
+        self._watch_keys = [(g, k) for g in self._groups for k in opt.hyper + opt.flags]
         self._swap = [self.tensors[i] for i, _ in self.trainable] + \
             [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
         self._inputs = self.tensors + [s[n] for (_, _, s), names in zip(states, state_names) for n in names]
-        self._lr_values = []
+        self._watched = None
         noise = data_values[len(data_values) - n_noise:] if n_noise else []
         # result 1 + j is trainable parameter j's new value, then the state tensors in _inputs order
         n_trainable, first_state = len(self.trainable), len(self.tensors)
@@ -246,11 +254,19 @@ class CompiledStep:
         if spec is None or self._last_key != (x.shape, x.dtype, y.shape, y.dtype, self.model.training):
             spec = self._specialize(x, y)
             self._last, self._last_key = spec, (x.shape, x.dtype, y.shape, y.dtype, self.model.training)
-        lrs = [g["lr"] for g in self._groups]
-        if lrs != self._lr_values:  # 0-d arrays rebuilt only when a learning rate changes
-            self._lr_values, self._lr_arrays = lrs, [np.asarray(lr, dtype=np.float64) for lr in lrs]
+        opt = self.optimizer
+        opt._opt_called = True  # the step counts as optimizer.step() for lr_scheduler's order check
+        watched = [g[k] for g, k in self._watch_keys]
+        if watched != self._watched:  # the vectors are rebuilt only when a hyperparameter changes
+            if [opt.structure(g) for g in self._groups] != self._structure:
+                # a flag flipped or a weight decay / momentum became (non)zero: different code
+                self.specializations.clear()
+                self._last = None
+                return self(x, y)
+            self._watched = watched
+            self._hyper_arrays = [np.array(opt.hyper_values(g), dtype=np.float64) for g in self._groups]
         args = [t._data for t in self._inputs]
-        args += self._lr_arrays
+        args += self._hyper_arrays
         args.append(x)
         args.append(y)
         if spec.noise:
@@ -278,7 +294,9 @@ def compile_step(model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], opt
     """One compiled training step: `loss = step(x, y)` updates model parameters and optimizer state.
 
     The parameters' .grad is not written (the gradients live only inside the compiled function). The
-    learning rates are read on every call; other hyperparameters are compiled in. The parameter and
+    learning rates and other numeric hyperparameters of every group are read on every call (runtime
+    inputs); flags (amsgrad, nesterov, maximize, ...) and whether weight decay / momentum is zero are
+    compiled in, and changing them rebuilds the step. The parameter and
     state tensors are bound when a specialization is built: replace them (a new Parameter, the
     optimizer's load_state_dict) and build a new step.
     """

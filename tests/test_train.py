@@ -128,7 +128,8 @@ def test_compile_step_is_one_function_with_the_update_inside():
     g, _ = models()
     step = gradc.compile_step(g, nn.CrossEntropyLoss(), optim.Adam(g.parameters()))
     fn = step.lower(*batches(1)[0])
-    # params: 4 parameters, 3 Adam states each, one lr, x, y; results: loss, 4 parameters, 12 states
+    # params: 4 parameters, 3 Adam states each, the group's hyperparameter vector (lr, betas, eps,
+    # weight_decay), x, y; results: loss, 4 parameters, 12 states
     assert len(fn.params) == 4 + 12 + 1 + 2 and len(fn.results) == 1 + 4 + 12
     assert any(op.name == "sqrt" for op in fn.ops) and any(op.name == "matmul" for op in fn.ops)
 

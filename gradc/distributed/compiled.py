@@ -52,6 +52,7 @@ class _Segment:
         self.views = [self.buffer[a:b].reshape(t.shape) for a, b, t in zip(offsets[:-1], offsets[1:], tensors)]
         self.update: Callable | None = None  # the compiled update, built with the step's specialization
         self.swap: list[Tensor] = []  # parameters, then their optimizer state: the update's inputs and results
+        self.structure: list = []  # the groups' compiled-in choices (flags, zero weight decay, ...) at build time
         self.groups: list[dict] = []  # the parameter groups whose learning rates the update reads
         self.n_params = 0
         self.request: Any = None
@@ -121,19 +122,22 @@ class DistributedCompiledStep(CompiledStep):
         g_values = [Value(self.tensors[i]._type(), name=_value_name(self.names[i]) + "_grad") for i, _ in trainable]
         s_values = [[Value(s[n]._type(), name=f"{_value_name(self.names[i])}_{n}") for n in names]
                     for (i, _), s, names in zip(trainable, states, state_names)]
-        lr_values = [Value(TensorType((), float64), name=f"lr{k}") for k in range(len(groups))]
+        hyper_names = [opt.hyper_names(g) for g in groups.values()]
+        hyper_values = [Value(TensorType((len(names),), float64), name=f"hyper{k}")
+                        for k, names in enumerate(hyper_names)]
         trace = Trace()
         with tracing(trace), enable_grad():
+            hyper = [opt.hyper_dict(names, Tensor._from_value(v)) for names, v in zip(hyper_names, hyper_values)]
             new_params, new_states = [], []
             for (i, group), p, g, values, names in zip(trainable, p_values, g_values, s_values, state_names):
                 grad = F.div(Tensor._from_value(g), float(self.world_size))  # ReduceOp.AVG, as PyTorch DDP
                 new_p, new_s = opt._update(group, Tensor._from_value(p), grad,
                                            {n: Tensor._from_value(v) for n, v in zip(names, values)},
-                                           Tensor._from_value(lr_values[group_index[id(group)]]))
+                                           hyper[group_index[id(group)]])
                 new_params.append(trace.lift(new_p))
                 new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
         flat_states = [v for vs in s_values for v in vs]
-        params = p_values + flat_states + lr_values + g_values
+        params = p_values + flat_states + hyper_values + g_values
         fn = optimize(Function("ddp_update", params, trace.builder.ops, new_params + new_states))
         n = len(trainable)
         segment.swap = [self.tensors[i] for i, _ in trainable] + \
@@ -141,6 +145,7 @@ class DistributedCompiledStep(CompiledStep):
         donate = {r: r for r in range(len(segment.swap))}  # result r is input r's new value
         segment.update = compile_function_or_interp(fn, donate)
         segment.groups = list(groups.values())
+        segment.structure = [opt.structure(g) for g in segment.groups]
         segment.n_params = n
 
     # --- the step
@@ -197,8 +202,13 @@ class DistributedCompiledStep(CompiledStep):
         return loss
 
     def _update(self, segment: _Segment) -> None:
-        lrs = [np.asarray(g["lr"], dtype=np.float64) for g in segment.groups]
-        args = [t._data for t in segment.swap] + lrs + segment.views
+        opt = self.optimizer
+        opt._opt_called = True  # the step counts as optimizer.step() for lr_scheduler's order check
+        if [opt.structure(g) for g in segment.groups] != segment.structure:
+            self._build_update(segment)  # a flag flipped or a weight decay / momentum became (non)zero
+        # hyperparameters (lr, betas, momentum, ...) are runtime inputs: a schedule never recompiles
+        hyper = [np.array(opt.hyper_values(g), dtype=np.float64) for g in segment.groups]
+        args = [t._data for t in segment.swap] + hyper + segment.views
         out = segment.update(*args)
         out = out if isinstance(out, (list, tuple)) else (out,)
         if not all(o is a for o, a in zip(out, args)):

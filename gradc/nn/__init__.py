@@ -1,6 +1,6 @@
 """Neural network layers and functions (PyTorch's torch.nn subset)."""
 
-from gradc.nn import functional, init, ops
+from gradc.nn import functional, init, ops, utils
 from gradc.nn.activation import MODULES as _ACTIVATIONS
 from gradc.nn.layers import (
                              GELU,
@@ -27,6 +27,6 @@ globals().update({**_ACTIVATIONS, **_LOSSES})  # nn.ELU, nn.L1Loss, ...
 __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear",
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
            "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss",
-           *_ACTIVATIONS, *_LOSSES]
+           "utils", *_ACTIVATIONS, *_LOSSES]
 
 from gradc.nn import parallel  # noqa: E402,F401  (DistributedDataParallel)
