@@ -239,3 +239,27 @@ def test_gpt_compile_step_adamw_groups_matches_torch():
         if name.endswith("attn.c_attn.bias"):  # the key bias has a zero true gradient: Adam amplifies noise
             v, state[name] = v[:16], state[name][:16]
         np.testing.assert_allclose(state[name], v, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- the example
+
+def _example():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent.parent / "examples" / "train_char_gpt.py"
+    spec = importlib.util.spec_from_file_location("train_char_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_char_gpt_example_quick(capsys):
+    assert _example().main(["--quick", "--no-bar", "--steps", "12", "--sample", "20"]) == 0  # 0: the loss fell
+    out = capsys.readouterr().out
+    assert "sample:" in out and "train loss" in out
+
+
+def test_char_gpt_example_without_torch(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    assert _example().main(["--quick", "--engine", "both"]) == 2
+    assert 'pip install -e ".[compare]"' in capsys.readouterr().err
