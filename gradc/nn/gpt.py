@@ -20,6 +20,7 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    bias: bool = True  # biases in the Linears and LayerNorms (nanoGPT's `bias`)
 
 
 def make_gpt(torch: Any) -> type:
@@ -31,8 +32,8 @@ def make_gpt(torch: Any) -> type:
             super().__init__()
             if cfg.n_embd % cfg.n_head:
                 raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
-            self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-            self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+            self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+            self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
             self.n_head, self.dropout = cfg.n_head, cfg.dropout
 
         def forward(self, x: Any) -> Any:
@@ -46,11 +47,11 @@ def make_gpt(torch: Any) -> type:
     class Block(nn.Module):
         def __init__(self, cfg: GPTConfig) -> None:
             super().__init__()
-            self.ln_1 = nn.LayerNorm(cfg.n_embd)
+            self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
             self.attn = CausalSelfAttention(cfg)
-            self.ln_2 = nn.LayerNorm(cfg.n_embd)
-            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(cfg.n_embd, 4 * cfg.n_embd), gelu=nn.GELU(),
-                                          c_proj=nn.Linear(4 * cfg.n_embd, cfg.n_embd)))
+            self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias), gelu=nn.GELU(),
+                                          c_proj=nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)))
 
         def forward(self, x: Any) -> Any:
             x = x + self.attn(self.ln_1(x))
@@ -63,7 +64,8 @@ def make_gpt(torch: Any) -> type:
             self.config = cfg
             self.transformer = nn.ModuleDict(dict(
                 wte=nn.Embedding(cfg.vocab_size, cfg.n_embd), wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-                h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]), ln_f=nn.LayerNorm(cfg.n_embd)))
+                h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+                ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias)))
             self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
             self.transformer["wte"].weight = self.lm_head.weight  # weight tying
             self.register_buffer("pos", torch.arange(cfg.block_size), persistent=False)
