@@ -2,8 +2,8 @@
 
 Each engine's causal SDPA forward + backward (gpt_step.ATTENTION_ENGINES) is first checked against the numpy
 float64 reference (rtol 1e-3 with the bench's scale floor), then timed; the ratios are to gradc-native in the
-same run. `--memory` measures each engine's peak extra resident memory during one warm call at T = 256 and
-T = 1024 in a fresh process (Linux: VmHWM reset through /proc/self/clear_refs, minus VmRSS before the call).
+same run. `--memory` measures each engine's peak extra resident memory over its build and two calls at T = 256 and
+T = 1024 in a fresh process (Linux: VmHWM reset through /proc/self/clear_refs, minus VmRSS before).
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ def _status_kb(key: str) -> int:
 
 
 def peak_extra_bytes(engine: str, T: int) -> int:
-    """Peak resident bytes above the pre-call level during one warm call (run in this process)."""
-    run = gpt_step.ATTENTION_ENGINES[engine](*gpt_step.attention_arrays(T))
-    run()
-    run()
+    """Peak resident bytes above the level before the engine was built, over its build and two calls (a fresh
+    process: allocators that cache freed memory hide the peak of later calls). gradc's count includes its
+    compilation's."""
+    arrays = gpt_step.attention_arrays(T)
+    __import__({"torch": "torch", "torch-compile": "torch", "jax": "jax.numpy"}.get(engine, "gradc"))  # not counted
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_kb("VmRSS")
+    run = gpt_step.ATTENTION_ENGINES[engine](*arrays)
+    run()
     run()
     return (_status_kb("VmHWM") - before) * 1024
 

@@ -62,11 +62,14 @@ def attention_weights(q: Tensor, k: Tensor, attn_mask: Any = None, is_causal: bo
                       scale: float | None = None) -> Tensor:
     """softmax(q k^T * scale + mask) with PyTorch's mask rules; shape (..., L, S)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = F.mul(F.matmul(q, F.transpose(k, -2, -1)), scale)
+    scores = F.matmul(F.mul(q, scale), F.transpose(k, -2, -1))  # scaling q: L*D products, not L*S
+    if attn_mask is None:
+        if is_causal:  # key 0 is always visible: no row is fully masked, a plain softmax suffices
+            scores = _mask_scores(scores, _causal_mask(q.shape[-2], k.shape[-2]))
+        return F.softmax(scores, -1)
     if is_causal:
         scores = _mask_scores(scores, _causal_mask(q.shape[-2], k.shape[-2]))
-    if attn_mask is not None:
-        scores = _mask_scores(scores, F.to_tensor(attn_mask))
+    scores = _mask_scores(scores, F.to_tensor(attn_mask))
     return _safe_softmax(scores)
 
 
