@@ -116,3 +116,11 @@ def test_cat_promotes_dtypes_as_torch():
     out = gradc.cat([gradc.ones(2, 2), gradc.ones(2, 1, dtype=gradc.float64)], 1)
     assert out.dtype == gradc.float64 and out.shape == (2, 3)
     assert gradc.cat([gradc.ones(2) > 0, gradc.zeros(1) > 0]).tolist() == [True, True, False]
+
+
+def test_compiled_index_out_of_range_raises_index_error():
+    f = gradc.compile(lambda x, i: x[i] * 2)
+    x = np.ones((6, 3), np.float32)
+    assert f(x, np.array([1, -1])).shape == (2, 3)
+    with pytest.raises(IndexError, match="index 7 is out of bounds"):
+        f(x, np.array([7, 1]))
