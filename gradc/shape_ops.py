@@ -43,6 +43,8 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                                    f"{tensors[0].shape[axis]} but got size {t.shape[axis]} for tensor number "
                                    f"{i} in the list.")
     dtype = builtins.max((t.dtype for t in tensors), key=F.DTYPE_RANK.__getitem__)
+    if len(tensors) == 1:  # a new tensor, as PyTorch's cat of one
+        return apply("reshape", F.cast(tensors[0], dtype), shape=tensors[0].shape)
     total = builtins.sum(t.shape[d] for t in tensors)
     out = None
     offset = 0
@@ -52,8 +54,6 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         lo = tuple(offset if a == d else 0 for a in range(rank))
         hi = tuple(total - offset - n if a == d else 0 for a in range(rank))
         offset += n
-        if len(tensors) == 1:
-            return apply("reshape", t, shape=t.shape)
         piece = apply("pad", t, lo=lo, hi=hi, interior=(0,) * rank)
         if dtype == bool_:
             out = piece if out is None else apply("where", piece, piece, out)
@@ -112,8 +112,11 @@ def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor,
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
-    n = x.shape[F.normalize_dim(dim, x.ndim)]
-    return split(x, builtins.max(-(-n // chunks), 1), dim)
+    d = F.normalize_dim(dim, x.ndim)
+    n = x.shape[d]
+    if n == 0:  # PyTorch gives `chunks` empty pieces
+        return tuple(_slice_dim(x, d, 0, 0) for _ in range(chunks))
+    return split(x, -(-n // chunks), dim)
 
 
 def unbind(x: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
