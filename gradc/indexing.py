@@ -83,32 +83,53 @@ def _boolean_mask(x: Tensor, mask: Tensor) -> Tensor:
     return _select(rows, 0, Tensor(picked))
 
 
-_MARK = slice(None)  # stands for the advanced index while the basic part is applied
-
-
 @torch_op("IndexBackward0")
 def _advanced_getitem(x: Tensor, key: Any) -> Tensor:
+    """PyTorch's rules: the advanced indices (integer tensors/lists) broadcast together; their result dims
+    replace the indexed dims in place when those are adjacent (after ints select), else they go first."""
     items = key if isinstance(key, tuple) else (key,)
-    advanced = [i for i, k in enumerate(items) if _is_advanced(k)]
-    if len(advanced) > 1:
-        raise IndexError("gradc supports one integer-tensor, list or mask index per indexing expression")
-    pos = advanced[0]
-    index = items[pos]
-    if isinstance(index, Tensor) and index.dtype == bool_ or (
-            isinstance(index, np.ndarray) and index.dtype == np.bool_):
-        if len(items) != 1:
-            raise IndexError("gradc supports a boolean mask only as the whole index (x[mask])")
-        return _boolean_mask(x, F.to_tensor(index))
-    marker = _MARK
-    basic = items[:pos] + (marker,) + items[pos + 1:]
-    parts = F._index_parts(x, basic)
-    where_in_parts = next(i for i, k in enumerate(parts) if k is marker)
-    input_axis = builtins.sum(k is not None for k in parts[:where_in_parts])
-    out_axis = builtins.sum(k is None or isinstance(k, slice) for k in parts[:where_in_parts])
-    n = x.shape[input_axis]
-    idx = _normalized_index(index, n, input_axis, None)
-    y = F.getitem(x, basic) if any(k is not marker for k in basic) else x
-    return _select(y, out_axis, idx)
+    for k in items:
+        if isinstance(k, Tensor) and k.dtype == bool_ or isinstance(k, np.ndarray) and k.dtype == np.bool_:
+            if len(items) != 1:
+                raise IndexError("gradc supports a boolean mask only as the whole index (x[mask])")
+            return _boolean_mask(x, F.to_tensor(k))
+    markers = {}  # a distinct full slice per advanced (or int) item: the basic part keeps those axes
+    basic = []
+    for k in items:
+        if _is_advanced(k):  # (ints stay basic: PyTorch selects them first, unlike numpy)
+            marker = slice(None)
+            markers[id(marker)] = k
+            basic.append(marker)
+        else:
+            basic.append(k)
+    parts = F._index_parts(x, tuple(basic))
+    in_axes, out_axes, indices = [], [], []
+    for i, k in enumerate(parts):
+        if isinstance(k, slice) and id(k) in markers:
+            in_axes.append(builtins.sum(p is not None for p in parts[:i]))
+            out_axes.append(builtins.sum(p is None or isinstance(p, slice) for p in parts[:i]))
+            indices.append(markers[id(k)])
+    y = F.getitem(x, tuple(basic))
+    idx = [_normalized_index(k, x.shape[a], a, None) for k, a in zip(indices, in_axes)]
+    shape = ()
+    for t in idx:
+        shape = F.broadcast_shapes(shape, t.shape)
+    adjacent = out_axes == list(range(out_axes[0], out_axes[0] + len(out_axes)))
+    at = out_axes[0] if adjacent else 0
+    if not adjacent:  # bring the indexed axes to the front, in order
+        rest = [a for a in range(y.ndim) if a not in out_axes]
+        y = F.permute(y, out_axes + rest)
+        out_axes = list(range(len(out_axes)))
+    sizes = [y.shape[a] for a in out_axes]
+    linear = None  # row-major position inside the merged indexed axes
+    for t, size in zip(idx, sizes):
+        t = F.expand_to(t, shape)
+        linear = t if linear is None else F.add(F.mul(linear, size), t)
+    merged = 1
+    for size in sizes:
+        merged *= size
+    y = F.reshape(y, y.shape[:at] + (merged,) + y.shape[at + len(sizes):])
+    return _select(y, at, linear)
 
 
 def getitem(x: Tensor, key: Any) -> Tensor:
