@@ -49,6 +49,13 @@ class Corpus:
             yield x, y
 
 
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(z)), targets.reshape(-1)].mean())
+
+
 def bar(i: int, total: int, loss: float, rate: float, width: int = 30) -> str:
     done = int(width * i / total)
     return f"\r  [{'#' * done}{'.' * (width - done)}] {i:5d}/{total}  loss {loss:.4f}  {rate:6.1f} steps/s"
@@ -62,13 +69,13 @@ class GradcEngine:
         self.model.load_state_dict(state)
         opt = gradc.optim.AdamW(adamw_groups(self.model, wd), lr=lr, betas=(0.9, 0.95))
         self.step = gradc.compile_step(self.model, self.model.loss, opt)
+        self.forward = gradc.compile(self.model)  # logits natively, for the validation loss
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(self.step(x, y))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> float:
-        with gradc.no_grad():
-            return self.model.loss(self.model(gradc.tensor(x)), gradc.tensor(y)).item()
+        return cross_entropy(np.asarray(self.forward(x)), y)
 
     def sample(self, start: np.ndarray, n: int, seed: int) -> np.ndarray:
         gradc.manual_seed(seed)
@@ -96,7 +103,7 @@ class TorchEngine:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> float:
         with self.torch.no_grad():
-            return self.model.loss(self.model(self.torch.from_numpy(x)), self.torch.from_numpy(y)).item()
+            return cross_entropy(self.model(self.torch.from_numpy(x)).numpy(), y)
 
     def sample(self, start: np.ndarray, n: int, seed: int) -> np.ndarray:
         self.torch.manual_seed(seed)
@@ -110,23 +117,26 @@ def train(engine, corpus: Corpus, args, cfg: GPTConfig) -> dict:
     val_x, val_y = next(corpus.batches("val", 4 * args.batch_size, cfg.block_size, args.seed + 1))
     history = {"step": [], "loss": [], "val": [], "steps_per_s": 0.0}
     start = time.perf_counter()
-    steady_start, loss = None, float("nan")
+    first_step, train_time, loss = 0.0, 0.0, float("nan")
     for i in range(1, args.steps + 1):
         x, y = next(batches)
+        t0 = time.perf_counter()
         loss = engine.train_step(x, y)
         if i == 1:
-            steady_start = time.perf_counter()  # the first step includes compilation
+            first_step = time.perf_counter() - start  # includes compilation
+        else:
+            train_time += time.perf_counter() - t0
         history["step"].append(i)
         history["loss"].append(loss)
-        rate = (i - 1) / (time.perf_counter() - steady_start) if i > 1 else 1 / (time.perf_counter() - start)
+        rate = (i - 1) / train_time if train_time else 0.0
         if not args.no_bar:
             print(bar(i, args.steps, loss, rate), end="", flush=True)
         if i % args.eval_every == 0 or i == args.steps:
             history["val"].append((i, engine.evaluate(val_x, val_y)))
-    history["steps_per_s"] = (args.steps - 1) / (time.perf_counter() - steady_start) if args.steps > 1 else 0.0
+    history["steps_per_s"] = (args.steps - 1) / train_time if train_time else 0.0
     if not args.no_bar:
         print()
-    print(f"  first step (with compilation) {steady_start - start:.2f} s; then {history['steps_per_s']:.1f} steps/s; "
+    print(f"  first step (with compilation) {first_step:.2f} s; then {history['steps_per_s']:.1f} steps/s; "
           f"train loss {history['loss'][0]:.3f} -> {loss:.3f}, val loss {history['val'][-1][1]:.3f}")
     text = corpus.decode(engine.sample(corpus.data[None, :1], args.sample, args.seed))
     print("  sample:\n" + "\n".join("    | " + line for line in text.splitlines()))
