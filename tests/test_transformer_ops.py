@@ -127,3 +127,20 @@ def test_compiled_index_out_of_range_raises_index_error():
     assert f(x, np.array([1, -1])).shape == (2, 3)
     with pytest.raises(IndexError, match="index 7 is out of bounds"):
         f(x, np.array([7, 1]))
+
+
+def test_traced_boolean_mask_index_is_refused():
+    f = gradc.compile(lambda x, m: x[m])
+    with pytest.raises(IndexError, match="data-dependent shape"):
+        f(np.ones(3, np.float32), np.array([True, False, True]))
+
+
+def test_sdpa_dropout():
+    F = gradc.nn.functional
+    q = gradc.tensor(rand(1, 2, 4, 8, dtype=np.float32))
+    assert (F.scaled_dot_product_attention(q, q, q, dropout_p=1.0).numpy() == 0).all()
+    gradc.manual_seed(0)
+    out = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+    assert out.shape == (1, 2, 4, 8) and np.isfinite(out.numpy()).all()
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.scaled_dot_product_attention(q, q, q, dropout_p=1.5)
