@@ -69,6 +69,14 @@ def make_gpt(torch: Any) -> type:
             self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
             self.transformer["wte"].weight = self.lm_head.weight  # weight tying
             self.register_buffer("pos", torch.arange(cfg.block_size), persistent=False)
+            self.apply(self._init_weights)  # nanoGPT's init: N(0, 0.02) weights, zero biases
+
+        @staticmethod
+        def _init_weights(module: Any) -> None:
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
         def forward(self, idx: Any) -> Any:
             T = idx.shape[1]
