@@ -315,3 +315,14 @@ def test_modules_compiled_match_torch(which):
     prefix = "mha." if which == "mha" else ""
     for name, p in tm.named_parameters():
         np.testing.assert_allclose(grads[prefix + name], p.grad.numpy(), rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lengths", [(9, 9), (7, 11), (11, 5)])
+def test_sdpa_blocked_causal_path(monkeypatch, lengths, dtype):
+    from gradc.nn import attention
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 4)
+    monkeypatch.setattr(attention, "CAUSAL_BLOCKED_MIN", 2)
+    L, S = lengths
+    args = [rand(2, 3, L, 8, dtype=dtype), rand(2, 3, S, 8, dtype=dtype, seed=1), rand(2, 3, S, 5, dtype=dtype, seed=2)]
+    check(lambda T, F, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.4), args, (0, 1, 2))

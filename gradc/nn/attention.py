@@ -24,6 +24,10 @@ from gradc.nn.module import Module, Parameter
 from gradc.tensor import Tensor, apply, torch_op
 
 NEG_INF = float("-inf")
+# causal attention over at least CAUSAL_BLOCKED_MIN queries runs per block of CAUSAL_BLOCK queries, each
+# against only the keys it can see (j <= i): ~(n + 1) / 2n of the T x T work and memory for n blocks
+CAUSAL_BLOCK = 64
+CAUSAL_BLOCKED_MIN = 128
 
 
 def _safe_softmax(scores: Tensor) -> Tensor:
@@ -100,10 +104,30 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
+    if is_causal and dropout_p == 0.0 and q.shape[-2] >= CAUSAL_BLOCKED_MIN:
+        return _blocked_causal(q, k, v, scale)
     weights = attention_weights(q, k, attn_mask, is_causal, scale)
     if dropout_p > 0.0:
         weights = ops.dropout(weights, dropout_p, True)
     return F.matmul(weights, v)
+
+
+def _blocked_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
+    """Causal attention per query block [r0, r1): its keys are the first min(r1, S) (top-left alignment)."""
+    L, S_ = q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    outs = []
+    for r0 in range(0, L, CAUSAL_BLOCK):
+        r1 = min(r0 + CAUSAL_BLOCK, L)
+        keys = min(r1, S_)
+        qb = S.narrow(q, -2, r0, r1 - r0)
+        kb, vb = S.narrow(k, -2, 0, keys), S.narrow(v, -2, 0, keys)
+        scores = F.matmul(F.mul(qb, scale), F.transpose(kb, -2, -1))
+        row = F.add(apply("iota", shape=(r1 - r0, keys), axis=0), r0)
+        visible = F.compare("le", apply("iota", shape=(r1 - r0, keys), axis=1), row)
+        scores = _mask_scores(scores, visible)
+        outs.append(F.matmul(F.softmax(scores, -1), vb))
+    return outs[0] if len(outs) == 1 else S.cat(outs, -2)
 
 
 # ----------------------------------------------------------------------------- MultiheadAttention
