@@ -124,6 +124,18 @@ BINDINGS = {
     "expand_as": lambda x, other: F.expand(x, other.shape), "view_as": lambda x, other: F.reshape(x, other.shape),
 }
 
+from gradc import indexing as _ix  # noqa: E402
+from gradc import shape_ops as _so  # noqa: E402
+
+BINDINGS.update({
+    "__getitem__": _ix.getitem, "__setitem__": _ix.setitem, "index_select": _ix.index_select, "topk": _ix.topk,
+    "multinomial": _ix.multinomial,
+    "split": _so.split, "chunk": _so.chunk, "unbind": _so.unbind, "narrow": _so.narrow,
+    "masked_fill": _so.masked_fill, "masked_fill_": _inplace(_so.masked_fill), "tril": _so.tril, "triu": _so.triu,
+    "repeat": _so.repeat, "repeat_interleave": _so.repeat_interleave, "contiguous": _so.contiguous,
+    "var": _so.var, "std": _so.std, "norm": _so.norm, "logsumexp": _so.logsumexp,
+})
+
 for _name, _fn in BINDINGS.items():
     setattr(Tensor, _name, _fn)
 Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, tensors stay hashable by identity

@@ -99,7 +99,7 @@ class GradcEngine(Engine):
         return lambda: fn(*arrays)
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
-        return train_step.gradc_step(x, labels, state)
+        return getattr(state, "steps", train_step.STEPS)["gradc-native"](x, labels, state)
 
     def trains(self) -> bool:
         return self.backend == "native"
@@ -142,7 +142,7 @@ class TorchEngine(Engine):
         return loss.double().numpy(), [g.double().numpy() for g in grads]
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
-        return train_step.torch_step(x, labels, state)
+        return getattr(state, "steps", train_step.STEPS)["torch"](x, labels, state)
 
     def trains(self) -> bool:
         return not self.compiled  # W6 compares torch eager; a torch.compile'd step is not defined
@@ -176,7 +176,7 @@ class JaxEngine(Engine):
         return lambda: jax.block_until_ready(fn(*args))
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
-        return train_step.jax_step(x, labels, state)
+        return getattr(state, "steps", train_step.STEPS)["jax"](x, labels, state)
 
 
 class AutogradEngine(Engine):

@@ -162,6 +162,8 @@ def target_lines(doc: dict) -> list[str]:
     check("W5 speedup over jax jit", speedup("W5", "jax"), 3)
     ratio, peer = vs_fastest_peer("W6")
     check(f"W6 training steps/s over the fastest peer ({peer})", ratio, 1.5)
+    check("W8 gpt-step speedup over torch eager", speedup("W8", "torch"), 1.5)
+    check("W8 gpt-step speedup over jax jit", speedup("W8", "jax"), 1.2)
     w2 = rows.get(("W2", NATIVE))
     if w2:
         check("W2 first call, ms (empty cache)", w2["first_call_ms"], 250, True)

@@ -189,7 +189,8 @@ def run_train(engine: Any, workload: Any, budget: Budget, reference: tuple | Non
         losses = [float(step())]
         result.first_call_ms = (time.perf_counter() - t0) * 1e3
         losses += [float(step()) for _ in range(workload.steps - 1)]
-        ok, result.max_rel_err, where = check_training(losses, step.parameters(), reference)
+        ok, result.max_rel_err, where = check_training(losses, step.parameters(), reference,
+                                                       getattr(workload, "check_rtol", RTOL))
         if not ok:
             result.status = "mismatch"
             result.note = (f"after {workload.steps} steps: {where} differs from the numpy Adam reference "

@@ -306,9 +306,9 @@ WORKLOADS: dict[str, Workload] = {w.id: w for w in (
 
 def all_workloads() -> dict[str, Any]:
     """W1..W5 (value-and-grad Workloads) and W6 (train_step.TrainWorkload), by id."""
+    from gradc.bench.gpt_step import W8
     from gradc.bench.train_step import W6  # imported here: train_step builds on this module
-
-    return {**WORKLOADS, W6.id: W6}
+    return {**WORKLOADS, W6.id: W6, W8.id: W8}
 
 
 def by_id(wid: str) -> Any:

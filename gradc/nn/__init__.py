@@ -2,6 +2,8 @@
 
 from gradc.nn import functional, init, ops, utils
 from gradc.nn.activation import MODULES as _ACTIVATIONS
+from gradc.nn.attention import MultiheadAttention
+from gradc.nn.containers import ModuleDict, ParameterDict, ParameterList
 from gradc.nn.layers import (
                              GELU,
                              Dropout,
@@ -21,6 +23,8 @@ from gradc.nn.layers import (
 from gradc.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from gradc.nn.losses_more import MODULES as _LOSSES
 from gradc.nn.module import Module, Parameter
+from gradc.nn.norms import RMSNorm
+from gradc.nn.transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 
 globals().update({**_ACTIVATIONS, **_LOSSES})  # nn.ELU, nn.L1Loss, ...
 
@@ -28,5 +32,8 @@ __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "Mo
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
            "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss",
            "utils", *_ACTIVATIONS, *_LOSSES]
+
+__all__ += ["MultiheadAttention", "ModuleDict", "ParameterDict", "ParameterList", "RMSNorm",
+            "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer"]
 
 from gradc.nn import parallel  # noqa: E402,F401  (DistributedDataParallel)

@@ -11,6 +11,10 @@ from typing import Any
 from gradc import functional as F
 from gradc.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from gradc.ir.core import int64
+from gradc.nn.attention import scaled_dot_product_attention  # noqa: F401
+from gradc.nn.embedding_fn import embedding  # noqa: F401
+from gradc.nn.norms import normalize, rms_norm  # noqa: F401
+from gradc.nn.ops import dropout, gelu, layer_norm, linear  # noqa: F401
 from gradc.tensor import Tensor, torch_op
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -193,6 +197,5 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Any = None, ignore_inde
 from gradc.movement import one_hot  # noqa: E402,F401
 from gradc.nn.activation import FUNCTIONS as _ACTIVATIONS  # noqa: E402
 from gradc.nn.losses_more import FUNCTIONS as _LOSSES  # noqa: E402
-from gradc.nn.ops import dropout, embedding, gelu, layer_norm, linear  # noqa: E402,F401
 
 globals().update({**_ACTIVATIONS, **_LOSSES})  # F.elu, F.l1_loss, ...
