@@ -262,14 +262,12 @@ class Run:
 class Environment:
     """A fresh venv with a clean copy of the repository in which one install line was run."""
 
-    def __init__(self, base: Path, install: str) -> None:
+    def __init__(self, base: Path, install: str, archive: bytes) -> None:
         self.install = install
         self.copy, self.venv = base / "repo", base / "venv"
         start = time.perf_counter()
         self.copy.mkdir(parents=True)
-        tree = subprocess.run(["git", "stash", "create"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        archive = subprocess.run(["git", "archive", tree or "HEAD"], cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(self.copy)], input=archive.stdout, check=True)
+        subprocess.run(["tar", "-x", "-C", str(self.copy)], input=archive, check=True)
         subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True, capture_output=True)
         self.env = clean_env(self.venv, base / "gradc-cache")
         self.built = self.run(install)
@@ -285,10 +283,14 @@ class Environment:
 class Environments:
     def __init__(self, base: Path) -> None:
         self.base, self.made = base, {}
+        # the tracked files with their uncommitted edits (a stash commit, no ref touched), or HEAD; once per session
+        tree = subprocess.run(["git", "stash", "create"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        self.archive = subprocess.run(["git", "archive", tree or "HEAD"], cwd=ROOT, capture_output=True,
+                                      check=True).stdout
 
     def __call__(self, install: str) -> Environment:
         if install not in self.made:
-            self.made[install] = Environment(self.base / f"env{len(self.made)}", install)
+            self.made[install] = Environment(self.base / f"env{len(self.made)}", install, self.archive)
         env = self.made[install]
         if env.built.code:
             pytest.fail(f"`{install}` failed in a fresh venv:\n{env.built.tail()}")
