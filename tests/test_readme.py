@@ -323,7 +323,7 @@ def test_documented_command(command: str, environments: Environments) -> None:
     env = environments(install or check.env)
     form = (check.full if FULL else check.quick) or documented
     run = env.run(form)
-    print(f"\n[readme] {form}: {run.seconds:.1f} s")
+    print(f"\n[readme] {form}: {run.seconds:.1f} s; last line: {(run.out.strip().splitlines() or [''])[-1]}")
     assert run.code == 0, f"`{form}` (for `{command}`) failed in `{env.install}`:\n{run.tail()}"
     assert "Traceback" not in run.err, run.tail()
     check_output(run, check.expect, form)
