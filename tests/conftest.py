@@ -72,3 +72,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow_memory: JIT memory tests (subprocesses compiling thousands of "
                                        "kernels, ~1-2 min); they run in CI, deselect with -m 'not slow_memory'")
+    config.addinivalue_line("markers", "readme: every README command in fresh venvs (tests/test_readme.py, ~2-3 min); "
+                                       "runs in CI, deselect with -m 'not readme', GRADC_README_FULL=1 for full forms")
