@@ -301,6 +301,11 @@ class Evaluator:
             return self.value(x[0], src)
         if name == "pad":
             return self.pad(v, idx)
+        if name == "window":  # x[..., o*stride + k*dilation, ...] with the tap k the last index
+            a, src = attrs["axis"], list(idx[:-1])
+            src[a] = self.b.add(self.b.mul(src[a], const_i64(attrs["stride"]), flags=("nsw",)),
+                                self.b.mul(idx[-1], const_i64(attrs["dilation"]), flags=("nsw",)), flags=("nsw",))
+            return self.value(x[0], src)
         if name == "gather":
             return self.gather(v, idx)
         raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")

@@ -23,3 +23,8 @@ from gradc.nn.module import Module, Parameter
 __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear",
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
            "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss"]
+
+from gradc.nn.conv_layers import *  # noqa: E402,F401,F403  (CNN modules)
+from gradc.nn.conv_layers import __all__ as _cnn_all  # noqa: E402
+
+__all__ += _cnn_all

@@ -11,6 +11,7 @@ from typing import Any
 from gradc import functional as F
 from gradc.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from gradc.ir.core import int64
+from gradc.nn.cnn_functional import *  # noqa: F401,F403  (conv, pooling, normalization, pad, interpolate)
 from gradc.tensor import Tensor, torch_op
 
 REDUCTIONS = ("mean", "sum", "none")
