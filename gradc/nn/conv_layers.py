@@ -262,16 +262,20 @@ class _BatchNorm(Module):
     _ranks: tuple[int, ...] = (2, 3)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device: Any = None, dtype: DType | None = None) -> None:
+                 track_running_stats: bool = True, device: Any = None, dtype: DType | None = None, *,
+                 bias: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
+        self._has_bias = affine and bias
         np_dtype = (dtype or float32).numpy
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=np_dtype))
-            self.bias = Parameter(np.zeros(num_features, dtype=np_dtype))
         else:
             self.register_parameter("weight", None)
+        if self._has_bias:
+            self.bias = Parameter(np.zeros(num_features, dtype=np_dtype))
+        else:
             self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", _buffer(np.zeros(num_features, dtype=np_dtype)))
@@ -292,6 +296,7 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
+        if self.bias is not None:
             init.zeros_(self.bias)
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -320,7 +325,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self._has_bias}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
@@ -333,32 +338,36 @@ class BatchNorm2d(_BatchNorm):
 
 class GroupNorm(Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 device: Any = None, dtype: DType | None = None) -> None:
+                 device: Any = None, dtype: DType | None = None, *, bias: bool = True) -> None:
         super().__init__()
         if num_channels % num_groups != 0:
             raise ValueError("num_channels must be divisible by num_groups")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self._has_bias = affine and bias
         np_dtype = (dtype or float32).numpy
         if affine:
             self.weight = Parameter(np.ones(num_channels, dtype=np_dtype))
-            self.bias = Parameter(np.zeros(num_channels, dtype=np_dtype))
         else:
             self.register_parameter("weight", None)
+        if self._has_bias:
+            self.bias = Parameter(np.zeros(num_channels, dtype=np_dtype))
+        else:
             self.register_parameter("bias", None)
 
     def forward(self, x: Tensor) -> Tensor:
         return N.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, bias={self._has_bias}"
 
 
 class InstanceNorm2d(_BatchNorm):
     _ranks = (3, 4)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
-                 track_running_stats: bool = False, device: Any = None, dtype: DType | None = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
+                 track_running_stats: bool = False, device: Any = None, dtype: DType | None = None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.to_tensor(x)
