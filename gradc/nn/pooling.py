@@ -69,7 +69,7 @@ def _as_batched(x: Tensor, nd: int) -> tuple[Tensor, bool]:
 
 
 def _windowed(x: Tensor, nd: int, k, s, p, d, out, fill: float) -> Tensor:
-    """(N, C, *S) -> (N, C, *O, prod(K)) with `fill` in the padding (and in ceil_mode's overhang)."""
+    """(N, C, *S) -> (N, C, *O, *K) with `fill` in the padding (and in ceil_mode's overhang)."""
     spatial = x.shape[2:]
     hi = [max((o - 1) * ss + dd * (kk - 1) + 1 - (n + pp), pp)
           for o, ss, dd, kk, n, pp in zip(out, s, d, k, spatial, p)]
@@ -77,28 +77,31 @@ def _windowed(x: Tensor, nd: int, k, s, p, d, out, fill: float) -> Tensor:
     w = windows(padded, 2, k, s, d)
     for i in range(nd):  # ceil_mode may give one window more than fits without the overhang: keep `out`
         w = slice_axis(w, 2 + i, 0, out[i])
-    taps = int(np.prod(k))
-    return apply("reshape", w, shape=x.shape[:2] + tuple(out) + (taps,))
+    return w  # (N, C, *O, *K): the tap axes stay separate (a merging reshape would cost div/mod per element)
 
 
-def first_max_mask(w: Tensor) -> Tensor:
-    """Bool mask of the first maximum along the last axis; with NaNs, the last NaN (PyTorch's CPU kernel
-    updates on `val > max || isnan(val)`)."""
-    axis = w.ndim - 1
-    taps = w.shape[-1]
+def _keep(v: Tensor, w: Tensor, axes: tuple[int, ...]) -> Tensor:
+    """A reduction over `axes` broadcast back to w's shape."""
+    kept = tuple(1 if i in axes else d for i, d in enumerate(w.shape))
+    return apply("broadcast_to", apply("reshape", v, shape=kept), shape=w.shape)
+
+
+def first_max_mask(w: Tensor, ntaps: int = 1) -> Tensor:
+    """Bool mask of the first maximum (row-major over the last `ntaps` axes); with NaNs, the last NaN
+    (PyTorch's CPU kernel updates on `val > max || isnan(val)`)."""
+    axes = tuple(range(w.ndim - ntaps, w.ndim))
+    taps = int(np.prod(w.shape[w.ndim - ntaps:]))
     ws = apply("stop_gradient", w)
-    top = apply("reduce_max", ws, axes=(axis,))
-    top_b = apply("broadcast_to", apply("reshape", top, shape=top.shape + (1,)), shape=w.shape)
-    hit = apply("compare", ws, top_b, pred="eq")
+    hit = apply("compare", ws, _keep(apply("reduce_max", ws, axes=axes), w, axes), pred="eq")
     nan = apply("compare", ws, ws, pred="ne")
-    score_of_tap = apply("cast", apply("iota", shape=w.shape, axis=axis), dtype=w.dtype)
-    rank = apply("sub", constant(float(taps), w.shape, w), score_of_tap)  # first tap scores highest
-    zero = constant(0.0, w.shape, w)
-    nan_rank = apply("add", constant(float(taps + 1), w.shape, w), score_of_tap)  # any NaN beats any hit
-    score = apply("where", nan, nan_rank, apply("where", hit, rank, zero))
-    best = apply("reduce_max", score, axes=(axis,))
-    best_b = apply("broadcast_to", apply("reshape", best, shape=best.shape + (1,)), shape=w.shape)
-    return apply("compare", score, best_b, pred="eq")
+    tap = None  # the row-major tap number, from one iota per tap axis
+    for axis in axes:
+        i = apply("cast", apply("iota", shape=w.shape, axis=axis), dtype=w.dtype)
+        tap = i if tap is None else apply("add", apply("mul", tap, constant(float(w.shape[axis]), w.shape, w)), i)
+    rank = apply("sub", constant(float(taps), w.shape, w), tap)  # first tap scores highest
+    nan_rank = apply("add", constant(float(taps + 1), w.shape, w), tap)  # any NaN beats any hit
+    score = apply("where", nan, nan_rank, apply("where", hit, rank, constant(0.0, w.shape, w)))
+    return apply("compare", score, _keep(apply("reduce_max", score, axes=axes), w, axes), pred="eq")
 
 
 def _max_pool(x: Tensor, nd: int, kernel_size, stride, padding, dilation, ceil_mode, return_indices, name):
@@ -106,15 +109,15 @@ def _max_pool(x: Tensor, nd: int, kernel_size, stride, padding, dilation, ceil_m
     k, s, p, d, out = _pool_args(x, nd, kernel_size, stride, padding, dilation, ceil_mode, name)
     xb, batched = _as_batched(x, nd)
     w = _windowed(xb, nd, k, s, p, d, out, -math.inf)
-    mask = first_max_mask(w)
-    axis = w.ndim - 1
-    pooled = apply("reduce_sum", apply("where", mask, w, constant(0.0, w.shape, w)), axes=(axis,))
+    mask = first_max_mask(w, nd)
+    axes = tuple(range(w.ndim - nd, w.ndim))
+    pooled = apply("reduce_sum", apply("where", mask, w, constant(0.0, w.shape, w)), axes=axes)
     if not batched:
         pooled = apply("reshape", pooled, shape=pooled.shape[1:])
     if not return_indices:
         return pooled
     index = apply("reduce_sum", apply("where", mask, _tap_positions(xb, nd, k, s, p, d, out, w.shape),
-                                      apply("const", value=0, shape=w.shape, dtype=F.int64)), axes=(axis,))
+                                      apply("const", value=0, shape=w.shape, dtype=F.int64)), axes=axes)
     if not batched:
         index = apply("reshape", index, shape=index.shape[1:])
     return pooled, index
@@ -133,8 +136,7 @@ def _tap_positions(x: Tensor, nd: int, k, s, p, d, out, shape) -> Tensor:
         sh = [1] * (2 * nd)
         sh[i], sh[nd + i] = out[i], k[i]
         flat = flat * spatial[i] + g.reshape(sh)
-    const = Tensor(flat.reshape(tuple(out) + (int(np.prod(k)),)))
-    return F.expand_to(const, shape)
+    return F.expand_to(Tensor(flat), shape)
 
 
 def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
@@ -174,7 +176,7 @@ def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad,
         raise RuntimeError("divisor must be not zero")
     xb, batched = _as_batched(x, nd)
     w = _windowed(xb, nd, k, s, p, d, out, 0.0)
-    total = apply("reduce_sum", w, axes=(w.ndim - 1,))
+    total = apply("reduce_sum", w, axes=tuple(range(w.ndim - nd, w.ndim)))
     if divisor_override is not None:
         scale = np.full(tuple(out), 1.0 / divisor_override)
     else:
