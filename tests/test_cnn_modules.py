@@ -287,3 +287,60 @@ def test_bad_input_inside_compile_step_is_reported_at_trace_time():
     step = gradc.compile_step(model, F.cross_entropy, gradc.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(RuntimeError, match="to have 3 channels, but got 1 channels instead"):
         step(np.zeros((2, 1, 3, 3), np.float32), np.zeros(2, np.int64))
+
+
+def _resnet_like(lib):
+    nn, F = lib.nn, lib.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+            self.block = Block(8, 16, 2)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.fc(lib.flatten(self.pool(self.up(self.block(self.stem(x)))), 1))
+    return Net()
+
+
+def test_unseen_resnet_like_model_trains_like_torch_eager_and_compiled():
+    """Residual block, stride-2 and 1x1 convs, padded max pool, bilinear upsample, SGD with momentum."""
+    rng = np.random.default_rng(4)
+    tm, gm, cm = _resnet_like(torch), _resnet_like(gradc), _resnet_like(gradc)
+    gm.load_state_dict(tm.state_dict())
+    cm.load_state_dict(tm.state_dict())
+    topt = torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.9)
+    gopt = gradc.optim.SGD(gm.parameters(), lr=0.1, momentum=0.9)
+    step = gradc.compile_step(cm, F.cross_entropy, gradc.optim.SGD(cm.parameters(), lr=0.1, momentum=0.9))
+    for _ in range(3):
+        x, y = rng.standard_normal((4, 3, 15, 15)).astype(np.float32), rng.integers(0, 5, 4)
+        topt.zero_grad()
+        want = torch.nn.functional.cross_entropy(tm(torch.tensor(x)), torch.tensor(y))
+        want.backward()
+        topt.step()
+        gopt.zero_grad()
+        got = F.cross_entropy(gm(gradc.tensor(x)), gradc.tensor(y))
+        got.backward()
+        gopt.step()
+        np.testing.assert_allclose(float(got), want.item(), rtol=1e-5)
+        np.testing.assert_allclose(float(step(x, y)), want.item(), rtol=1e-5)
+    for model in (gm, cm):
+        for k, v in tm.state_dict().items():
+            np.testing.assert_allclose(model.state_dict()[k], v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
