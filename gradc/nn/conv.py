@@ -136,19 +136,24 @@ def _im2col_gemm(x: Tensor, weight: Tensor, lo, hi, stride, dilation, groups: in
     for o in out_spatial:
         positions *= o
     cg, coutg = c // groups, cout // groups
+    # columns ordered (*K, C), channels innermost: the im2col loop then reads and writes contiguous channel
+    # runs of an NHWC producer (a GEMM result) and vectorizes; the small weight is permuted to match
+    w_perm = (0,) + tuple(range(2, 2 + nd)) + (1,)  # (Cout, C, *K) -> (Cout, *K, C)
     if groups == 1:
-        # (N, C, *O, *K) -> (N, *O, C, *K) -> (N*prod(O), C*prod(K))
-        perm = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
+        # (N, C, *O, *K) -> (N, *O, *K, C) -> (N*prod(O), prod(K)*C)
+        perm = (0,) + tuple(range(2, 2 + 2 * nd)) + (1,)
         a = apply("reshape", apply("permute", cols, perm=perm), shape=(positions, c * taps))
-        wm = apply("permute", apply("reshape", weight, shape=(cout, c * taps)), perm=(1, 0))
+        wk = apply("permute", weight, perm=w_perm) if nd else weight
+        wm = apply("permute", apply("reshape", wk, shape=(cout, c * taps)), perm=(1, 0))
         y = apply("matmul", a, wm)  # (N*prod(O), Cout)
         y = apply("reshape", y, shape=(n,) + out_spatial + (cout,))
         return apply("permute", y, perm=(0, nd + 1) + tuple(range(1, nd + 1)))
-    # grouped: (N, G, Cg, *O, *K) -> (G, N, *O, Cg, *K) -> (G, N*prod(O), Cg*prod(K)), batched GEMM over G
+    # grouped: (N, G, Cg, *O, *K) -> (G, N, *O, *K, Cg) -> (G, N*prod(O), prod(K)*Cg), batched GEMM over G
     split = apply("reshape", cols, shape=(n, groups, cg) + cols.shape[2:])
-    perm = (1, 0) + tuple(range(3, 3 + nd)) + (2,) + tuple(range(3 + nd, 3 + 2 * nd))
+    perm = (1, 0) + tuple(range(3, 3 + 2 * nd)) + (2,)  # (G, N, *O, *K, Cg)
     a = apply("reshape", apply("permute", split, perm=perm), shape=(groups, positions, cg * taps))
-    wm = apply("permute", apply("reshape", weight, shape=(groups, coutg, cg * taps)), perm=(0, 2, 1))
+    wk = apply("permute", weight, perm=w_perm)
+    wm = apply("permute", apply("reshape", wk, shape=(groups, coutg, cg * taps)), perm=(0, 2, 1))
     y = apply("matmul", a, wm)  # (G, N*prod(O), Coutg)
     y = apply("reshape", y, shape=(groups, n) + out_spatial + (coutg,))
     y = apply("permute", y, perm=(1, 0, nd + 2) + tuple(range(2, nd + 2)))
