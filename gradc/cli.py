@@ -262,9 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the autograd tutorial eagerly and compiled, print IR and timings")
 
-    p = sub.add_parser("bench", help="time the workloads W1-W6 on gradc and the installed peer engines")
+    p = sub.add_parser("bench", help="time the workloads W1-W7 on gradc and the installed peer engines")
     p.add_argument("--workloads", default=None,
-                   help="comma list, e.g. W1,W3; W6 is a whole Adam training step (default: all)")
+                   help="comma list, e.g. W1,W3; W6, W7 are whole Adam training steps, W7G is W7's "
+                        "value_and_grad (default: all)")
     p.add_argument("--engines", default=None,
                    help="comma list of gradc-native, gradc-interp, numpy, torch, torch-compile, jax, autograd "
                         "or FILE.py:CLASS (default: all installed; --quick leaves out torch-compile)")

@@ -224,6 +224,14 @@ def print_op(p: Printer, op) -> str:
         p.emit(f"{r} = tensor.insert_slice {ins[0][0]} into {base}[{_ints(op.attrs['lo'])}] "
                f"[{_ints(x_t.shape)}] [{_ints(strides)}] : {ttype(x_t)} into {ttype(out)}")
         return r
+    if name == "window":  # out[..., o, ..., k] = x[..., o*stride + k*dilation, ...]: an affine read
+        a, rank = op.attrs["axis"], len(out.shape)
+        dims = [f"d{i}" for i in range(rank)]
+        src = dims[:-1]
+        src[a] = f"d{a} * {op.attrs['stride']} + d{rank - 1} * {op.attrs['dilation']}"
+        head = f"({', '.join(dims)})"
+        maps = [f"affine_map<{head} -> ({', '.join(src)})>", f"affine_map<{head} -> ({', '.join(dims)})>"]
+        return p.generic(out, ins, lambda args: args[0], maps=maps)
     if name == "gather":
         return gather(p, ins[0], ins[1], op.attrs["axis"], out)
     if name == "iota":

@@ -29,6 +29,7 @@ from gradc.ir.builder import inline
 from gradc.ir.core import Function, TensorType, Value, float64
 from gradc.ir.passes.ad import ad
 from gradc.nn.module import Module
+from gradc.nn.normalization import buffer_updates
 from gradc.nn.ops import noise_arrays, noise_inputs
 from gradc.optim import Optimizer
 from gradc.tensor import Tensor, Trace, tracing
@@ -75,11 +76,13 @@ def _module_tensors(module: Module) -> tuple[list[str], list[Tensor]]:
 
 def trace_with_tensors(body: Callable[..., Any], tensors: Sequence[Tensor], names: Sequence[str],
                        input_types: Sequence[TensorType], fn_name: str) -> Function:
-    """Trace body(*inputs) with `tensors` as leading function params; traced dropouts append noise params."""
+    """Trace body(*inputs) with `tensors` as leading function params; traced dropouts append noise params;
+    traced running-stat updates (batch norm) append results, their tensors listed in meta["updated_buffers"]."""
     t = Trace()
     tensor_values = [Value(x._type(), name=_value_name(n)) for x, n in zip(tensors, names)]
     inputs = [Value(ty, name=f"input{i}") for i, ty in enumerate(input_types)]
-    with tracing(t), enable_grad(), noise_inputs() as noise, substituted(tensors, tensor_values):
+    with tracing(t), enable_grad(), noise_inputs() as noise, substituted(tensors, tensor_values), \
+            buffer_updates() as updates:
         out = body(*(Tensor._from_value(v) for v in inputs))
         single = not isinstance(out, (tuple, list))
         outs = [out] if single else list(out)
@@ -87,16 +90,18 @@ def trace_with_tensors(body: Callable[..., Any], tensors: Sequence[Tensor], name
             if not isinstance(o, Tensor):
                 raise TypeError(f"the module returned a {type(o).__name__} as output {i}; compiled modules "
                                 "must return gradc Tensors (or a tuple of them)")
-        results = [t.lift(o) for o in outs]
+        results = [t.lift(o) for o in outs] + [v for _, v in updates]
     return Function(fn_name, tensor_values + inputs + list(noise), t.builder.ops, results,
-                    {"single_output": single, "num_noise": len(noise)})
+                    {"single_output": single, "num_noise": len(noise), "updated_buffers": [b for b, _ in updates]})
 
 
 class _Spec:
-    __slots__ = ("fn", "function", "noise", "single")
+    __slots__ = ("fn", "function", "noise", "single", "buffers")
 
-    def __init__(self, fn: Callable, function: Function, noise: Sequence[Value], single: bool) -> None:
+    def __init__(self, fn: Callable, function: Function, noise: Sequence[Value], single: bool,
+                 buffers: Sequence[Tensor] = ()) -> None:
         self.fn, self.function, self.noise, self.single = fn, function, list(noise), single
+        self.buffers = list(buffers)  # updated by the call: its last len(buffers) results
 
 
 class CompiledModule:
@@ -119,7 +124,7 @@ class CompiledModule:
                                              type(self.module).__name__.lower()))
             noise = fn.params[len(fn.params) - fn.meta["num_noise"]:]
             spec = self.specializations[key] = _Spec(compile_function_or_interp(fn), fn, noise,
-                                                     fn.meta["single_output"])
+                                                     fn.meta["single_output"], fn.meta["updated_buffers"])
         return spec
 
     def lower(self, *inputs: Any) -> Function:
@@ -130,6 +135,9 @@ class CompiledModule:
         arrays = [argument_array(a, i) for i, a in enumerate(inputs)]
         spec = self._specialize(arrays)
         out = _results(spec.fn(*[t._data for t in self.tensors], *arrays, *noise_arrays(spec.noise)))
+        if spec.buffers:
+            _store_updates(spec.buffers, out[len(out) - len(spec.buffers):])
+            out = out[:len(out) - len(spec.buffers)]
         return out[0] if spec.single else tuple(out)
 
 
@@ -190,6 +198,7 @@ class CompiledStep:
         opt = self.optimizer
         forward = optimize(self._forward(TensorType(x.shape, _dtype(x)), TensorType(y.shape, _dtype(y))))
         n_noise = forward.meta["num_noise"]
+        buffers = forward.meta["updated_buffers"]  # results 1.. of forward: detached running stats
         joint = optimize(ad(forward, [i for i, _ in self.trainable], seed="ones"))
 
         groups = {id(g): g for _, g in self.trainable}
@@ -209,6 +218,7 @@ class CompiledStep:
         with tracing(trace), enable_grad():
             loss, *grads = inline(trace.builder, joint, tensor_values + data_values)
             hyper = [opt.hyper_dict(names, Tensor._from_value(v)) for names, v in zip(hyper_names, hyper_values)]
+            new_buffers, grads = grads[:len(buffers)], grads[len(buffers):]
             new_params, new_states = [], []
             for (i, group), grad, values, names in zip(self.trainable, grads, state_values, state_names):
                 new_p, new_s = opt._update(group, Tensor._from_value(tensor_values[i]), Tensor._from_value(grad),
@@ -217,8 +227,8 @@ class CompiledStep:
                 new_params.append(trace.lift(new_p))
                 new_states += [trace.lift(new_s[n]) if n in new_s else v for n, v in zip(names, values)]
         params = tensor_values + [v for vs in state_values for v in vs] + hyper_values + data_values
-        step_fn = optimize(Function("train_step", params, trace.builder.ops, [loss, *new_params, *new_states],
-                                    {"num_noise": n_noise}))
+        step_fn = optimize(Function("train_step", params, trace.builder.ops,
+                                    [loss, *new_params, *new_states, *new_buffers], {"num_noise": n_noise}))
 
         self._groups = list(groups.values())
         self._structure = [opt.structure(g) for g in self._groups]
@@ -232,8 +242,12 @@ class CompiledStep:
         n_trainable, first_state = len(self.trainable), len(self.tensors)
         donate = {1 + j: i for j, (i, _) in enumerate(self.trainable)}
         donate.update({1 + n_trainable + s: first_state + s for s in range(len(self._swap) - n_trainable)})
+        position = {id(t): i for i, t in enumerate(self.tensors)}
+        for j, buf in enumerate(buffers):  # running stats: written in place when the buffer is a model tensor
+            if id(buf) in position:
+                donate[1 + len(self._swap) + j] = position[id(buf)]
         self._swap_positions = [donate[r] for r in range(1, 1 + len(self._swap))]
-        return _Spec(compile_function_or_interp(step_fn, donate), step_fn, noise, True)
+        return _Spec(compile_function_or_interp(step_fn, donate), step_fn, noise, True, buffers)
 
     def _specialize(self, x: np.ndarray, y: np.ndarray) -> _Spec:
         key = (self.model.training, x.shape, x.dtype.str, y.shape, y.dtype.str)
@@ -272,8 +286,11 @@ class CompiledStep:
         if spec.noise:
             args += noise_arrays(spec.noise)
         out = spec.fn(*args)
-        if not all(map(operator.is_, out[1:], map(args.__getitem__, self._swap_positions))):
-            _store_updates(self._swap, out[1:])
+        n_swap = len(self._swap)
+        if not all(map(operator.is_, out[1:1 + n_swap], map(args.__getitem__, self._swap_positions))):
+            _store_updates(self._swap, out[1:1 + n_swap])
+        if spec.buffers:  # running stats (batch norm in training mode)
+            _store_updates(spec.buffers, out[1 + n_swap:])
         for p in self._swap[:len(self.trainable)]:  # the parameters count the step, as torch.optim's in-place
             p._version += 1  # update: graphs that saved them refuse backward
         return out[0]

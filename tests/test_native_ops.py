@@ -128,6 +128,12 @@ def sample_layout(c: Case, name: str, dt, n: int) -> None:
         c.results.append(b.pad(x, lo=(1, 2), hi=(0, 3), interior=(0, 0)))
         c.results.append(b.pad(x, lo=(0, 1), hi=(2, 0), interior=(1, 2)))
         c.results.append(b.pad(b.tanh(x), lo=(0, 0), hi=(1, 1), interior=(0, 1)))
+    elif name == "window":
+        c.results.append(b.emit("window", x, axis=1, size=min(2, n), stride=1, dilation=1))
+        c.results.append(b.emit("window", x, axis=0, size=2, stride=1, dilation=1))
+        c.results.append(b.exp(b.emit("window", x, axis=1, size=1, stride=2, dilation=1)))
+        if n >= 5:
+            c.results.append(b.emit("window", x, axis=1, size=2, stride=2, dilation=3))
 
 
 def sample_gather(c: Case, dt, n: int) -> None:
@@ -182,7 +188,7 @@ def build_sample(name: str, dt, n: int, c: Case) -> None:
         sample_cast(c, dt, n)
     elif name in ("reduce_sum", "reduce_max"):
         sample_reduce(c, name, dt, n)
-    elif name in ("reshape", "permute", "broadcast_to", "slice", "pad"):
+    elif name in ("reshape", "permute", "broadcast_to", "slice", "pad", "window"):
         sample_layout(c, name, dt, n)
     elif name == "gather":
         sample_gather(c, dt, n)

@@ -155,6 +155,12 @@ def pad_cases(rng):
     return [Case([normal(rng, s)], {"lo": lo, "hi": hi, "interior": i}) for s, lo, hi, i in layouts]
 
 
+def window_cases(rng):
+    layouts = [((17,), 0, 3, 1, 1), ((9, 8), 1, 2, 3, 2), ((3, 9), 0, 1, 2, 1), ((2, 7, 3), 1, 3, 2, 3),
+               ((8,), 0, 8, 1, 1), ((1,), 0, 1, 1, 1)]
+    return [Case([normal(rng, s)], {"axis": a, "size": k, "stride": st, "dilation": d}) for s, a, k, st, d in layouts]
+
+
 def gather_cases(rng):
     return [Case([normal(rng, (3, 4)), rng.integers(0, 4, size=(3,))], {"axis": 1}),
             Case([normal(rng, (3, 4)), rng.integers(0, 3, size=(4,))], {"axis": 0}),
@@ -188,7 +194,7 @@ SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "compare": compare_cases, "where": where_cases, "cast": cast_cases,
     "reduce_sum": reduce_cases(normal), "reduce_max": reduce_cases(lambda rng, s: distinct(rng, s)[0]),
     "reshape": reshape_cases, "permute": permute_cases, "broadcast_to": broadcast_cases,
-    "slice": slice_cases, "pad": pad_cases, "gather": gather_cases, "iota": iota_cases,
+    "slice": slice_cases, "pad": pad_cases, "window": window_cases, "gather": gather_cases, "iota": iota_cases,
     "const": const_cases, "matmul": matmul_cases,
 }
 

@@ -55,6 +55,9 @@ class Engine:
 
     def unsupported(self, workload: Any) -> str | None:
         """None when the engine runs this kind of workload, else a short note why not."""
+        runs = getattr(workload, "runs", None)  # a workload that names its engines (W7, W7G)
+        if runs is not None:
+            return None if self.name in runs else f"{workload.id} runs {', '.join(runs)}"
         if getattr(workload, "kind", "grad") == "train" and not self.trains():
             return (f"{self.name} has no training step: {workload.id} runs "
                     f"{', '.join(train_step.STEPS)} (or an engine with train_step)")

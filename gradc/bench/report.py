@@ -164,6 +164,9 @@ def target_lines(doc: dict) -> list[str]:
     check(f"W6 training steps/s over the fastest peer ({peer})", ratio, 1.5)
     check("W8 gpt-step speedup over torch eager", speedup("W8", "torch"), 1.5)
     check("W8 gpt-step speedup over jax jit", speedup("W8", "jax"), 1.2)
+    for peer, goal in (("torch", 1.5), ("torch-compile", 1.2), ("jax", 1.2)):  # W7 cnn-step (issue 11)
+        check(f"W7 speedup over {peer}", speedup("W7", peer), goal)
+    check("W7 time / GEMM-bound time", vs_limit("W7", "gemm_bound_us"), 1.5, True)
     w2 = rows.get(("W2", NATIVE))
     if w2:
         check("W2 first call, ms (empty cache)", w2["first_call_ms"], 250, True)

@@ -81,6 +81,10 @@ class TrainWorkload:
         """One compiled step: batch, lr, parameters and 3 Adam states each in; loss, parameters, states out."""
         return 2 + 1 + 4 * len(NAMES) + 1 + 4 * len(NAMES)
 
+    def build(self, engine: Any, x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
+        """This workload's step on `engine` (W6: the engine's own train_step; W7 overrides it)."""
+        return engine.train_step(x, labels, state)
+
 
 def _gemms(batch: int, sizes: tuple[int, ...]) -> tuple[Gemm, ...]:
     """PyTorch layout (W is out x in): x @ W^T per layer, dW = g^T @ x per layer, dx = g @ W but for the first."""

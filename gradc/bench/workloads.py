@@ -306,9 +306,11 @@ WORKLOADS: dict[str, Workload] = {w.id: w for w in (
 
 def all_workloads() -> dict[str, Any]:
     """W1..W5 (value-and-grad Workloads) and W6 (train_step.TrainWorkload), by id."""
+    from gradc.bench.cnn_step import W7, W7G  # W7 cnn-step (issue 11) and its value_and_grad row
     from gradc.bench.gpt_step import W8
     from gradc.bench.train_step import W6  # imported here: train_step builds on this module
-    return {**WORKLOADS, W6.id: W6, W8.id: W8}
+
+    return {**WORKLOADS, W6.id: W6, W7.id: W7, W7G.id: W7G, W8.id: W8}
 
 
 def by_id(wid: str) -> Any:

@@ -77,6 +77,24 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
                    fused_text(prog, plan), prog.num_kernels, prog, plan, plan.error_slot, low.site_info)
 
 
+def merge_groups(out_shape, in_shape) -> list[tuple[int, int]] | None:
+    """For a reshape whose every input axis is the product of a run of consecutive output axes (a merge,
+    e.g. (64,24,24,3,3,32) read from a (36864,288) buffer), the [lo, hi) output axes of each input axis."""
+    groups, lo = [], 0
+    for d in in_shape:
+        hi, size = lo, 1
+        while hi < len(out_shape) and (size < d or (out_shape[hi] == 1 and size == d and d != 1)):
+            size *= out_shape[hi]
+            hi += 1
+        if size != d or (hi == lo and d != 1):
+            return None
+        groups.append((lo, hi))
+        lo = hi
+    if any(out_shape[i] != 1 for i in range(lo, len(out_shape))):
+        return None
+    return groups
+
+
 def set_buffer_attrs(arg: ir.Argument, readonly: bool, alignment: int) -> None:
     arg.add_attribute("noalias")
     arg.add_attribute("captures(none)")
@@ -301,6 +319,11 @@ class Evaluator:
             return self.value(x[0], src)
         if name == "pad":
             return self.pad(v, idx)
+        if name == "window":  # x[..., o*stride + k*dilation, ...] with the tap k the last index
+            a, src = attrs["axis"], list(idx[:-1])
+            src[a] = self.b.add(self.b.mul(src[a], const_i64(attrs["stride"]), flags=("nsw",)),
+                                self.b.mul(idx[-1], const_i64(attrs["dilation"]), flags=("nsw",)), flags=("nsw",))
+            return self.value(x[0], src)
         if name == "gather":
             return self.gather(v, idx)
         raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")
@@ -311,6 +334,9 @@ class Evaluator:
             real = [i for i, d in zip(idx, out_shape) if d != 1]
             it = iter(real)
             return [const_i64(0) if d == 1 else next(it) for d in in_shape]
+        groups = merge_groups(out_shape, in_shape)
+        if groups is not None:  # each input axis is a run of consecutive output axes: multiply-adds, no div
+            return [linear_index(b, idx[lo:hi], out_shape[lo:hi]) for lo, hi in groups]
         flat = linear_index(b, idx, out_shape)
         src = []
         for a in range(len(in_shape)):

@@ -108,7 +108,8 @@ class DistributedCompiledStep(CompiledStep):
         for segment in self.segments:
             self._build_update(segment)
         noise = joint.params[len(joint.params) - n_noise:] if n_noise else []
-        return _Spec(grad_fn, joint, noise, True)
+        # results: loss, the running stats batch norm updates (forward.meta["updated_buffers"]), the gradients
+        return _Spec(grad_fn, joint, noise, True, forward.meta.get("updated_buffers", []))
 
     def _build_update(self, segment: _Segment) -> None:
         """One compiled update of the segment's parameters from its summed gradients (mean taken inside)."""
@@ -167,7 +168,10 @@ class DistributedCompiledStep(CompiledStep):
         clock, timings = time.perf_counter, self.timings
         t0 = clock()
         out = spec.fn(*args)
-        loss, grads = out[0], out[1:]
+        nb = len(spec.buffers)
+        loss, grads = out[0], out[1 + nb:]
+        if nb:  # running stats: each rank keeps its own, as PyTorch DDP between broadcasts
+            _store_updates(spec.buffers, out[1:1 + nb])
         MPI = pg.mpi()
         t1 = clock()
         timings["backward"] += t1 - t0

@@ -173,6 +173,19 @@ def pad_shape(types: list[TensorType], attrs: dict) -> TensorType:
     return TensorType(shape, t.dtype)
 
 
+def window_shape(types: list[TensorType], attrs: dict) -> TensorType:
+    (t,) = types
+    axis, size, stride, dilation = attrs["axis"], attrs["size"], attrs["stride"], attrs["dilation"]
+    if not 0 <= axis < t.rank or size < 1 or stride < 1 or dilation < 1:
+        raise ShapeError(f"window needs an axis of {t}, size, stride and dilation >= 1, got axis={axis}, "
+                         f"size={size}, stride={stride}, dilation={dilation}")
+    span = (size - 1) * dilation + 1
+    if span > t.shape[axis]:
+        raise ShapeError(f"window of span {span} does not fit dimension {axis} of {t}")
+    count = (t.shape[axis] - span) // stride + 1
+    return TensorType(t.shape[:axis] + (count,) + t.shape[axis + 1:] + (size,), t.dtype)
+
+
 def gather_shape(types: list[TensorType], attrs: dict) -> TensorType:
     x, idx = types
     axis = attrs["axis"]
@@ -319,6 +332,33 @@ def vjp_pad(b, g, out, x, lo, hi, interior):
     return (b.emit("slice", g, starts=tuple(lo), stops=stops, steps=tuple(i + 1 for i in interior)),)
 
 
+def eval_window(x: np.ndarray, axis: int, size: int, stride: int, dilation: int) -> np.ndarray:
+    count = (x.shape[axis] - (size - 1) * dilation - 1) // stride + 1
+    index = np.arange(count)[:, None] * stride + np.arange(size)[None, :] * dilation
+    return np.moveaxis(np.take(x, index, axis=axis), axis + 1, -1)
+
+
+def vjp_window(b, g, out, x, axis, size, stride, dilation):
+    # col2im: tap k of every window came from x[o*stride + k*dilation]: pad each tap back and sum
+    rank = x.type.rank
+    count = out.shape[axis]
+    total = None
+    for k in range(size):
+        starts = (0,) * rank + (k,)
+        stops = tuple(out.shape[:-1]) + (k + 1,)
+        tap = b.reshape_to(b.emit("slice", g, starts=starts, stops=stops, steps=(1,) * (rank + 1)), x.shape[:axis] +
+                           (count,) + x.shape[axis + 1:])
+        lo = [0] * rank
+        hi = [0] * rank
+        interior = [0] * rank
+        lo[axis] = k * dilation
+        interior[axis] = stride - 1
+        hi[axis] = x.shape[axis] - (k * dilation + (count - 1) * stride + 1)
+        placed = b.emit("pad", tap, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior))
+        total = placed if total is None else b.add(total, placed)
+    return (total,)
+
+
 def vjp_cast(b, g, out, x, dtype):
     if not (x.dtype.is_float and dtype.is_float):
         return (None,)
@@ -402,6 +442,8 @@ register(OpDef("slice", 1, LAYOUT, slice_shape,
                lambda x, starts, stops, steps: x[tuple(slice(a, z, s) for a, z, s in zip(starts, stops, steps))],
                vjp_slice, attrs=("starts", "stops", "steps")))
 register(OpDef("pad", 1, LAYOUT, pad_shape, eval_pad, vjp_pad, attrs=("lo", "hi", "interior")))
+register(OpDef("window", 1, LAYOUT, window_shape, eval_window, vjp_window,
+               attrs=("axis", "size", "stride", "dilation")))
 
 register(OpDef("gather", 2, INDEX, gather_shape, eval_gather, vjp_gather, attrs=("axis",)))
 register(OpDef("iota", 0, SOURCE, iota_shape,

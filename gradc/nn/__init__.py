@@ -36,4 +36,9 @@ __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "Mo
 __all__ += ["MultiheadAttention", "ModuleDict", "ParameterDict", "ParameterList", "RMSNorm",
             "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer"]
 
+from gradc.nn.conv_layers import *  # noqa: E402,F401,F403  (CNN modules)
+from gradc.nn.conv_layers import __all__ as _cnn_all  # noqa: E402
+
+__all__ += _cnn_all
+
 from gradc.nn import parallel  # noqa: E402,F401  (DistributedDataParallel)

@@ -12,6 +12,7 @@ from gradc import functional as F
 from gradc.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from gradc.ir.core import int64
 from gradc.nn.attention import scaled_dot_product_attention  # noqa: F401
+from gradc.nn.cnn_functional import *  # noqa: F401,F403  (conv, pooling, normalization, pad, interpolate)
 from gradc.nn.embedding_fn import embedding  # noqa: F401
 from gradc.nn.norms import normalize, rms_norm  # noqa: F401
 from gradc.nn.ops import dropout, gelu, layer_norm, linear  # noqa: F401

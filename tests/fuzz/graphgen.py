@@ -340,6 +340,14 @@ class GraphGen:
         pick = lambda: tuple(self.ch.integer(0, 2) for _ in range(r))  # noqa: E731
         return self.emit("pad", x, lo=pick(), hi=pick(), interior=pick())
 
+    def op_window(self) -> Value:
+        x = self.pick_float()
+        if x.type.rank == 0:
+            raise Reject("window needs an axis")
+        axis = self.ch.integer(0, x.type.rank - 1)
+        size, stride, dilation = self.ch.integer(1, 3), self.ch.pick([1, 1, 2, 3]), self.ch.pick([1, 1, 2])
+        return self.emit("window", x, axis=axis, size=size, stride=stride, dilation=dilation)
+
     def op_gather(self) -> Value:
         x = self.pick_float()
         if x.type.rank == 0:

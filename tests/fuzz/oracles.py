@@ -126,6 +126,9 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
                       for a, d, i in zip(attrs["lo"], x.shape, attrs["interior"]))
         out[index] = x
         return out
+    if name == "window":  # torch's unfold: windows of `span` every `stride`, then every dilation-th tap
+        span = (attrs["size"] - 1) * attrs["dilation"] + 1
+        return x.unfold(attrs["axis"], span, attrs["stride"])[..., ::attrs["dilation"]]
     if name == "gather":
         axis = attrs["axis"]
         return torch.gather(x, axis, xs[1].unsqueeze(axis)).squeeze(axis)

@@ -154,5 +154,6 @@ def _compiled_gradients(model: Any, loss_fn: Any, inputs: list[np.ndarray],
     noise = noise_arrays(forward.params[len(forward.params) - n_noise:]) if n_noise else []
     out = fn(*[t._data for t in step.tensors], x, y, *noise)
     out = out if isinstance(out, (list, tuple)) else [out]
-    grads = {step.names[i]: np.array(g, np.float64) for i, g in zip(wrt, out[1:])}
+    first = 1 + len(forward.meta.get("updated_buffers", []))  # loss, running stats (batch norm), gradients
+    grads = {step.names[i]: np.array(g, np.float64) for i, g in zip(wrt, out[first:])}
     return float(np.asarray(out[0])), grads
