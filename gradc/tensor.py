@@ -92,6 +92,10 @@ class Node:
 
     __slots__ = ("_name", "_next", "_inputs", "__weakref__")
 
+    def __new__(cls, name: str = "", *args: Any, **kwargs: Any) -> Node:
+        # Node("AddBackward0", ...) is an instance of a class named AddBackward0, as PyTorch's nodes are
+        return object.__new__(node_class(name) if cls is Node and name else cls)
+
     def __init__(self, name: str, next_functions: tuple | None = None, inputs: tuple = ()) -> None:
         self._name = name
         self._next = next_functions
@@ -109,6 +113,17 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{self._name} object at {hex(id(self))}>"
+
+
+_NODE_CLASSES: dict[str, type] = {}
+
+
+def node_class(name: str) -> type:
+    """The Node subclass named `name` (one per name, made on first use)."""
+    cls = _NODE_CLASSES.get(name)
+    if cls is None:
+        cls = _NODE_CLASSES[name] = type(name, (Node,), {"__slots__": (), "__module__": "gradc.autograd"})
+    return cls
 
 
 class AccumulateGrad(Node):

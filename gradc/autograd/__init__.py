@@ -17,7 +17,8 @@ import numpy as np
 
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
-from gradc.ir.core import Function, Value
+from gradc.ir.core import Function as IRFunction
+from gradc.ir.core import Value
 from gradc.ir.passes.ad import ad
 from gradc.ir.passes.dce import dce
 from gradc.ir.printer import format_attr
@@ -135,7 +136,7 @@ class GraphCapture:
         parts.append(tuple(index[id(t)] for t in self.outputs))
         return tuple(parts)
 
-    def function(self) -> Function:
+    def function(self) -> IRFunction:
         b = Builder()
         env: dict[int, Value] = {}
         values = []
@@ -165,7 +166,7 @@ def _attrs_key(attrs: dict) -> tuple:
         return tuple((k, format_attr(v)) for k, v in attrs.items())
 
 
-def forward_plan(joint: Function, capture: GraphCapture) -> list[int]:
+def forward_plan(joint: IRFunction, capture: GraphCapture) -> list[int]:
     """For each op of `joint`: the index of the recorded tensor that already holds its value, or -1.
 
     A joint op with the same primitive, attributes and (mapped) operands as a recorded op has the
@@ -206,7 +207,7 @@ class JointEntry:
 
     __slots__ = ("joint", "plan", "uses", "native")
 
-    def __init__(self, joint: Function, plan: list[int]) -> None:
+    def __init__(self, joint: IRFunction, plan: list[int]) -> None:
         self.joint, self.plan, self.uses, self.native = joint, plan, 0, None
 
 
@@ -235,12 +236,12 @@ def native_adjoint(entry: JointEntry, num_outputs: int) -> Any:
     if entry.native is None and (backend == "native" or entry.uses >= TIER_UP_AFTER) and api.native_available():
         from gradc.codegen import compile_function
         joint = entry.joint
-        grads_only = Function(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
+        grads_only = IRFunction(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
         entry.native = compile_function(api.optimize(dce(grads_only)))
     return entry.native
 
 
-def evaluate(joint: Function, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
+def evaluate(joint: IRFunction, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
     """Run `joint` on numpy arrays (or, when `args` are Tensors, through `apply` so that the adjoint
     is itself recorded: create_graph=True); planned forward values come from the recorded tensors."""
     tensors = bool(args) and isinstance(args[0], Tensor)
@@ -352,3 +353,8 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
                 raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used in "
                                    "the graph. Set allow_unused=True if this is the desired behavior.")
     return tuple(grads)
+
+
+from gradc.autograd.function import Function, FunctionCtx, once_differentiable  # noqa: E402
+
+__all__ += ["Function", "FunctionCtx", "once_differentiable"]

@@ -1,0 +1,206 @@
+"""torch.autograd.Function: user-written forward and backward, eager and traced.
+
+`Fn.apply(*args)` runs the user's `forward` on gradient-stopped inputs and wraps each output in ONE
+`custom_vjp` primitive whose operands are the tensor inputs, the saved tensors and the output itself.
+Its VJP rule (`CallRule.vjp`) runs the user's `backward` on traced tensors, so the backward becomes IR in
+whatever AD pass reaches it: the eager engine (which evaluates it), `value_and_grad`/`compile_step`
+(which compile it natively), or AD of AD (create_graph, hessians). There is no per-class special case:
+any caller-supplied VJP can use the same primitive.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad
+from gradc.ir.ops import OPS, unbroadcast
+from gradc.tensor import Node, Record, Tensor, Trace, current_trace, next_function, tracing
+
+__all__ = ["Function", "FunctionCtx", "once_differentiable"]
+
+_serial = itertools.count()
+
+
+class FunctionCtx:
+    """The `ctx` of a custom Function: saved tensors and flags for its backward."""
+
+    def __init__(self) -> None:
+        self.to_save: tuple = ()
+        self.saved_tensors: tuple = ()  # set to traced stand-ins while backward runs
+        self.needs_input_grad: tuple = ()
+        self.materialize_grads = True
+        self.non_differentiable: set[int] = set()
+        self.dirty: tuple = ()
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        for t in tensors:
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError("save_for_backward can only save variables, but argument "
+                                f"{tensors.index(t)} is of type {type(t).__name__}")
+        self.to_save = tensors
+        self.saved_tensors = tensors
+
+    def save_for_forward(self, *tensors: Any) -> None:
+        self.save_for_backward(*tensors)
+
+    def mark_non_differentiable(self, *tensors: Tensor) -> None:
+        self.non_differentiable.update(id(t) for t in tensors)
+
+    def set_materialize_grads(self, value: bool) -> None:
+        self.materialize_grads = bool(value)
+
+    def mark_dirty(self, *tensors: Tensor) -> None:
+        self.dirty = tensors
+
+
+class CallRule:
+    """The VJP rule of one output of one `apply` call: runs the user's backward on traced values."""
+
+    def __init__(self, cls: type, ctx: FunctionCtx, args: tuple, index: int, outputs: list) -> None:
+        self.cls, self.ctx, self.args, self.index = cls, ctx, args, index
+        self.n_inputs = sum(isinstance(a, Tensor) for a in args)
+        self.n_saved = sum(t is not None for t in ctx.to_save)
+        self.outputs = [(o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outputs]
+        self.serial = next(_serial)  # eager graphs are cached by attribute text: each call is distinct
+
+    def __repr__(self) -> str:
+        return f"{self.cls.__qualname__}Backward#{self.serial}.{self.index}"
+
+    def vjp(self, b: Any, g: Any, out: Any, *operands: Any) -> list:
+        from gradc.api import TracerError
+        trace = Trace()
+        trace.builder = b  # the user's backward emits into the AD pass's builder
+        ctx = self.ctx
+        inputs = operands[:self.n_inputs]
+        saved = iter(operands[self.n_inputs:self.n_inputs + self.n_saved])
+        grad_outputs = []
+        with tracing(trace), enable_grad():
+            for i, spec in enumerate(self.outputs):
+                if i == self.index:
+                    grad_outputs.append(Tensor._from_value(g))
+                elif spec is not None and self.ctx.materialize_grads:
+                    shape, dtype = spec
+                    grad_outputs.append(Tensor._from_value(b.emit("const", value=0, shape=shape, dtype=dtype)))
+                else:
+                    grad_outputs.append(None)
+            ctx.saved_tensors = tuple(None if t is None else Tensor._from_value(next(saved)) for t in ctx.to_save)
+            try:
+                grads = self.cls.backward(ctx, *grad_outputs)
+            except TracerError as e:
+                raise TracerError(f"{self.cls.__name__}.backward: {e}") from None
+            finally:
+                ctx.saved_tensors = ctx.to_save
+            grads = grads if isinstance(grads, tuple) else (grads,)
+            if len(grads) != len(self.args):
+                raise RuntimeError(f"function {self.cls.__name__}Backward returned an incorrect number of gradients "
+                                   f"(expected {len(self.args)}, got {len(grads)})")
+            result = []
+            tensors = iter(inputs)
+            for j, (arg, gj) in enumerate(zip(self.args, grads)):
+                if not isinstance(arg, Tensor):
+                    continue
+                x = next(tensors)
+                result.append(self._gradient(b, trace, j, x, gj))
+        return result + [None] * (len(operands) - len(result))
+
+    def _gradient(self, b: Any, trace: Trace, j: int, x: Any, gj: Any) -> Any:
+        if gj is None or not x.dtype.is_float:
+            return None
+        if not isinstance(gj, Tensor):
+            gj = Tensor(np.asarray(gj, dtype=x.dtype.numpy))
+        v = trace.lift(gj)
+        if v.dtype != x.dtype:
+            v = b.emit("cast", v, dtype=x.dtype)
+        if v.shape != x.shape:
+            shape = np.broadcast_shapes(v.shape, x.shape) if len(v.shape) >= len(x.shape) else None
+            if shape != v.shape:
+                raise RuntimeError(f"Function {self.cls.__name__}Backward returned an invalid gradient at index {j} - "
+                                   f"got {list(v.shape)} but expected shape compatible with {list(x.shape)}")
+            v = unbroadcast(b, v, x.shape)
+        return v
+
+
+class FunctionMeta(type):
+    """Gives each Function subclass PyTorch's node class name (`<Name>Backward`)."""
+
+    def __init__(cls, name: str, bases: tuple, ns: dict) -> None:
+        super().__init__(name, bases, ns)
+        cls._backward_cls = type(f"{name}Backward", (Node,), {"__slots__": (), "__module__": "gradc.autograd"})
+
+
+class Function(metaclass=FunctionMeta):
+    """Subclass with static `forward(ctx, *args)` (or `forward(*args)` plus `setup_context`) and
+    `backward(ctx, *grad_outputs)`; call with `Fn.apply(*args)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Legacy autograd function with non-static forward method is deprecated. "
+                           "Please use new-style autograd function with static forward method. (Example: "
+                           "https://pytorch.org/docs/stable/autograd.html#torch.autograd.Function)")
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("You must implement the forward function for custom autograd.Function.")
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> Any:
+        return NotImplemented
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Any) -> Any:
+        raise NotImplementedError("You must implement either the backward or vjp method for your custom "
+                                  "autograd.Function to use it with backward mode AD.")
+
+    vjp = backward
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = args + tuple(kwargs.values())
+        ctx = FunctionCtx()
+        traced = current_trace() is not None and any(isinstance(a, Tensor) and a.is_traced for a in args)
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.dtype.is_float and (traced or a.requires_grad)
+                                     for a in args)
+        stopped = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        custom_setup = cls.setup_context is not Function.setup_context
+        with (enable_grad() if traced else no_grad()):
+            if custom_setup:
+                output = cls.forward(*stopped)
+                cls.setup_context(ctx, stopped, output)
+            else:
+                output = cls.forward(ctx, *stopped)
+        single = not isinstance(output, tuple)
+        outputs = [output] if single else list(output)
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        records = is_grad_enabled() and any(a.requires_grad for a in tensors) or traced
+        if not records:
+            return output
+        saved = [t for t in ctx.to_save if t is not None]
+        results = []
+        for i, out in enumerate(outputs):
+            if not isinstance(out, Tensor) or not out.dtype.is_float or id(out) in ctx.non_differentiable:
+                results.append(out)
+                continue
+            rule = CallRule(cls, ctx, args, i, outputs)
+            operands = (*tensors, *saved, out)
+            if traced:
+                trace = current_trace()
+                value = trace.builder.emit("custom_vjp", *(trace.lift(t) for t in operands), rule=rule)
+                results.append(Tensor._from_value(value))
+                continue
+            result = Tensor._from_array(out._data)
+            result.requires_grad = True
+            result._record = Record(OPS["custom_vjp"], {"rule": rule}, operands)
+            result.grad_fn = cls._backward_cls(cls._backward_cls.__name__, tuple(next_function(t) for t in tensors))
+            results.append(result)
+        return results[0] if single else tuple(results)
+
+
+def once_differentiable(fn: Any) -> Any:
+    """Accepted for compatibility: gradc's backward is traced, so double backward works anyway."""
+    return fn
