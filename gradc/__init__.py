@@ -6,8 +6,22 @@
 
 import builtins
 
-from gradc import autograd, data, functional, methods, nn, optim  # noqa: F401  (methods binds Tensor operators)
+from gradc import autograd, backends, cuda, data, functional, methods, nn, optim, tensor_protocol  # noqa: F401  (methods binds Tensor operators)  # noqa: F401  (tensor_protocol binds the rest of Tensor's protocol)
 from gradc.api import compile, grad, hessian, jacobian, make_ir, set_backend, trace, value_and_grad, vjp  # noqa: F401
+from gradc.creation import (  # noqa: F401
+    as_tensor,
+    empty,
+    empty_like,
+    full_like,
+    linspace,
+    logspace,
+    normal,
+    rand_like,
+    randint,
+    randint_like,
+    randperm,
+)
+from gradc.device import device, get_default_dtype, set_default_dtype  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,
     eye,

@@ -325,10 +325,29 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
     else:
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
-    grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
-    for leaf, g in zip(targets, grads):
+    # non-leaf tensors with hooks or retain_grad get taps: their gradients come out beside the leaves'
+    watched = [t for t in capture.computed if "_hooks" in t.__dict__ or "_retains_grad" in t.__dict__]
+    if watched:
+        capture.taps = list(dict.fromkeys(capture.taps + watched))
+    grads = _compute(capture, grad_tensors, targets + watched, retain_graph, create_graph)
+    grads, watched_grads = grads[:len(targets)], grads[len(targets):]
+    for t, g in zip(watched, watched_grads):
         if g is None:
             continue
+        for hook in list(t.__dict__.get("_hooks", {}).values()):
+            new = hook(g)
+            if new is not None and new is not g:
+                raise NotImplementedError(
+                    "gradc: a hook on a non-leaf tensor returned a new gradient; the eager engine computes the "
+                    "whole backward at once and cannot feed it back (hooks on leaves may return one)")
+        if t.__dict__.get("_retains_grad"):
+            t.grad = g if t.grad is None else t.grad + g
+    for i, (leaf, g) in enumerate(zip(targets, grads)):
+        if g is None:
+            continue
+        for hook in list(leaf.__dict__.get("_hooks", {}).values()):
+            new = hook(g)
+            g = new if new is not None else g
         if leaf.grad is None:
             leaf.grad = g if create_graph else Tensor._from_array(g._data.copy())
         elif create_graph:
