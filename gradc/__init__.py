@@ -6,7 +6,10 @@
 
 import builtins
 
-from gradc import autograd, backends, cuda, data, functional, methods, nn, optim, tensor_protocol  # noqa: F401  (methods binds Tensor operators)  # noqa: F401  (tensor_protocol binds the rest of Tensor's protocol)
+import gradc.backends as backends  # noqa: F401
+import gradc.cuda as cuda  # noqa: F401
+import gradc.tensor_protocol  # noqa: F401  (binds the rest of Tensor's protocol)
+from gradc import autograd, data, functional, methods, nn, optim  # noqa: F401  (methods binds Tensor operators)
 from gradc.api import compile, grad, hessian, jacobian, make_ir, set_backend, trace, value_and_grad, vjp  # noqa: F401
 from gradc.creation import (  # noqa: F401
     as_tensor,
@@ -75,6 +78,7 @@ from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enab
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
+from gradc.serialization import load, save  # noqa: F401
 from gradc.tensor import Tensor  # noqa: F401
 from gradc.train import compile_step  # noqa: F401
 
