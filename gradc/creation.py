@@ -48,7 +48,7 @@ def randint(low: int, high: Any = None, size: Any = None, dtype: DType | None = 
         raise TypeError("randint() missing 1 required positional arguments: \"size\"")
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-    values = factories.generator().integers(low, high, size=_shape((size,)))
+    values = factories.generator(generator).integers(low, high, size=_shape((size,)))
     return _make(values, dtype or int64, requires_grad, device)
 
 
@@ -61,7 +61,7 @@ def randint_like(t: Tensor, low: int, high: int | None = None, dtype: DType | No
 
 def randperm(n: int, dtype: DType | None = None, requires_grad: bool = False, device: Any = None,
              generator: Any = None, **kwargs: Any) -> Tensor:
-    return _make(factories.generator().permutation(int(n)), dtype or int64, requires_grad, device)
+    return _make(factories.generator(generator).permutation(int(n)), dtype or int64, requires_grad, device)
 
 
 def normal(mean: Any, std: Any = 1.0, size: Any = None, dtype: DType | None = None, requires_grad: bool = False,
@@ -72,9 +72,13 @@ def normal(mean: Any, std: Any = 1.0, size: Any = None, dtype: DType | None = No
     if np.any(s < 0):
         raise RuntimeError(f"normal expects std >= 0.0, but found std {float(np.min(s))}")
     shape = _shape((size,)) if size is not None else np.broadcast_shapes(m.shape, s.shape)
-    values = m + s * factories.generator().standard_normal(shape)
     like = mean if isinstance(mean, Tensor) else std if isinstance(std, Tensor) else None
-    return _make(values, dtype or (like.dtype if like is not None else None), requires_grad, device)
+    dtype = dtype or (like.dtype if like is not None else get_default_dtype())
+    if m.ndim == 0 and s.ndim == 0:  # one normal_(mean, std) draw over the whole tensor, as PyTorch
+        values = factories.generator(generator).normal(float(m), float(s), shape, dtype=dtype.numpy)
+    else:  # PyTorch draws standard normals, then scales by std and adds mean
+        values = m + s * factories.generator(generator).standard_normal(shape, dtype=dtype.numpy)
+    return _make(values, dtype, requires_grad, device)
 
 
 def linspace(start: Any, end: Any, steps: int, dtype: DType | None = None, requires_grad: bool = False,

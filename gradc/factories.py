@@ -8,19 +8,19 @@ import numpy as np
 
 from gradc.device import check_device, get_default_dtype
 from gradc.ir.core import DType, bool_, int64
+from gradc.random import Generator, default_generator
 from gradc.tensor import Tensor
 
-_rng = np.random.default_rng(0)
+_rng = default_generator
 
 
-def manual_seed(seed: int) -> None:
-    """Seed gradc's generator (randn, rand, initializers); the numbers differ from PyTorch's."""
-    global _rng
-    _rng = np.random.default_rng(seed)
+def manual_seed(seed: int) -> Generator:
+    """Seed gradc's generator (rand, randn, randint, randperm, initializers): PyTorch's CPU streams follow."""
+    return _rng.manual_seed(seed)
 
 
-def generator() -> np.random.Generator:
-    return _rng
+def generator(override: Generator | None = None) -> Generator:
+    return override if override is not None else _rng
 
 
 def _shape(size: tuple) -> tuple[int, ...]:
@@ -92,12 +92,16 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: DType
 
 def randn(*size: Any, dtype: DType | None = None, requires_grad: bool = False, device: Any = None,
           **kwargs: Any) -> Tensor:
-    return _make(_rng.standard_normal(_shape(size)), dtype, requires_grad, device)
+    dtype = dtype or get_default_dtype()
+    return _make(generator(kwargs.get("generator")).standard_normal(_shape(size), dtype=dtype.numpy), dtype,
+                 requires_grad, device)
 
 
 def rand(*size: Any, dtype: DType | None = None, requires_grad: bool = False, device: Any = None,
          **kwargs: Any) -> Tensor:
-    return _make(_rng.random(_shape(size)), dtype, requires_grad, device)
+    dtype = dtype or get_default_dtype()
+    return _make(generator(kwargs.get("generator")).random(_shape(size), dtype=dtype.numpy), dtype,
+                 requires_grad, device)
 
 
 def _like(fn):
