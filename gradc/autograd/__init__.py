@@ -377,3 +377,4 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
 from gradc.autograd.function import Function, FunctionCtx, once_differentiable  # noqa: E402
 
 __all__ += ["Function", "FunctionCtx", "once_differentiable"]
+from gradc.autograd import functional  # noqa: E402, F401
