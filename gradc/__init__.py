@@ -6,6 +6,7 @@
 
 import builtins
 
+import gradc.accelerator as accelerator  # noqa: F401
 import gradc.backends as backends  # noqa: F401
 import gradc.cuda as cuda  # noqa: F401
 import gradc.tensor_protocol  # noqa: F401  (binds the rest of Tensor's protocol)
@@ -82,6 +83,7 @@ from gradc.random import Generator, default_generator  # noqa: F401
 from gradc.serialization import load, save  # noqa: F401
 from gradc.tensor import Tensor  # noqa: F401
 from gradc.train import compile_step  # noqa: F401
+from gradc.trig import cos, sin  # noqa: F401
 
 float = float32
 double = float64
@@ -94,3 +96,8 @@ def is_tensor(obj: object) -> builtins.bool:
     return isinstance(obj, Tensor)
 
 __version__ = "0.1.0"
+
+# the out= keyword (a wrapper around the front-end functions; methods are unaffected)
+from gradc.outparam import with_out as _with_out  # noqa: E402
+
+add, sub, mul, div, matmul, mm = (_with_out(f) for f in (add, sub, mul, div, matmul, mm))

@@ -2,10 +2,10 @@
 
 A file is a zip (stored, not compressed) holding `<name>/data.pkl`, one raw little-endian storage per
 tensor under `<name>/data/<key>`, `<name>/byteorder` and `<name>/version`. Tensors, containers and Python
-primitives are written as PyTorch writes them (`torch._utils._rebuild_tensor_v2` over a persistent
-`('storage', torch.FloatStorage, key, 'cpu', numel)`), so PyTorch loads them with weights_only=True and
-gradc loads PyTorch's files. Other objects (a whole Module) are pickled as gradc objects, tensors inline: gradc
-loads those with weights_only=False; PyTorch cannot.
+primitives (numpy arrays as tensors) are written as PyTorch writes them (`torch._utils._rebuild_tensor_v2`
+over a persistent `('storage', torch.FloatStorage, key, 'cpu', numel)`), so PyTorch loads them with
+weights_only=True and gradc loads PyTorch's files. Other objects (a whole Module) are pickled as gradc
+objects, tensors inline: gradc loads those with weights_only=False; PyTorch cannot.
 
 Loading with weights_only=True (the default, as PyTorch >= 2.6) accepts only tensors, containers and
 primitives, and refuses any other global with pickle.UnpicklingError.
@@ -77,6 +77,9 @@ class _Writer:
             w(b"X" + struct.pack("<I", len(data)) + data)
         elif isinstance(obj, Tensor):
             self.save_tensor(obj)
+        elif isinstance(obj, np.ndarray) and obj.dtype in STORAGE_BY_DTYPE:
+            # gradc's state_dict holds numpy arrays (copies): they are written as the tensors PyTorch's has
+            self.save_tensor(Tensor._from_array(np.ascontiguousarray(obj)))
         elif isinstance(obj, DType):
             self.global_("torch", obj.name)
         elif isinstance(obj, device):
