@@ -97,6 +97,8 @@ def linspace(start: Any, end: Any, steps: int, dtype: DType | None = None, requi
     i = np.arange(steps)
     with np.errstate(all="ignore"):
         values = np.where(i < steps // 2, s + step * i, e - step * (steps - 1 - i)).astype(t)
+    if steps == 1:
+        values = np.full(1, s, dtype=t)
     return _make(values, dtype, requires_grad, device)
 
 

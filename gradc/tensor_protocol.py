@@ -112,7 +112,12 @@ def _setitem(self: Tensor, key: Any, value: Any) -> None:
     key = _key(key)
     value_grad = isinstance(value, Tensor) and value.requires_grad
     if is_grad_enabled() and (self.requires_grad or value_grad):
-        _inplace(torch_op("CopySlices")(lambda x, v: _scatter(x, key, v)))(self, value)
+        parts = key if isinstance(key, tuple) else (key,)
+        advanced = any(isinstance(k, (np.ndarray, list)) for k in parts)
+        whole = all(k is Ellipsis or (isinstance(k, slice) and k == slice(None)) for k in parts)
+        # PyTorch: index_put_ for advanced indices, a copy into a view for basic ones, copy_ for x[:]
+        node = "IndexPutBackward0" if advanced else "CopyBackwards" if whole else "CopySlices"
+        _inplace(torch_op(node)(lambda x, v: _scatter(x, key, v)))(self, value)
         return
     check_inplace(self)
     self._data[key] = value._concrete("assignment") if isinstance(value, Tensor) else value

@@ -17,7 +17,7 @@ import numpy as np
 
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gradc.ir.ops import OPS, unbroadcast
-from gradc.tensor import Node, Record, Tensor, Trace, current_trace, next_function, tracing
+from gradc.tensor import Node, Record, Tensor, Trace, apply, current_trace, next_function, tracing
 
 __all__ = ["Function", "FunctionCtx", "once_differentiable"]
 
@@ -57,17 +57,48 @@ class FunctionCtx:
 
 
 class CallRule:
-    """The VJP rule of one output of one `apply` call: runs the user's backward on traced values."""
+    """The VJP rule of one `apply` call: runs the user's backward once, on traced values.
 
-    def __init__(self, cls: type, ctx: FunctionCtx, args: tuple, index: int, outputs: list) -> None:
-        self.cls, self.ctx, self.args, self.index = cls, ctx, args, index
+    With several differentiable outputs the call's value is their concatenation (flattened, in order),
+    so one cotangent reaches the rule and the user's backward sees all output gradients at once.
+    """
+
+    def __init__(self, cls: type, ctx: FunctionCtx, args: tuple, outputs: list, differentiable: list[int]) -> None:
+        self.cls, self.ctx, self.args = cls, ctx, args
         self.n_inputs = sum(isinstance(a, Tensor) for a in args)
         self.n_saved = sum(t is not None for t in ctx.to_save)
         self.outputs = [(o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outputs]
+        self.differentiable = differentiable  # output positions that the value holds
         self.serial = next(_serial)  # eager graphs are cached by attribute text: each call is distinct
 
     def __repr__(self) -> str:
-        return f"{self.cls.__qualname__}Backward#{self.serial}.{self.index}"
+        return f"{self.cls.__qualname__}Backward#{self.serial}"
+
+    def offsets(self) -> list[tuple[int, int]]:
+        spans, at = [], 0
+        for i in self.differentiable:
+            n = int(np.prod(self.outputs[i][0], dtype=np.int64))
+            spans.append((at, at + n))
+            at += n
+        return spans
+
+    def _output_cotangents(self, b: Any, g: Any) -> list:
+        """One cotangent per output: slices of the value's cotangent, zeros (or None) for the others."""
+        if len(self.differentiable) == 1:
+            by_position = {self.differentiable[0]: g}
+        else:
+            by_position = {i: b.reshape_to(b.emit("slice", g, starts=(lo,), stops=(hi,), steps=(1,)),
+                                           self.outputs[i][0])
+                           for i, (lo, hi) in zip(self.differentiable, self.offsets())}
+        grads = []
+        for i, spec in enumerate(self.outputs):
+            if i in by_position:
+                grads.append(Tensor._from_value(by_position[i]))
+            elif spec is not None and self.ctx.materialize_grads and spec[1].is_float:
+                grads.append(Tensor._from_value(b.emit("const", value=0, shape=spec[0], dtype=spec[1])))
+            else:
+                grads.append(None)
+        return grads
 
     def vjp(self, b: Any, g: Any, out: Any, *operands: Any) -> list:
         from gradc.api import TracerError
@@ -76,16 +107,8 @@ class CallRule:
         ctx = self.ctx
         inputs = operands[:self.n_inputs]
         saved = iter(operands[self.n_inputs:self.n_inputs + self.n_saved])
-        grad_outputs = []
         with tracing(trace), enable_grad():
-            for i, spec in enumerate(self.outputs):
-                if i == self.index:
-                    grad_outputs.append(Tensor._from_value(g))
-                elif spec is not None and self.ctx.materialize_grads:
-                    shape, dtype = spec
-                    grad_outputs.append(Tensor._from_value(b.emit("const", value=0, shape=shape, dtype=dtype)))
-                else:
-                    grad_outputs.append(None)
+            grad_outputs = self._output_cotangents(b, g)
             ctx.saved_tensors = tuple(None if t is None else Tensor._from_value(next(saved)) for t in ctx.to_save)
             try:
                 grads = self.cls.backward(ctx, *grad_outputs)
@@ -115,7 +138,10 @@ class CallRule:
         if v.dtype != x.dtype:
             v = b.emit("cast", v, dtype=x.dtype)
         if v.shape != x.shape:
-            shape = np.broadcast_shapes(v.shape, x.shape) if len(v.shape) >= len(x.shape) else None
+            try:
+                shape = np.broadcast_shapes(v.shape, x.shape) if len(v.shape) >= len(x.shape) else None
+            except ValueError:
+                shape = None
             if shape != v.shape:
                 raise RuntimeError(f"Function {self.cls.__name__}Backward returned an invalid gradient at index {j} - "
                                    f"got {list(v.shape)} but expected shape compatible with {list(x.shape)}")
@@ -178,27 +204,54 @@ class Function(metaclass=FunctionMeta):
         outputs = [output] if single else list(output)
         tensors = [a for a in args if isinstance(a, Tensor)]
         records = is_grad_enabled() and any(a.requires_grad for a in tensors) or traced
-        if not records:
+        differentiable = [i for i, o in enumerate(outputs) if isinstance(o, Tensor) and o.dtype.is_float
+                          and id(o) not in ctx.non_differentiable]
+        if not records or not differentiable:
             return output
-        saved = [t for t in ctx.to_save if t is not None]
-        results = []
-        for i, out in enumerate(outputs):
-            if not isinstance(out, Tensor) or not out.dtype.is_float or id(out) in ctx.non_differentiable:
-                results.append(out)
-                continue
-            rule = CallRule(cls, ctx, args, i, outputs)
-            operands = (*tensors, *saved, out)
-            if traced:
-                trace = current_trace()
-                value = trace.builder.emit("custom_vjp", *(trace.lift(t) for t in operands), rule=rule)
-                results.append(Tensor._from_value(value))
-                continue
-            result = Tensor._from_array(out._data)
-            result.requires_grad = True
-            result._record = Record(OPS["custom_vjp"], {"rule": rule}, operands)
-            result.grad_fn = cls._backward_cls(cls._backward_cls.__name__, tuple(next_function(t) for t in tensors))
-            results.append(result)
+        if len({outputs[i].dtype for i in differentiable}) > 1:
+            raise NotImplementedError(f"{cls.__name__}: gradc's custom Functions need their differentiable outputs "
+                                      "to share one dtype")
+        # a saved input is the caller's tensor (PyTorch saves that one), so double backward flows through it
+        originals = {id(s): a for s, a in zip(stopped, args) if isinstance(a, Tensor)}
+        saved = [originals.get(id(t), t) for t in ctx.to_save if t is not None]
+        rule = CallRule(cls, ctx, args, outputs, differentiable)
+        value = _packed([outputs[i] for i in differentiable], traced)
+        operands = (*tensors, *saved, value)
+        if traced:
+            trace = current_trace()
+            call = Tensor._from_value(trace.builder.emit("custom_vjp", *(trace.lift(t) for t in operands), rule=rule))
+        else:
+            call = Tensor._from_array(value._data)
+            call.requires_grad = True
+            call._record = Record(OPS["custom_vjp"], {"rule": rule}, operands)
+        node = None if traced else cls._backward_cls(cls._backward_cls.__name__,
+                                                     tuple(next_function(t) for t in tensors))
+        results = list(outputs)
+        for i, (lo, hi) in zip(differentiable, rule.offsets()):
+            out = call
+            if len(differentiable) > 1:
+                out = apply("reshape", apply("slice", call, starts=(lo,), stops=(hi,), steps=(1,)),
+                            shape=outputs[i].shape)
+            if node is not None:
+                out.grad_fn = node
+            results[i] = out
         return results[0] if single else tuple(results)
+
+
+def _packed(values: list[Tensor], traced: bool) -> Tensor:
+    """The call's value: its one differentiable output, or all of them flattened and concatenated."""
+    if len(values) == 1:
+        return values[0]
+    if not traced:
+        return Tensor._from_array(np.concatenate([v._data.reshape(-1) for v in values]))
+    total = sum(v.numel() for v in values)
+    at, packed = 0, None
+    for v in values:  # concatenation as a sum of zero-padded pieces: existing primitives only
+        n = v.numel()
+        piece = apply("pad", apply("reshape", v, shape=(n,)), lo=(at,), hi=(total - at - n,), interior=(0,))
+        packed = piece if packed is None else apply("add", packed, piece)
+        at += n
+    return packed
 
 
 def once_differentiable(fn: Any) -> Any:
