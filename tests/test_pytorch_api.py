@@ -218,9 +218,30 @@ def test_hook_errors():
         gradc.ones(2).register_hook(lambda g: g)
     x = gradc.ones(2, requires_grad=True)
     y = x * 2
-    y.register_hook(lambda g: g * 3)
-    with pytest.raises(NotImplementedError, match="non-leaf"):
+    y.register_hook(lambda g: gradc.ones(3))
+    with pytest.raises(RuntimeError, match="hook returned a gradient of shape"):
         y.sum().backward()
+
+
+def test_hooks_on_intermediate_tensors_change_what_flows_on_as_in_torch():
+    got = {}
+    for lib in (torch, gradc):
+        x = lib.tensor([1.0, 2.0, -1.5], requires_grad=True)
+        y = x * x
+        z = y.exp() * 3
+        w = z + y.sin()
+        seen = []
+        y.register_hook(lambda g: g * 10)
+        z.register_hook(lambda g: (seen.append(g.clone()), g + 1)[1])
+        y.retain_grad()
+        z.retain_grad()
+        never = (x * 5).sum()  # not on the path: its hooks never run
+        never.register_hook(lambda g: seen.append("never"))
+        (w * lib.tensor([1.0, 2.0, 3.0])).sum().backward()
+        got[lib.__name__] = (x.grad, y.grad, z.grad, seen[0], len(seen))
+    for a, b in zip(got["gradc"][:4], got["torch"][:4]):
+        same(a, b, rtol=1e-6)
+    assert got["gradc"][4] == got["torch"][4] == 1
 
 
 def test_module_hooks_match_torch():

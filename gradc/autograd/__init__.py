@@ -58,7 +58,7 @@ class GraphCapture:
     tensor, while gradients still flow through it to the leaves (as torch.autograd.grad does).
     """
 
-    def __init__(self, outputs: Sequence[Tensor], taps: Sequence[Tensor] = ()) -> None:
+    def __init__(self, outputs: Sequence[Tensor], taps: Sequence[Tensor] = (), cut: frozenset = frozenset()) -> None:
         params: list[Tensor] = []
         computed: list[Tensor] = []  # in topological order (post-order of an iterative DFS)
         seen: set[int] = set()
@@ -72,7 +72,7 @@ class GraphCapture:
             if id(t) in seen:
                 continue
             seen.add(id(t))
-            if t._record is None:
+            if t._record is None or id(t) in cut:  # a cut tensor stands as a leaf (staged hooks)
                 params.append(t)
             else:
                 stack.append((t, True))
@@ -325,29 +325,17 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
     else:
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
-    # non-leaf tensors with hooks or retain_grad get taps: their gradients come out beside the leaves'
-    watched = [t for t in capture.computed if "_hooks" in t.__dict__ or "_retains_grad" in t.__dict__]
-    if watched:
-        capture.taps = list(dict.fromkeys(capture.taps + watched))
-    grads = _compute(capture, grad_tensors, targets + watched, retain_graph, create_graph)
-    grads, watched_grads = grads[:len(targets)], grads[len(targets):]
-    for t, g in zip(watched, watched_grads):
-        if g is None:
-            continue
-        for hook in list(t.__dict__.get("_hooks", {}).values()):
-            new = hook(g)
-            if new is not None and new is not g:
-                raise NotImplementedError(
-                    "gradc: a hook on a non-leaf tensor returned a new gradient; the eager engine computes the "
-                    "whole backward at once and cannot feed it back (hooks on leaves may return one)")
-        if t.__dict__.get("_retains_grad"):
-            t.grad = g if t.grad is None else t.grad + g
+    if any(t.__dict__.get("_hooks") for t in capture.computed):  # hooks may change what flows on
+        from gradc.autograd.hooks import staged_backward
+        grads = staged_backward(capture, grad_tensors, targets, retain_graph, create_graph)
+    else:
+        grads = retaining_backward(capture, grad_tensors, targets, retain_graph, create_graph)
     for i, (leaf, g) in enumerate(zip(targets, grads)):
         if g is None:
             continue
-        for hook in list(leaf.__dict__.get("_hooks", {}).values()):
-            new = hook(g)
-            g = new if new is not None else g
+        if leaf.__dict__.get("_hooks"):
+            from gradc.autograd.hooks import run_hooks
+            g = run_hooks(leaf, g)
         if leaf.grad is None:
             leaf.grad = g if create_graph else Tensor._from_array(g._data.copy())
         elif create_graph:
@@ -355,6 +343,19 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         else:
             leaf.grad._data += g._data  # accumulate in place, as PyTorch does
             leaf.grad._bump_version()
+
+
+def retaining_backward(capture: GraphCapture, grad_tensors: Any, targets: list[Tensor], retain_graph: bool | None,
+                       create_graph: bool) -> list:
+    """The targets' gradients; non-leaf tensors that retain_grad get taps and receive theirs in .grad."""
+    watched = [t for t in capture.computed if t.__dict__.get("_retains_grad")]
+    if watched:
+        capture.taps = list(dict.fromkeys(capture.taps + watched))
+    grads = _compute(capture, grad_tensors, targets + watched, retain_graph, create_graph)
+    for t, g in zip(watched, grads[len(targets):]):
+        if g is not None:
+            t.grad = g if t.grad is None else t.grad + g
+    return grads[:len(targets)]
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,

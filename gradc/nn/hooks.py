@@ -2,7 +2,8 @@
 
 A module without hooks is called as before (`forward` directly). Full backward hooks ride on tensor
 hooks: the module's tensor inputs are passed through an alias node and its outputs get a hook, so the
-eager backward hands both gradients to `hook(module, grad_input, grad_output)` once per call.
+eager backward hands both gradients to `hook(module, grad_input, grad_output)` once per call, when the
+last of them is known.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class _BackwardCall:
                 alias = F.cast_op(a, a.dtype)  # a node of its own, so the gradient reaching it can be read
                 k = len(self.inputs)
                 self.inputs.append(None)
-                alias.register_hook(lambda g, k=k: self.inputs.__setitem__(k, g))
+                self.pending += 1
+                alias.register_hook(lambda g, k=k: self._arrived(self.inputs, k, g))
                 out.append(alias)
             else:
                 if isinstance(a, Tensor):
@@ -112,10 +114,11 @@ class _BackwardCall:
         for k, o in enumerate(outs):
             if o.requires_grad and not o.is_traced:
                 self.pending += 1
-                o.register_hook(lambda g, k=k: self._output_grad(k, g))
+                o.register_hook(lambda g, k=k: self._arrived(self.outputs, k, g))
 
-    def _output_grad(self, k: int, g: Tensor) -> None:
-        self.outputs[k] = g
+    def _arrived(self, table: list, k: int, g: Tensor) -> None:
+        """One input or output gradient is known; the module's hooks run once all of them are."""
+        table[k] = g
         self.pending -= 1
         if self.pending:
             return
