@@ -26,6 +26,7 @@ from gradc.creation import (  # noqa: F401
     randperm,
 )
 from gradc.device import device, get_default_dtype, set_default_dtype  # noqa: F401
+from gradc.dtypes import bfloat16, complex64, complex128, float16, int8, int16, int32, uint8  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,
     eye,
@@ -88,6 +89,7 @@ from gradc.trig import cos, sin  # noqa: F401
 float = float32
 double = float64
 long = int64
+half, short, cfloat, cdouble = float16, int16, complex64, complex128
 add, sub, mul, div, neg = functional.add, functional.sub, functional.mul, functional.div, functional.neg
 
 

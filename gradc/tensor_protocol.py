@@ -10,6 +10,7 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.device import CPU, check_device, device
+from gradc.dtypes import float16, int16, int32, refuse, uint8
 from gradc.grad_mode import is_grad_enabled
 from gradc.ir.core import DType, bool_, float32, float64, int64
 from gradc.methods import _inplace, check_inplace
@@ -46,6 +47,7 @@ def _set_data(self: Tensor, value: Tensor) -> None:
 def _parse_to(args: tuple, kwargs: dict) -> tuple[Any, DType | None]:
     where, dtype = kwargs.get("device"), kwargs.get("dtype")
     for a in args:
+        refuse(a)
         if isinstance(a, DType):
             dtype = a
         elif isinstance(a, Tensor):
@@ -69,6 +71,7 @@ def _to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
 def _type(self: Tensor, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
     if dtype is None:
         return TYPE_NAMES.get(self.dtype, f"torch.{self.dtype.name}")
+    refuse(dtype)
     if isinstance(dtype, str):
         if dtype not in DTYPE_BY_TYPE_NAME:
             raise ValueError(f"invalid type: '{dtype}'")
@@ -209,6 +212,9 @@ BINDINGS = {
     "lerp_": _inplace(_lerp), "clamp_": _inplace(F.clamp), "clip_": _inplace(F.clamp),
     "register_hook": register_hook, "retain_grad": retain_grad,
     "addcmul": _addcmul, "addcdiv": _addcdiv, "lerp": _lerp,
+    "bool": lambda self: F.cast_op(self, bool_), "int": lambda self: _to(self, int32),
+    "short": lambda self: _to(self, int16), "half": lambda self: _to(self, float16),
+    "byte": lambda self: _to(self, uint8),
 }
 
 for _name, _fn in BINDINGS.items():

@@ -130,6 +130,42 @@ def test_custom_function_traced_backward_becomes_the_native_vjp():
     assert "custom_vjp" not in vg.lower(x, y).as_text("fused")  # native code computes the value only
 
 
+def test_custom_function_inside_compile_step_matches_the_eager_step():
+    class Square(gradc.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    class Model(gradc.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = gradc.nn.Linear(3, 1)
+
+        def forward(self, x):
+            return Square.apply(self.lin(x)).flatten()
+
+    gradc.manual_seed(0)
+    compiled, eager = Model(), Model()
+    eager.load_state_dict(compiled.state_dict())
+    step = gradc.compile_step(compiled, gradc.nn.MSELoss(), gradc.optim.SGD(compiled.parameters(), lr=0.01))
+    opt = gradc.optim.SGD(eager.parameters(), lr=0.01)
+    x, y = gradc.randn(8, 3), gradc.randn(8)
+    for _ in range(3):
+        loss = step(x, y)
+        opt.zero_grad()
+        reference = gradc.nn.MSELoss()(eager(x), y)
+        reference.backward()
+        opt.step()
+        np.testing.assert_allclose(float(loss), reference.item(), rtol=1e-6)
+    same(compiled.lin.weight, eager.lin.weight)
+
+
 def test_custom_function_double_backward_through_traced_backward():
     legendre, _, _ = make_functions(gradc)
     x = gradc.tensor([0.3, 0.7], dtype=gradc.float64, requires_grad=True)
@@ -341,6 +377,17 @@ def test_default_dtype_and_dtype_queries():
         assert lib.zeros(2).type("torch.LongTensor").dtype == lib.int64
         with pytest.raises(TypeError):
             lib.set_default_dtype(lib.int64)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gradc.tensor([1, 2], dtype=gradc.int32), lambda: gradc.zeros(2, dtype=gradc.float16),
+    lambda: gradc.ones(2).to(gradc.bfloat16), lambda: gradc.ones(2).half(), lambda: gradc.ones(2).int(),
+    lambda: gradc.ones(2).type(gradc.int8), lambda: gradc.arange(3, dtype=gradc.uint8),
+    lambda: gradc.from_numpy(np.zeros(2, np.int32)),
+])
+def test_dtypes_beyond_the_four_are_a_clear_type_error(make):
+    with pytest.raises(TypeError, match="int32|float16|bfloat16|int8|uint8"):
+        make()
 
 
 def test_as_tensor_shares_memory_with_numpy():
