@@ -206,6 +206,33 @@ def test_custom_function_errors_as_pytorch():
         y.backward()
 
 
+def test_eager_custom_function_adjoints_are_reused_only_when_the_backward_is_the_same():
+    """Cached adjoints are keyed by the IR each call's backward emits: state the backward reads (a global,
+    a tensor kept on ctx) changes the key, so no stale adjoint is ever reused."""
+    scale = [1.0]
+
+    class Scaled(gradc.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.w = w  # a tensor kept on ctx (not save_for_backward)
+            return x * w
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * ctx.w * scale[0], None
+
+    x = gradc.ones(3, requires_grad=True)
+    for k in range(1, 5):
+        scale[0] = float(k)
+        x.grad = None
+        Scaled.apply(x, gradc.full((3,), 10.0 * k)).sum().backward()
+        assert x.grad.tolist() == [10.0 * k * k] * 3
+    for _ in range(3):  # the same backward again: cached (and tiered up to native code), same numbers
+        x.grad = None
+        Scaled.apply(x, gradc.full((3,), 40.0)).sum().backward()
+        assert x.grad.tolist() == [160.0] * 3
+
+
 def test_custom_function_with_setup_context_and_no_grad():
     class Square(gradc.autograd.Function):
         @staticmethod

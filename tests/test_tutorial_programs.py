@@ -285,17 +285,19 @@ print(f'Result: {model.string()}')
 """
 
 
-@pytest.mark.parametrize("name, source", [
-    ("polynomial_tensor", POLYNOMIAL_TENSOR),
-    ("polynomial_autograd", POLYNOMIAL_AUTOGRAD),
-    ("polynomial_custom_function", POLYNOMIAL_CUSTOM_FUNCTION),
-    ("polynomial_nn", POLYNOMIAL_NN),
-    ("polynomial_module", POLYNOMIAL_MODULE),
-    ("dynamic_net", DYNAMIC_NET),
-])
-def test_learning_pytorch_with_examples(name, source):
+PROGRAMS = {
+    "polynomial_tensor": POLYNOMIAL_TENSOR, "polynomial_autograd": POLYNOMIAL_AUTOGRAD,
+    "polynomial_custom_function": POLYNOMIAL_CUSTOM_FUNCTION, "polynomial_nn": POLYNOMIAL_NN,
+    "polynomial_module": POLYNOMIAL_MODULE, "dynamic_net": DYNAMIC_NET,
+}
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_learning_pytorch_with_examples(name):
     # float32 sums over 2000 points in a different order: losses agree to about 1e-4 relative
-    run_both(source, rtol=2e-4, atol=1e-4)
+    run_both(PROGRAMS[name], rtol=2e-4, atol=1e-4)
+
+
 
 
 TENSORS_PAGE = """
@@ -461,12 +463,13 @@ print(model(x).tolist())
 """
 
 
-@pytest.mark.parametrize("name, source", [
-    ("tensors", TENSORS_PAGE), ("autograd", AUTOGRAD_PAGE), ("build_model", BUILD_MODEL_PAGE),
-    ("save_and_load", SAVE_LOAD_PAGE),
-])
-def test_tutorial_pages(name, source, tmp_path):
-    run_both(source, tmp_path, rtol=1e-5, atol=1e-6)
+PAGES = {"tensors": TENSORS_PAGE, "autograd": AUTOGRAD_PAGE, "build_model": BUILD_MODEL_PAGE,
+         "save_and_load": SAVE_LOAD_PAGE}
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_tutorial_pages(name, tmp_path):
+    run_both(PAGES[name], tmp_path, rtol=1e-5, atol=1e-6)
 
 
 def test_weights_written_by_one_library_load_in_the_other(tmp_path):

@@ -10,7 +10,7 @@ any caller-supplied VJP can use the same primitive.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,6 @@ from gradc.ir.ops import OPS, unbroadcast
 from gradc.tensor import Node, Record, Tensor, Trace, apply, current_trace, next_function, tracing
 
 __all__ = ["Function", "FunctionCtx", "once_differentiable"]
-
-_serial = itertools.count()
 
 
 class FunctionCtx:
@@ -69,10 +67,37 @@ class CallRule:
         self.n_saved = sum(t is not None for t in ctx.to_save)
         self.outputs = [(o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outputs]
         self.differentiable = differentiable  # output positions that the value holds
-        self.serial = next(_serial)  # eager graphs are cached by attribute text: each call is distinct
+        self.operand_types: list = []  # set by apply
+        self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
-        return f"{self.cls.__qualname__}Backward#{self.serial}"
+        return f"{self.cls.__qualname__}Backward#{self.fingerprint()}"
+
+    def fingerprint(self) -> str:
+        """A hash of the IR this call's backward emits (constants included).
+
+        Graphs are cached by their attributes' text, so two calls share a cached adjoint (and its native
+        code) exactly when their backwards emit the same IR: a ctx attribute, a global read by backward
+        or a saved shape that changes gives a new key, never a stale adjoint.
+        """
+        if self._fingerprint is None:
+            from gradc.ir.builder import Builder
+            from gradc.ir.core import Value
+            b = Builder()
+            params = [Value(t) for t in self.operand_types]
+            g = Value(self.operand_types[-1])
+            grads = self.vjp(b, g, None, *params)
+            h = hashlib.sha1(f"{self.cls.__module__}.{self.cls.__qualname__}:{id(self.cls)}".encode())
+            index = {v: i for i, v in enumerate(params + [g])}
+            for op in b.ops:
+                index[op.result] = len(index)
+                h.update(f"{op.name}{[index[v] for v in op.inputs]}{op.result.type}".encode())
+                for k, v in sorted(op.attrs.items()):
+                    h.update(k.encode())
+                    h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+            h.update(repr([index.get(v) for v in grads]).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def offsets(self) -> list[tuple[int, int]]:
         spans, at = [], 0
@@ -217,6 +242,7 @@ class Function(metaclass=FunctionMeta):
         rule = CallRule(cls, ctx, args, outputs, differentiable)
         value = _packed([outputs[i] for i in differentiable], traced)
         operands = (*tensors, *saved, value)
+        rule.operand_types = [t._type() for t in operands]
         if traced:
             trace = current_trace()
             call = Tensor._from_value(trace.builder.emit("custom_vjp", *(trace.lift(t) for t in operands), rule=rule))
