@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Generator", "default_generator"]
+__all__ = ["Generator", "default_generator", "initial_seed", "seed", "get_rng_state", "set_rng_state"]
 
 TWO_PI = 2.0 * np.pi
 
@@ -167,3 +167,20 @@ def _box_muller16(data: np.ndarray, mean: np.float32, std: np.float32) -> np.nda
 
 
 default_generator = Generator()
+
+
+def initial_seed() -> int:
+    return default_generator.initial_seed()
+
+
+def seed() -> int:
+    return default_generator.seed()
+
+
+def get_rng_state() -> Any:
+    """The default generator's state (an opaque object here; PyTorch returns a ByteTensor)."""
+    return default_generator.get_state()
+
+
+def set_rng_state(state: Any) -> None:
+    default_generator.set_state(state)

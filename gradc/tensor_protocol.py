@@ -21,6 +21,22 @@ TYPE_NAMES = {float32: "torch.FloatTensor", float64: "torch.DoubleTensor", int64
 DTYPE_BY_TYPE_NAME = {v: k for k, v in TYPE_NAMES.items()}
 
 
+class Size(tuple):
+    """torch.Size: the tuple `Tensor.size()` returns, printed as PyTorch prints it."""
+
+    def __repr__(self) -> str:
+        return f"torch.Size({list(self)})"
+
+    __str__ = __repr__
+
+    def numel(self) -> int:
+        return int(np.prod(self, dtype=np.int64))
+
+
+def _size(self: Tensor, dim: int | None = None) -> Any:
+    return Size(self.shape) if dim is None else self.shape[dim]
+
+
 def _index(self: Tensor) -> int:
     if self.dtype.is_float or self.dtype == bool_ or self.numel() != 1:
         raise TypeError("only integer tensors of a single element can be converted to an index")
@@ -203,7 +219,7 @@ class RemovableHandle:
 
 
 BINDINGS = {
-    "__index__": _index, "stride": _stride, "to": _to, "type": _type, "__setitem__": _setitem,
+    "__index__": _index, "stride": _stride, "size": _size, "to": _to, "type": _type, "__setitem__": _setitem,
     "clone": _clone, "cpu": lambda self, *a, **k: self, "contiguous": lambda self, *a, **k: self,
     "new_zeros": _new(np.zeros), "new_ones": _new(np.ones), "new_empty": _new(np.zeros),
     "new_full": _new_full, "new_tensor": _new_tensor,

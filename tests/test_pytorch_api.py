@@ -611,6 +611,17 @@ def test_vectorized_normal_matches_torch_to_float32_rounding():
     same(gradc.nn.Linear(20, 7).weight, torch.nn.Linear(20, 7).weight, rtol=1e-6, atol=1e-7)
 
 
+def test_size_and_rng_state():
+    for lib in (torch, gradc):
+        size = lib.rand(3, 28, 28).size()
+        assert repr(size) == "torch.Size([3, 28, 28])" and size == (3, 28, 28) and size.numel() == 3 * 28 * 28
+        lib.manual_seed(9)
+        state = lib.get_rng_state()
+        first = lib.rand(4)
+        lib.set_rng_state(state)
+        assert lib.rand(4).tolist() == first.tolist() and lib.initial_seed() == 9
+
+
 def test_generator_objects():
     g = gradc.Generator().manual_seed(11)
     t = torch.Generator().manual_seed(11)
