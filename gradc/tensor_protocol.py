@@ -127,7 +127,30 @@ def _scatter(x: Tensor, key: Any, value: Any) -> Tensor:
     return F.reshape(flat, x.shape)
 
 
+def _traced_setitem(self: Tensor, key: Any, value: Any) -> None:
+    """x[key] = value on a traced tensor (e.g. inside a custom Function's traced backward): x is rebound to
+    the new value. Masks may be traced; other indices must be static."""
+    if isinstance(key, Tensor) and key.dtype == bool_ and key.is_traced:
+        if key.shape != self.shape:
+            raise TypeError(f"a traced boolean mask must have the tensor's shape {list(self.shape)}, got "
+                            f"{list(key.shape)}")
+        source = F.expand_to(F.cast(F.to_tensor(value, self), self.dtype), self.shape)
+        result = F.where(key, source, self)
+    else:
+        result = _scatter(self, _key(key), value)
+    self._value = result._value if result.is_traced else \
+        current_trace_lift(result)
+
+
+def current_trace_lift(t: Tensor) -> Any:
+    from gradc.tensor import current_trace
+    return current_trace().lift(t)
+
+
 def _setitem(self: Tensor, key: Any, value: Any) -> None:
+    if self.is_traced:
+        _traced_setitem(self, key, value)
+        return
     key = _key(key)
     value_grad = isinstance(value, Tensor) and value.requires_grad
     if is_grad_enabled() and (self.requires_grad or value_grad):

@@ -489,6 +489,28 @@ def test_setitem_with_duplicate_indices_differentiates_the_value_it_computes():
     assert v.grad.tolist() == [0.0, 3.0]
 
 
+def test_setitem_on_traced_tensors_inside_a_custom_backward():
+    class MyReLU(gradc.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = g.clone()
+            grad[x < 0] = 0
+            grad[0] = grad[0] * 2  # static index on a traced tensor
+            return grad
+
+    x = np.array([-1.0, 2.0, -3.0, 4.0], dtype=np.float32)
+    gx = gradc.grad(lambda t: (MyReLU.apply(t) * gradc.arange(1.0, 5.0)).sum())(x)
+    np.testing.assert_array_equal(gx, [0.0, 2.0, 0.0, 4.0])
+    gx = gradc.grad(lambda t: (MyReLU.apply(t) * gradc.arange(1.0, 5.0)).sum())(-x)
+    np.testing.assert_array_equal(gx, [2.0, 0.0, 3.0, 0.0])
+
+
 def test_setitem_untracked_and_errors():
     for lib in (torch, gradc):
         t = lib.zeros(2, 3)

@@ -285,7 +285,49 @@ print(f'Result: {model.string()}')
 """
 
 
+TWO_LAYER_NET_CUSTOM_FUNCTION = """
+import torch
+
+
+class MyReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return input.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, = ctx.saved_tensors
+        grad_input = grad_output.clone()
+        grad_input[input < 0] = 0
+        return grad_input
+
+
+torch.manual_seed(0)
+dtype = torch.float
+device = torch.device("cpu")
+N, D_in, H, D_out = 64, 1000, 100, 10
+x = torch.randn(N, D_in, device=device, dtype=dtype)
+y = torch.randn(N, D_out, device=device, dtype=dtype)
+w1 = torch.randn(D_in, H, device=device, dtype=dtype, requires_grad=True)
+w2 = torch.randn(H, D_out, device=device, dtype=dtype, requires_grad=True)
+learning_rate = 1e-6
+for t in range(60):
+    relu = MyReLU.apply
+    y_pred = relu(x.mm(w1)).mm(w2)
+    loss = (y_pred - y).pow(2).sum()
+    if t % 20 == 19:
+        print(t, loss.item())
+    loss.backward()
+    with torch.no_grad():
+        w1 -= learning_rate * w1.grad
+        w2 -= learning_rate * w2.grad
+        w1.grad.zero_()
+        w2.grad.zero_()
+"""
+
 PROGRAMS = {
+    "two_layer_net_custom_function": TWO_LAYER_NET_CUSTOM_FUNCTION,
     "polynomial_tensor": POLYNOMIAL_TENSOR, "polynomial_autograd": POLYNOMIAL_AUTOGRAD,
     "polynomial_custom_function": POLYNOMIAL_CUSTOM_FUNCTION, "polynomial_nn": POLYNOMIAL_NN,
     "polynomial_module": POLYNOMIAL_MODULE, "dynamic_net": DYNAMIC_NET,
