@@ -147,6 +147,10 @@ PRIMITIVE_NODES = {
 }
 
 
+# nodes whose Python-number operand still has a (None, 0) slot in next_functions, as in PyTorch
+SCALAR_OPERAND_NODES = frozenset({"AddBackward0", "SubBackward0", "MulBackward0", "DivBackward0"})
+
+
 class Record:
     """How a non-leaf tensor was computed: one primitive over input tensors (saved, with versions)."""
 
@@ -228,7 +232,11 @@ def torch_op(node_name: str | Callable[..., str]) -> Callable:
                 if any(out is t for t in tensors):  # a no-op still gives a new node, as in PyTorch
                     out = apply("reshape", out, shape=out.shape)
                 name = node_name(*args, **kwargs) if callable(node_name) else node_name
-                out.grad_fn = Node(name, tuple(next_function(t) for t in tensors))
+                nexts = tuple(next_function(t) for t in tensors)
+                if name in SCALAR_OPERAND_NODES and len(tensors) == 1 and any(
+                        isinstance(a, (bool, int, float)) for a in args[:2]):
+                    nexts += ((None, 0),)  # PyTorch wraps the number as a tensor operand without history
+                out.grad_fn = Node(name, nexts)
             return out
         return wrapper
     return decorate

@@ -6,6 +6,7 @@ from typing import Any
 
 from gradc import functional as F
 from gradc.device import get_default_dtype
+from gradc.methods import _inplace
 from gradc.tensor import Tensor, apply, torch_op
 
 
@@ -19,3 +20,5 @@ cos = torch_op("CosBackward0")(lambda x: apply("cos", _floating(x)))
 
 Tensor.sin = sin
 Tensor.cos = cos
+Tensor.sin_ = _inplace(sin)
+Tensor.cos_ = _inplace(cos)

@@ -37,6 +37,11 @@ def test_grad_fn_objects_are_instances_of_pytorch_named_classes():
         b = lib.tensor([3.0, 4.0], requires_grad=True)
         return ((a * b + a).exp() / b).sum()
     assert node_names(program(gradc).grad_fn) == node_names(program(torch).grad_fn)
+    def with_numbers(lib):
+        b = lib.ones(2, requires_grad=True)
+        return [b + 1, 2 * b, b - 1, 1 - b, b / 2, b ** 2, 2 ** b, b.clamp(min=0), b.add(1), b + b]
+    for a, b in zip(with_numbers(gradc), with_numbers(torch)):
+        assert node_names(a.grad_fn) == node_names(b.grad_fn)
     z = program(gradc)
     assert type(z.grad_fn).__name__ == "SumBackward0" and type(z.grad_fn).__module__ == "gradc.autograd"
     from gradc.tensor import Node
@@ -671,7 +676,8 @@ def test_autograd_functional_matches_torch():
         x, y = lib.tensor(x_np), lib.tensor(y_np)
         v = lib.tensor([1.0, -1.0, 0.5], dtype=lib.float64)
         res[lib.__name__] = [A.jacobian(g, x), *A.hessian(f, (x, y))[0], *A.jacobian(f, (x, y)),
-                             *A.vjp(g, x, v), *A.jvp(g, x, v)]
+                             *A.vjp(g, x, v), *A.jvp(g, x, v), *A.vhp(lambda t: (t ** 3).sum(), x, v),
+                             *A.hvp(lambda t: (t ** 3).sum(), x, v)]
     for a, b in zip(res["gradc"], res["torch"]):
         same(a, b, rtol=1e-12, atol=1e-12)
 

@@ -14,7 +14,7 @@ from gradc.autograd import grad
 from gradc.grad_mode import enable_grad
 from gradc.tensor import Tensor
 
-__all__ = ["vjp", "jvp", "jacobian", "hessian"]
+__all__ = ["vjp", "jvp", "jacobian", "hessian", "vhp", "hvp"]
 
 
 def _as_tuple(x: Any) -> tuple[tuple, bool]:
@@ -149,3 +149,24 @@ def hessian(func: Callable, inputs: Any, create_graph: bool = False, strict: boo
         return grads[0] if single_in else grads
 
     return jacobian(gradient, xs[0] if single_in else xs, create_graph=create_graph)
+
+
+def vhp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> tuple:
+    """(func(inputs), v^T H) of a scalar function, by double backward."""
+    xs, single_in = _as_tuple(inputs)
+    with enable_grad():
+        xs = _prepare(xs)
+        out = func(*xs)
+        if not isinstance(out, Tensor) or out.numel() != 1:
+            raise RuntimeError("The function given to vhp should return a single Tensor with a single element")
+        vs = _as_tuple(v)[0] if v is not None else tuple(Tensor._from_array(np.ones(x.shape, x.dtype.numpy))
+                                                          for x in xs)
+        grads = _grads((out,), xs, (Tensor._from_array(np.ones(out.shape, out.dtype.numpy)),), create_graph=True)
+        products = _grads(grads, xs, vs, create_graph)
+    detach = (lambda t: t) if create_graph else (lambda t: t.detach())
+    return detach(out), _result(tuple(detach(p) for p in products), single_in)
+
+
+def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> tuple:
+    """(func(inputs), H v): the Hessian of a twice-differentiable scalar function is symmetric."""
+    return vhp(func, inputs, v, create_graph, strict)
