@@ -25,7 +25,15 @@ from gradc.creation import (  # noqa: F401
     randint_like,
     randperm,
 )
-from gradc.device import device, get_default_dtype, set_default_dtype  # noqa: F401
+from gradc.device import (  # noqa: F401
+    are_deterministic_algorithms_enabled,
+    device,
+    get_default_device,
+    get_default_dtype,
+    set_default_device,
+    set_default_dtype,
+    use_deterministic_algorithms,
+)
 from gradc.dtypes import bfloat16, complex64, complex128, float16, int8, int16, int32, uint8  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,

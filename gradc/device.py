@@ -73,6 +73,25 @@ def check_device(where: Any) -> None:
 
 
 _default_dtype = [float32]
+_deterministic = [False]
+
+
+def set_default_device(where: Any) -> None:
+    """torch.set_default_device: only the CPU exists here (None resets to it)."""
+    check_device(where)
+
+
+def get_default_device() -> device:
+    return CPU
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """Accepted: gradc's kernels are deterministic already (fixed-order multi-threaded sums)."""
+    _deterministic[0] = bool(mode)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _deterministic[0]
 
 
 def get_default_dtype() -> DType:

@@ -355,6 +355,15 @@ def test_devices_on_a_cpu_only_library():
             lib.device("gpu")
     with pytest.raises(RuntimeError, match="CPU only"):
         gradc.zeros(2, device="mps")
+    for lib in (torch, gradc):
+        lib.set_default_device("cpu")
+        with pytest.raises(AssertionError, match="not compiled with CUDA"):
+            lib.cuda.get_device_name(0)
+        from_variable = lib.autograd.Variable(lib.ones(2), requires_grad=True)
+        assert from_variable.requires_grad and isinstance(from_variable, lib.Tensor)
+        lib.use_deterministic_algorithms(True)
+        assert lib.are_deterministic_algorithms_enabled()
+        lib.use_deterministic_algorithms(False)
 
 
 # ----------------------------------------------------------------------------- factories

@@ -375,7 +375,7 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     return tuple(grads)
 
 
-from gradc.autograd.function import Function, FunctionCtx, once_differentiable  # noqa: E402
+from gradc.autograd.function import Function, FunctionCtx, Variable, once_differentiable  # noqa: E402
 
-__all__ += ["Function", "FunctionCtx", "once_differentiable"]
+__all__ += ["Function", "FunctionCtx", "once_differentiable", "Variable"]
 from gradc.autograd import functional  # noqa: E402, F401

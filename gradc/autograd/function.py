@@ -19,7 +19,7 @@ from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gradc.ir.ops import OPS, unbroadcast
 from gradc.tensor import Node, Record, Tensor, Trace, apply, current_trace, next_function, tracing
 
-__all__ = ["Function", "FunctionCtx", "once_differentiable"]
+__all__ = ["Function", "FunctionCtx", "once_differentiable", "Variable"]
 
 
 class FunctionCtx:
@@ -283,3 +283,10 @@ def _packed(values: list[Tensor], traced: bool) -> Tensor:
 def once_differentiable(fn: Any) -> Any:
     """Accepted for compatibility: gradc's backward is traced, so double backward works anyway."""
     return fn
+
+
+def Variable(data: Any, requires_grad: bool = False, volatile: bool = False) -> Tensor:  # noqa: N802 (PyTorch's name)
+    """The pre-0.4 wrapper: today a tensor is its own Variable, as in PyTorch."""
+    if not isinstance(data, Tensor):
+        raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
+    return data.requires_grad_() if requires_grad else data

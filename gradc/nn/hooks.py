@@ -8,6 +8,7 @@ last of them is known.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 from gradc.device import check_device
@@ -110,6 +111,9 @@ class _BackwardCall:
     def watch_outputs(self, output: Any) -> None:
         outs = [output] if isinstance(output, Tensor) else [o for o in output if isinstance(o, Tensor)] \
             if isinstance(output, (tuple, list)) else []
+        if any(o.is_traced for o in outs):
+            warnings.warn(f"{type(self.module).__name__}: full backward hooks do not run inside gradc.compile / "
+                          "compile_step / grad (no Python callbacks in native code)", stacklevel=3)
         self.outputs = [None] * len(outs)
         for k, o in enumerate(outs):
             if o.requires_grad and not o.is_traced:
