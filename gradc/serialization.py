@@ -38,6 +38,11 @@ TORCH_DTYPES = {d.name: d for d in DTYPES}
 UNSUPPORTED_DTYPES = (int32, int16, int8, uint8, float16, bfloat16, complex64, complex128)
 
 
+def _c_order(a: np.ndarray) -> np.ndarray:
+    """a itself when C-contiguous, else a C-ordered copy (np.ascontiguousarray would make 0-d arrays 1-d)."""
+    return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
 class _Writer:
     """A pickle (protocol 2) writer for the data PyTorch's weights_only loader accepts."""
 
@@ -81,12 +86,20 @@ class _Writer:
             self.save_tensor(obj)
         elif isinstance(obj, np.ndarray) and obj.dtype in STORAGE_BY_DTYPE:
             # gradc's state_dict holds numpy arrays (copies): they are written as the tensors PyTorch's has
-            self.save_tensor(Tensor._from_array(np.ascontiguousarray(obj)))
+            self.save_tensor(Tensor._from_array(_c_order(obj)))
         elif isinstance(obj, DType):
             self.global_("torch", obj.name)
         elif isinstance(obj, device):
             self.global_("torch", "device")
             self.save((str(obj),))
+            w(b"R")
+        elif type(obj).__name__ == "Size" and isinstance(obj, tuple):  # gradc's torch.Size
+            self.global_("torch", "Size")
+            self.save((tuple(int(d) for d in obj),))
+            w(b"R")
+        elif type(obj) is set:  # (not frozenset: PyTorch's weights_only loader refuses it)
+            self.global_("__builtin__", "set")
+            self.save((list(obj),))
             w(b"R")
         elif type(obj) is tuple:
             w(b"(")
@@ -117,7 +130,7 @@ class _Writer:
 
     def save_tensor(self, t: Tensor) -> None:
         from gradc.nn.module import Parameter
-        data = np.ascontiguousarray(t._concrete("gradc.save()"))
+        data = _c_order(t._concrete("gradc.save()"))
         key = str(len(self.storages))
         self.storages.append(data)
         if isinstance(t, Parameter):
@@ -145,22 +158,6 @@ class _Writer:
             self.global_("collections", "OrderedDict")
             self.op(b")R")
             self.op(b"tR")
-
-
-class _ObjectPickler(pickle.Pickler):
-    """Any other object: standard pickling of gradc objects, tensors still as storages in the zip."""
-
-    def __init__(self, file: Any, storages: list) -> None:
-        super().__init__(file, protocol=2)
-        self.storages = storages
-
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, Tensor):
-            from gradc.nn.module import Parameter
-            key = str(len(self.storages))
-            self.storages.append(np.ascontiguousarray(obj._concrete("gradc.save()")))
-            return ("gradc_tensor", key, isinstance(obj, Parameter), bool(obj.requires_grad))
-        return None
 
 
 def save(obj: Any, f: Any, pickle_module: Any = None, pickle_protocol: int = 2, **kwargs: Any) -> None:
@@ -192,7 +189,7 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple
                     hooks: Any = None, metadata: Any = None) -> Tensor:
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
                                            strides=tuple(s * storage.itemsize for s in stride))
-    t = Tensor._from_array(np.ascontiguousarray(view).copy())
+    t = Tensor._from_array(np.array(view, order="C"))  # a copy; keeps 0-d tensors 0-d
     if requires_grad:
         t.requires_grad = True
     return t
@@ -208,6 +205,11 @@ class _StorageType:
         self.name, self.dtype = name, np.dtype(STORAGE_DTYPES[name])
 
 
+def _size(dims: Any = ()) -> Any:
+    from gradc.tensor_protocol import Size
+    return Size(dims)
+
+
 def _torch_device(spec: Any, index: Any = None) -> device:
     d = device(spec, index)
     check_device(d) if d.type != "cuda" else None  # a cuda tensor's location is mapped to the CPU below
@@ -220,6 +222,9 @@ SAFE_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch", "device"): _torch_device,
+    ("torch", "Size"): _size,
+    ("builtins", "set"): set,
+    ("__builtin__", "set"): set,  # protocol 2 spells builtins the Python 2 way
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
     **{("torch", name): d for name, d in TORCH_DTYPES.items()},
     **{("torch", d.name): d for d in UNSUPPORTED_DTYPES},  # a dtype object may be loaded, not a tensor of it
@@ -310,7 +315,7 @@ def _safetensors_numpy() -> Any:
 
 def save_safetensors(tensors: dict, filename: Any, metadata: dict | None = None) -> None:
     """safetensors.torch.save_file for gradc tensors (through safetensors.numpy: no torch needed)."""
-    arrays = {k: np.ascontiguousarray(v._concrete("save_safetensors()")) for k, v in tensors.items()}
+    arrays = {k: _c_order(v._concrete("save_safetensors()")) for k, v in tensors.items()}
     _safetensors_numpy().save_file(arrays, os.fspath(filename), metadata=metadata)
 
 

@@ -579,16 +579,21 @@ def test_save_load_round_trips_through_torch(tmp_path):
     gradc.manual_seed(0)
     data = {"w": gradc.randn(3, 4), "i": gradc.arange(5), "m": gradc.tensor([True, False]),
             "d": gradc.ones(2, dtype=gradc.float64), "nested": [1, 2.5, "s", None, (3, 4), {"x": gradc.zeros(0)}],
-            "param": gradc.nn.Parameter(gradc.ones(2)), "big": 2 ** 40, "dtype": gradc.float64}
+            "param": gradc.nn.Parameter(gradc.ones(2)), "big": 2 ** 40, "dtype": gradc.float64,
+            "scalar": gradc.tensor(3.5), "size": gradc.zeros(2, 3).size(), "set": {1, 2}}
     gradc.save(data, tmp_path / "g.pt")
     loaded = torch.load(tmp_path / "g.pt")  # weights_only=True in torch >= 2.6
     assert isinstance(loaded["param"], torch.nn.Parameter) and loaded["param"].requires_grad
     assert loaded["nested"][:5] == [1, 2.5, "s", None, (3, 4)] and loaded["big"] == 2 ** 40
     assert loaded["dtype"] == torch.float64 and loaded["nested"][5]["x"].shape == (0,)
+    assert loaded["scalar"].shape == () and loaded["size"] == torch.Size([2, 3]) and loaded["set"] == {1, 2}
     for k in ("w", "i", "m", "d"):
         same(data[k], loaded[k], rtol=0, atol=0)
-    torch.save({**loaded, "view": torch.arange(10.0)[2:8:2], "t": torch.randn(3, 2).t()}, tmp_path / "t.pt")
+    torch.save({**loaded, "view": torch.arange(10.0)[2:8:2], "t": torch.randn(3, 2).t(),
+                "adam": torch.optim.Adam(torch.nn.Linear(2, 1).parameters()).state_dict()}, tmp_path / "t.pt")
     back = gradc.load(tmp_path / "t.pt")
+    assert back["scalar"].shape == () and back["size"] == (2, 3) and repr(back["size"]) == "torch.Size([2, 3])"
+    assert back["adam"]["param_groups"][0]["betas"] == (0.9, 0.999) and back["set"] == {1, 2}
     assert isinstance(back["param"], gradc.nn.Parameter)
     reference = torch.load(tmp_path / "t.pt")
     for k in ("w", "i", "m", "d", "view", "t"):
