@@ -204,10 +204,14 @@ def _lerp(x: Tensor, end: Any, weight: Any) -> Tensor:
 
 def register_hook(self: Tensor, hook: Any) -> Any:
     """A hook called with this tensor's gradient during backward (see gradc.autograd.hooks)."""
+    if self.is_traced:  # inside gradc.grad/compile_step: the hook is traced into the adjoint
+        if not self.dtype.is_float:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        from gradc.autograd.hooks import traced_hooks
+        self._value = traced_hooks(self, [hook])
+        return RemovableHandle({})
     if not self.requires_grad:
         raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
-    if self.is_traced:
-        raise TypeError("register_hook is not supported on traced tensors (inside gradc.trace/compile/grad)")
     hooks = self.__dict__.setdefault("_hooks", {})
     handle = RemovableHandle(hooks)
     hooks[handle.id] = hook

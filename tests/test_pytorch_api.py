@@ -312,6 +312,35 @@ def test_hooks_on_intermediate_tensors_change_what_flows_on_as_in_torch():
     assert got["gradc"][4] == got["torch"][4] == 1
 
 
+def test_hooks_in_traced_functions_and_compiled_steps():
+    def f(x):
+        y = x * 2
+        y.register_hook(lambda g: g * 3)
+        return (y * y).sum()
+
+    x = np.array([1.0, 2.0], dtype=np.float32)
+    np.testing.assert_array_equal(gradc.grad(f)(x), [24.0, 48.0])
+    t = torch.tensor(x, requires_grad=True)
+    f(t).backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [24.0, 48.0])
+
+    gradc.manual_seed(0)
+    compiled, eager = gradc.nn.Linear(3, 1), gradc.nn.Linear(3, 1)
+    eager.load_state_dict(compiled.state_dict())
+    for p in list(compiled.parameters()) + list(eager.parameters()):
+        p.register_hook(lambda g: g.clamp(-0.1, 0.1))  # gradient clipping by hooks
+    step = gradc.compile_step(compiled, gradc.nn.MSELoss(), gradc.optim.SGD(compiled.parameters(), lr=0.5))
+    opt = gradc.optim.SGD(eager.parameters(), lr=0.5)
+    xs, ys = gradc.randn(8, 3), gradc.randn(8, 1) * 10
+    for _ in range(3):
+        step(xs, ys)
+        opt.zero_grad()
+        gradc.nn.MSELoss()(eager(xs), ys).backward()
+        opt.step()
+    same(compiled.weight, eager.weight)
+    same(compiled.bias, eager.bias)
+
+
 def test_module_hooks_match_torch():
     logs = {}
     for lib in (torch, gradc):

@@ -54,3 +54,38 @@ def staged_backward(capture: GraphCapture, grad_tensors: Any, targets: list[Tens
         cotangents.append(g)
     final = GraphCapture(sources, (), cut)
     return retaining_backward(final, cotangents, targets, retain_graph, create_graph)
+
+
+class HookRule:
+    """The custom VJP of a traced tensor with hooks: identity forward, the hooks traced on its cotangent."""
+
+    def __init__(self, hooks: list) -> None:
+        self.hooks = hooks
+
+    def __repr__(self) -> str:
+        return f"tensor_hooks#{id(self):x}"
+
+    def vjp(self, b: Any, g: Any, out: Any, x: Any, value: Any) -> tuple:
+        from gradc.grad_mode import enable_grad
+        from gradc.tensor import Trace, tracing
+        trace = Trace()
+        trace.builder = b
+        with tracing(trace), enable_grad():
+            grad = Tensor._from_value(g)
+            for hook in self.hooks:
+                new = hook(grad)
+                if new is not None:
+                    if not isinstance(new, Tensor) or new.shape != grad.shape:
+                        raise RuntimeError(f"hook returned a gradient of shape {list(getattr(new, 'shape', ()))}, "
+                                           f"expected {list(grad.shape)}")
+                    grad = new
+            v = trace.lift(grad)
+        return (v if v.dtype == g.dtype else b.emit("cast", v, dtype=g.dtype)), None
+
+
+def traced_hooks(t: Tensor, hooks: list) -> Any:
+    """t's traced value, wrapped so that AD runs the hooks on its gradient (and native code ignores it)."""
+    from gradc.tensor import current_trace
+    trace = current_trace()
+    value = trace.lift(t)
+    return trace.builder.emit("custom_vjp", value, value, rule=HookRule(hooks))
