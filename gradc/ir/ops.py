@@ -372,7 +372,7 @@ _unary("abs", np.abs,
        lambda b, g, out, x: (b.where(b.gt(x, b.scalar(0, x)), g,
                                      b.where(b.lt(x, b.scalar(0, x)), b.neg(g), b.scalar(0, g))),),
        lambda em, x: em.abs(x), float_only=False)
-# d/dx sin = cos, d/dx cos = -sin (libm through LLVM's intrinsics: correctly rounded to about 1 ulp)
+# d/dx sin = cos, d/dx cos = -sin (libm through LLVM's intrinsics: glibc is within 1 ulp)
 _unary("sin", np.sin, lambda b, g, out, x: (b.mul(g, b.cos(x)),), lambda em, x: em.sin(x))
 _unary("cos", np.cos, lambda b, g, out, x: (b.neg(b.mul(g, b.sin(x))),), lambda em, x: em.cos(x))
 register(OpDef("stop_gradient", 1, ELEMENTWISE, identity_shape, lambda x: x.copy(), None, lambda em, x: x))

@@ -1,6 +1,7 @@
 """Neural network layers and functions (PyTorch's torch.nn subset)."""
 
-from gradc.nn import functional, hooks, init, ops  # noqa: F401  (hooks binds Module.__call__ with hooks, .to)
+from gradc.nn import functional, init, ops
+from gradc.nn import hooks as _hooks  # noqa: F401  (binds Module.__call__ with hooks, Module.to)
 from gradc.nn.layers import (
                              GELU,
                              Dropout,
