@@ -6,8 +6,35 @@
 
 import builtins
 
+import gradc.accelerator as accelerator  # noqa: F401
+import gradc.backends as backends  # noqa: F401
+import gradc.cuda as cuda  # noqa: F401
+import gradc.tensor_protocol  # noqa: F401  (binds the rest of Tensor's protocol)
 from gradc import autograd, data, functional, methods, nn, optim, utils  # noqa: F401  (methods binds Tensor operators)
 from gradc.api import compile, grad, hessian, jacobian, make_ir, set_backend, trace, value_and_grad, vjp  # noqa: F401
+from gradc.creation import (  # noqa: F401
+    as_tensor,
+    empty,
+    empty_like,
+    full_like,
+    linspace,
+    logspace,
+    normal,
+    rand_like,
+    randint,
+    randint_like,
+    randperm,
+)
+from gradc.device import (  # noqa: F401
+    are_deterministic_algorithms_enabled,
+    device,
+    get_default_device,
+    get_default_dtype,
+    set_default_device,
+    set_default_dtype,
+    use_deterministic_algorithms,
+)
+from gradc.dtypes import bfloat16, complex64, complex128, float16, int8, int16, int32, uint8  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,
     eye,
@@ -62,6 +89,8 @@ from gradc.indexing import index_select, multinomial, topk  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
+from gradc.random import Generator, default_generator, get_rng_state, initial_seed, seed, set_rng_state  # noqa: F401
+from gradc.serialization import load, save  # noqa: F401
 from gradc.shape_ops import (  # noqa: F401
     cat,
     chunk,
@@ -81,11 +110,14 @@ from gradc.shape_ops import (  # noqa: F401
     var,
 )
 from gradc.tensor import Tensor  # noqa: F401
+from gradc.tensor_protocol import Size  # noqa: F401
 from gradc.train import compile_step  # noqa: F401
+from gradc.trig import cos, sin  # noqa: F401
 
 float = float32
 double = float64
 long = int64
+half, short, cfloat, cdouble = float16, int16, complex64, complex128
 add, sub, mul, div, neg = functional.add, functional.sub, functional.mul, functional.div, functional.neg
 
 
@@ -102,3 +134,8 @@ globals().update({**_POINTWISE, **_SCANS, **_MOVEMENT})  # torch.floor, torch.cu
 __version__ = "0.1.0"
 
 from gradc import distributed  # noqa: E402,F401  (imports mpi4py only in init_process_group)
+
+# the out= keyword (a wrapper around the front-end functions; methods are unaffected)
+from gradc.outparam import with_out as _with_out  # noqa: E402
+
+add, sub, mul, div, matmul, mm = (_with_out(f) for f in (add, sub, mul, div, matmul, mm))

@@ -202,7 +202,9 @@ class Transformed:
 
     def __call__(self, *args: Any) -> Any:
         call = self._call
-        if call is not None:
+        # a Python int is int64 here (argument_array), while native code would also take it for a float
+        # parameter: calls with ints take the checked path, so they behave as a fresh call does
+        if call is not None and int not in map(type, args):
             try:  # fast path: native code checks the arguments against its specialization itself
                 return call(*args)
             except (TypeError, ValueError):

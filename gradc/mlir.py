@@ -124,7 +124,7 @@ FLOAT_BINARY = {"add": "arith.addf", "sub": "arith.subf", "mul": "arith.mulf", "
                 "maximum": "arith.maximumf", "pow": "math.powf"}
 INT_BINARY = {"add": "arith.addi", "sub": "arith.subi", "mul": "arith.muli", "maximum": "arith.maxsi"}
 FLOAT_UNARY = {"exp": "math.exp", "log": "math.log", "tanh": "math.tanh", "sqrt": "math.sqrt",
-               "abs": "math.absf", "neg": "arith.negf"}
+               "abs": "math.absf", "neg": "arith.negf", "sin": "math.sin", "cos": "math.cos"}
 FLOAT_PRED = {"lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge", "eq": "oeq", "ne": "une"}
 INT_PRED = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq", "ne": "ne"}
 
@@ -369,6 +369,9 @@ def to_mlir(fn: Function) -> str:
     results = [ttype(r.type) for r in fn.results]
     ret = results[0] if len(results) == 1 else f"({', '.join(results)})"
     for op in fn.ops:
+        if op.opdef.kind == "call":  # custom_vjp: its value is its last operand (the VJP rule is AD's business)
+            p.names[op.result] = p.names[op.inputs[-1]]
+            continue
         p.names[op.result] = print_op(p, op)
     p.emit(f"func.return {', '.join(p.names[r] for r in fn.results)} : {', '.join(results)}")
     return f"func.func @{fn.name}({args}) -> {ret} {{\n" + "\n".join(p.lines) + "\n}\n"

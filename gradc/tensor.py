@@ -92,6 +92,10 @@ class Node:
 
     __slots__ = ("_name", "_next", "_inputs", "__weakref__")
 
+    def __new__(cls, name: str = "", *args: Any, **kwargs: Any) -> Node:
+        # Node("AddBackward0", ...) is an instance of a class named AddBackward0, as PyTorch's nodes are
+        return object.__new__(node_class(name) if cls is Node and name else cls)
+
     def __init__(self, name: str, next_functions: tuple | None = None, inputs: tuple = ()) -> None:
         self._name = name
         self._next = next_functions
@@ -109,6 +113,17 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{self._name} object at {hex(id(self))}>"
+
+
+_NODE_CLASSES: dict[str, type] = {}
+
+
+def node_class(name: str) -> type:
+    """The Node subclass named `name` (one per name, made on first use)."""
+    cls = _NODE_CLASSES.get(name)
+    if cls is None:
+        cls = _NODE_CLASSES[name] = type(name, (Node,), {"__slots__": (), "__module__": "gradc.autograd"})
+    return cls
 
 
 class AccumulateGrad(Node):
@@ -130,6 +145,10 @@ PRIMITIVE_NODES = {
     "broadcast_to": "ExpandBackward0", "slice": "SliceBackward0", "pad": "ConstantPadNdBackward0",
     "gather": "GatherBackward0", "matmul": "BmmBackward0",
 }
+
+
+# nodes whose Python-number operand still has a (None, 0) slot in next_functions, as in PyTorch
+SCALAR_OPERAND_NODES = frozenset({"AddBackward0", "SubBackward0", "MulBackward0", "DivBackward0"})
 
 
 class Record:
@@ -213,7 +232,11 @@ def torch_op(node_name: str | Callable[..., str]) -> Callable:
                 if any(out is t for t in tensors):  # a no-op still gives a new node, as in PyTorch
                     out = apply("reshape", out, shape=out.shape)
                 name = node_name(*args, **kwargs) if callable(node_name) else node_name
-                out.grad_fn = Node(name, tuple(next_function(t) for t in tensors))
+                nexts = tuple(next_function(t) for t in tensors)
+                if name in SCALAR_OPERAND_NODES and len(tensors) == 1 and any(
+                        isinstance(a, (bool, int, float)) for a in args[:2]):
+                    nexts += ((None, 0),)  # PyTorch wraps the number as a tensor operand without history
+                out.grad_fn = Node(name, nexts)
             return out
         return wrapper
     return decorate

@@ -58,6 +58,9 @@ class substituted:
             if t._value is not None:
                 raise RuntimeError("a module parameter is already traced: nested compilation of one module")
             t._value = v
+            if t.__dict__.get("_hooks"):  # a parameter's hooks act on its gradient in the compiled step too
+                from gradc.autograd.hooks import traced_hooks
+                t._value = traced_hooks(t, list(t._hooks.values()))
 
     def __exit__(self, *exc: Any) -> None:
         for t, _ in self.pairs:

@@ -144,7 +144,8 @@ def test_print_parse_round_trip_keeps_semantics(name):
 
 def test_handwritten_ir_uses_every_op_and_runs():
     fn = parse_function((GOLDEN / "handwritten.ir").read_text())
-    assert {op.name for op in fn.ops} == set(OPS), "add new ops to tests/golden/handwritten.ir"
+    opaque = {name for name, opdef in OPS.items() if opdef.kind == "call"}  # their rule attribute has no text
+    assert {op.name for op in fn.ops} == set(OPS) - opaque, "add new ops to tests/golden/handwritten.ir"
     x = rng.uniform(0.5, 2, size=(3, 4))
     results = run(fn, x, rng.uniform(0.5, 2, size=4), np.array([0, 3, 1]), np.array([-1, 0, 5]))
     assert results[3].dtype == np.float32 and results[4].tolist() == [0, 1, 2]

@@ -18,9 +18,9 @@ from gradc.ir.ops import COMPARE_PREDICATES, OPS
 
 SIZES = (1, 7, 8, 9, 15, 17, 33)
 DTYPES = (float32, float64)
-UNARY_FLOAT = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient")
+UNARY_FLOAT = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient", "sin", "cos")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum")
-TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "pow"}
+TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "pow", "sin", "cos"}
 
 
 class Case:
@@ -196,6 +196,9 @@ def build_sample(name: str, dt, n: int, c: Case) -> None:
         sample_source(c, name, dt, n)
     elif name == "matmul":
         sample_matmul(c, dt, n)
+    elif name == "custom_vjp":  # native code computes its value operand
+        x = c.param((3, n), dt)
+        c.results.append(c.b.emit("custom_vjp", x, c.b.exp(x), rule=None))
     else:
         raise KeyError(name)
 

@@ -185,7 +185,23 @@ def matmul_cases(rng):
     return [Case([normal(rng, a), normal(rng, b)]) for a, b in layouts]
 
 
+class PassThroughRule:
+    """A custom VJP consistent with custom_vjp's value (its last operand): the cotangent goes there."""
+
+    def vjp(self, b, g, out, *xs):
+        return (None,) * (len(xs) - 1) + (g,)
+
+    def __repr__(self) -> str:
+        return "pass_through"
+
+
+def custom_vjp_cases(rng):
+    layouts = [[(7,)], [(3, 4), (3, 4)], [(9,), (), (9,)], [(1,), (17,)], [(2, 3), (8,), (1,), (2, 3)]]
+    return [Case([normal(rng, s) for s in shapes], {"rule": PassThroughRule()}) for shapes in layouts]
+
+
 SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
+    "sin": unary(normal), "cos": unary(normal), "custom_vjp": custom_vjp_cases,
     "neg": unary(normal), "exp": unary(normal), "log": unary(positive), "tanh": unary(normal),
     "sqrt": unary(positive), "recip": unary(away_from_zero), "sigmoid": unary(normal),
     "relu": unary(away_from_zero), "abs": unary(away_from_zero), "stop_gradient": unary(normal),

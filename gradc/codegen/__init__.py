@@ -58,8 +58,12 @@ def compile_function(fn: Function, name: str | None = None, donate: dict[int, in
     the kernels allow it (`CompiledFunction.donated` says which; the others are fresh arrays as usual).
     The caller must not pass one array for two parameters when one of them is donated.
     """
+    from gradc.ir.passes import optimize
+    from gradc.ir.passes.calls import has_calls, strip_custom_vjp
     from gradc.ir.printer import print_function
 
+    if has_calls(fn):  # native code has no calls: custom VJPs were used by AD, their values remain
+        fn = optimize(strip_custom_vjp(fn))
     symbol = symbol_name(name or fn.name)
     text = print_function(fn)
     if donate:

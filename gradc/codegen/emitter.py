@@ -101,6 +101,12 @@ class ScalarEmitter:
     def sqrt(self, x):
         return self.b.call(self._intrinsic("llvm.sqrt", x), [x])
 
+    def sin(self, x):
+        return self.b.call(self._intrinsic("llvm.sin", x), [x])
+
+    def cos(self, x):
+        return self.b.call(self._intrinsic("llvm.cos", x), [x])
+
     def abs(self, x):
         if is_float(x):
             return self.b.call(self._intrinsic("llvm.fabs", x), [x])

@@ -36,7 +36,7 @@ class Builder:
 
     def emit(self, name: str, *inputs: Value, **attrs: Any) -> Value:
         opdef = OPS[name]
-        if len(inputs) != opdef.arity:
+        if len(inputs) != opdef.arity and opdef.arity >= 0:  # arity < 0: variadic
             raise ShapeError(f"{name} takes {opdef.arity} operands, got {len(inputs)}")
         missing = set(opdef.attrs) - set(attrs)
         extra = set(attrs) - set(opdef.attrs)

@@ -20,8 +20,9 @@ import numpy as np
 
 from gradc.ir.core import DType, ShapeError, TensorType, bool_, int64
 
-ELEMENTWISE, REDUCE, LAYOUT, MATMUL, SOURCE, INDEX = (
-    "elementwise", "reduce", "layout", "matmul", "source", "index")
+ELEMENTWISE, REDUCE, LAYOUT, MATMUL, SOURCE, INDEX, CALL = (
+    "elementwise", "reduce", "layout", "matmul", "source", "index", "call")
+VARIADIC = -1  # arity of ops that take any number of operands
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,12 @@ def const_shape(types: list[TensorType], attrs: dict) -> TensorType:
     return t
 
 
+def custom_vjp_shape(types: list[TensorType], attrs: dict) -> TensorType:
+    if not types:
+        raise ShapeError("custom_vjp needs at least its value operand")
+    return types[-1]
+
+
 def identity_shape(types: list[TensorType], attrs: dict) -> TensorType:
     return types[0]
 
@@ -405,6 +412,9 @@ _unary("abs", np.abs,
        lambda b, g, out, x: (b.where(b.gt(x, b.scalar(0, x)), g,
                                      b.where(b.lt(x, b.scalar(0, x)), b.neg(g), b.scalar(0, g))),),
        lambda em, x: em.abs(x), float_only=False)
+# d/dx sin = cos, d/dx cos = -sin (libm through LLVM's intrinsics: glibc is within 1 ulp)
+_unary("sin", np.sin, lambda b, g, out, x: (b.mul(g, b.cos(x)),), lambda em, x: em.sin(x))
+_unary("cos", np.cos, lambda b, g, out, x: (b.neg(b.mul(g, b.sin(x))),), lambda em, x: em.cos(x))
 register(OpDef("stop_gradient", 1, ELEMENTWISE, identity_shape, lambda x: x.copy(), None, lambda em, x: x))
 
 _binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda em, x, y: em.add(x, y))
@@ -458,3 +468,11 @@ register(OpDef("const", 0, SOURCE, const_shape,
 register(OpDef("matmul", 2, MATMUL, matmul_shape, np.matmul,
                lambda b, g, out, x, y: (b.emit("matmul", g, swap_last2(b, y)),
                                         b.emit("matmul", swap_last2(b, x), g))))
+
+# A call site whose VJP the caller supplies (torch.autograd.Function, jax.custom_vjp). Operands: the
+# differentiable inputs, then whatever the rule reads (saved tensors), then the value itself, computed
+# from stopped-gradient inputs. The value is the last operand; `rule.vjp(b, g, out, *operands)` emits one
+# cotangent per operand. Native code has no calls: passes.calls.strip_custom_vjp replaces them by their
+# value once AD is done.
+register(OpDef("custom_vjp", VARIADIC, CALL, custom_vjp_shape, lambda *xs, rule: xs[-1],
+               lambda b, g, out, *xs, rule: tuple(rule.vjp(b, g, out, *xs)), attrs=("rule",)))

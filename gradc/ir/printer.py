@@ -46,6 +46,8 @@ def format_attr(value: Any) -> str:
         return "[" + ",".join(str(v) for v in value) + "]"
     if isinstance(value, np.ndarray):
         return f"dense<{format_nested(value.tolist())}>"
+    if not isinstance(value, (bool, int, float, np.number, np.bool_)):
+        return f"<{value!r}>"  # an opaque object (a custom_vjp rule): printed, not parseable
     return format_scalar(value)
 
 

@@ -1,6 +1,7 @@
 """Neural network layers and functions (PyTorch's torch.nn subset)."""
 
 from gradc.nn import functional, init, ops, utils
+from gradc.nn import hooks as _hooks  # noqa: F401  (binds Module.__call__ with hooks, Module.to)
 from gradc.nn.activation import MODULES as _ACTIVATIONS
 from gradc.nn.attention import MultiheadAttention
 from gradc.nn.containers import ModuleDict, ParameterDict, ParameterList

@@ -48,11 +48,11 @@ def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
-    return _fill(tensor, generator().uniform(a, b, tensor.shape))
+    return _fill(tensor, generator().uniform(a, b, tensor.shape, dtype=tensor.dtype.numpy))
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
-    return _fill(tensor, generator().normal(mean, std, tensor.shape))
+    return _fill(tensor, generator().normal(mean, std, tensor.shape, dtype=tensor.dtype.numpy))
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:

@@ -385,6 +385,13 @@ class GraphGen:
         y = self.ch.pick(fits) if fits and self.ch.coin() else self.param(want, x.dtype)
         return self.emit("matmul", x, y)
 
+    def op_custom_vjp(self) -> Value:
+        """x * y computed from stopped-gradient operands, with its VJP supplied by a rule."""
+        x = self.pick_float()
+        x, y = self.together(x, self.partner(x))
+        body = self.emit("mul", self.emit("stop_gradient", x), self.emit("stop_gradient", y))
+        return self.emit("custom_vjp", x, y, body, rule=ProductRule())
+
     def rule(self, name: str) -> Callable[[], Value]:
         if name in UNARY:
             return lambda: self.op_unary(name)
@@ -430,8 +437,21 @@ class GraphGen:
         return Graph(fn, self.args, wrt, cts, self.vals)
 
 
-UNARY = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient")
+UNARY = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient", "sin", "cos")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum")
+
+
+class ProductRule:
+    """The VJP of x * y, supplied from outside the registry as a custom Function's backward would be."""
+
+    def vjp(self, b: Builder, g: Value, out: Value, x: Value, y: Value, body: Value) -> tuple:
+        return b.mul(g, y), b.mul(g, x), None
+
+    def torch(self, torch: Any, x: Any, y: Any, body: Any) -> Any:
+        return x * y
+
+    def __repr__(self) -> str:
+        return "product"
 
 
 def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:

@@ -97,12 +97,15 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
     simple = {"neg": torch.neg, "exp": torch.exp, "log": torch.log, "tanh": torch.tanh, "sqrt": torch.sqrt,
               "recip": torch.reciprocal, "sigmoid": torch.sigmoid, "relu": torch.relu, "abs": torch.abs,
               "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
-              "maximum": torch.maximum, "matmul": torch.matmul, "where": torch.where}
+              "maximum": torch.maximum, "matmul": torch.matmul, "where": torch.where, "sin": torch.sin,
+              "cos": torch.cos}
     if name in simple:
         return simple[name](*xs)
     x = xs[0] if xs else None
     if name == "stop_gradient":
         return x.detach()
+    if name == "custom_vjp":
+        return attrs["rule"].torch(torch, *xs)
     if name == "compare":
         return getattr(torch, attrs["pred"])(*xs)
     if name == "cast":

@@ -55,11 +55,16 @@ def owner(graphs: list[Graph], kind: str) -> list[int]:
     return out
 
 
+def casts_float_to_int(graph: Graph) -> bool:
+    return any(op.name == "cast" and op.inputs[0].dtype.is_float and not op.result.dtype.is_float
+               for op in graph.fn.ops)
+
+
 def compare_all(graphs, got, want, kind: str, engine: str, skip_int: bool = False) -> None:
     """Compare lists of arrays; a failure names the engine and prints the graph it came from."""
     for i, (a, b, k) in enumerate(zip(got, want, owner(graphs, kind))):
-        if skip_int and np.asarray(b).dtype == np.int64:
-            continue
+        if skip_int and (np.asarray(b).dtype == np.int64 or casts_float_to_int(graphs[k])):
+            continue  # NaN/inf to int: native code saturates by design, numpy gives INT_MIN
         try:
             assert_close(a, b, f"{engine}: {kind[:-1]} {i}", RTOL32 if graphs[k].has_float32 else None)
         except AssertionError as e:

@@ -18,7 +18,8 @@ import numpy as np
 from gradc import hooks
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
-from gradc.ir.core import Function, Value
+from gradc.ir.core import Function as IRFunction
+from gradc.ir.core import Value
 from gradc.ir.passes.ad import ad
 from gradc.ir.passes.dce import dce
 from gradc.ir.printer import format_attr
@@ -58,7 +59,7 @@ class GraphCapture:
     tensor, while gradients still flow through it to the leaves (as torch.autograd.grad does).
     """
 
-    def __init__(self, outputs: Sequence[Tensor], taps: Sequence[Tensor] = ()) -> None:
+    def __init__(self, outputs: Sequence[Tensor], taps: Sequence[Tensor] = (), cut: frozenset = frozenset()) -> None:
         params: list[Tensor] = []
         computed: list[Tensor] = []  # in topological order (post-order of an iterative DFS)
         seen: set[int] = set()
@@ -72,7 +73,7 @@ class GraphCapture:
             if id(t) in seen:
                 continue
             seen.add(id(t))
-            if t._record is None:
+            if t._record is None or id(t) in cut:  # a cut tensor stands as a leaf (staged hooks)
                 params.append(t)
             else:
                 stack.append((t, True))
@@ -136,7 +137,7 @@ class GraphCapture:
         parts.append(tuple(index[id(t)] for t in self.outputs))
         return tuple(parts)
 
-    def function(self) -> Function:
+    def function(self) -> IRFunction:
         b = Builder()
         env: dict[int, Value] = {}
         values = []
@@ -166,7 +167,7 @@ def _attrs_key(attrs: dict) -> tuple:
         return tuple((k, format_attr(v)) for k, v in attrs.items())
 
 
-def forward_plan(joint: Function, capture: GraphCapture) -> list[int]:
+def forward_plan(joint: IRFunction, capture: GraphCapture) -> list[int]:
     """For each op of `joint`: the index of the recorded tensor that already holds its value, or -1.
 
     A joint op with the same primitive, attributes and (mapped) operands as a recorded op has the
@@ -207,7 +208,7 @@ class JointEntry:
 
     __slots__ = ("joint", "plan", "uses", "native")
 
-    def __init__(self, joint: Function, plan: list[int]) -> None:
+    def __init__(self, joint: IRFunction, plan: list[int]) -> None:
         self.joint, self.plan, self.uses, self.native = joint, plan, 0, None
 
 
@@ -236,12 +237,12 @@ def native_adjoint(entry: JointEntry, num_outputs: int) -> Any:
     if entry.native is None and (backend == "native" or entry.uses >= TIER_UP_AFTER) and api.native_available():
         from gradc.codegen import compile_function
         joint = entry.joint
-        grads_only = Function(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
+        grads_only = IRFunction(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
         entry.native = compile_function(api.optimize(dce(grads_only)))
     return entry.native
 
 
-def evaluate(joint: Function, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
+def evaluate(joint: IRFunction, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
     """Run `joint` on numpy arrays (or, when `args` are Tensors, through `apply` so that the adjoint
     is itself recorded: create_graph=True); planned forward values come from the recorded tensors."""
     tensors = bool(args) and isinstance(args[0], Tensor)
@@ -325,11 +326,18 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
     else:
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
-    grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
+    if any(t.__dict__.get("_hooks") for t in capture.computed):  # hooks may change what flows on
+        from gradc.autograd.hooks import staged_backward
+        grads = staged_backward(capture, grad_tensors, targets, retain_graph, create_graph)
+    else:
+        grads = retaining_backward(capture, grad_tensors, targets, retain_graph, create_graph)
     # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
     for leaf, g in reversed(list(zip(targets, grads))):
         if g is None:
             continue
+        if leaf.__dict__.get("_hooks"):
+            from gradc.autograd.hooks import run_hooks
+            g = run_hooks(leaf, g)
         if leaf.grad is None:
             leaf.grad = g if create_graph else Tensor._from_array(g._data.copy())
         elif create_graph:
@@ -339,6 +347,19 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
             leaf.grad._bump_version()
         hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
     hooks.backward_done()
+
+
+def retaining_backward(capture: GraphCapture, grad_tensors: Any, targets: list[Tensor], retain_graph: bool | None,
+                       create_graph: bool) -> list:
+    """The targets' gradients; non-leaf tensors that retain_grad get taps and receive theirs in .grad."""
+    watched = [t for t in capture.computed if t.__dict__.get("_retains_grad")]
+    if watched:
+        capture.taps = list(dict.fromkeys(capture.taps + watched))
+    grads = _compute(capture, grad_tensors, targets + watched, retain_graph, create_graph)
+    for t, g in zip(watched, grads[len(targets):]):
+        if g is not None:
+            t.grad = g if t.grad is None else t.grad + g
+    return grads[:len(targets)]
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
@@ -356,3 +377,9 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
                 raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used in "
                                    "the graph. Set allow_unused=True if this is the desired behavior.")
     return tuple(grads)
+
+
+from gradc.autograd.function import Function, FunctionCtx, Variable, once_differentiable  # noqa: E402
+
+__all__ += ["Function", "FunctionCtx", "once_differentiable", "Variable"]
+from gradc.autograd import functional  # noqa: E402, F401
