@@ -44,7 +44,9 @@ def randint(low: int, high: Any = None, size: Any = None, dtype: DType | None = 
     """torch.randint(high, size) or torch.randint(low, high, size): int64 in [low, high)."""
     if size is None:  # randint(high, size)
         low, high, size = 0, low, high
-    if size is None:
+    elif high is None:  # randint(high, size=...)
+        low, high = 0, low
+    if size is None or high is None:
         raise TypeError("randint() missing 1 required positional arguments: \"size\"")
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")

@@ -263,6 +263,16 @@ BINDINGS = {
 for _name, _fn in BINDINGS.items():
     setattr(Tensor, _name, _fn)
 Tensor.data = property(_get_data, _set_data)
+
+
+def _format(self: Tensor, spec: str) -> str:
+    # PyTorch: a 0-d tensor formats as its number (f"{loss:>7f}"); others as object does
+    if self._value is None and self._data.ndim == 0:
+        return format(self.item(), spec)
+    return object.__format__(self, spec)
+
+
+Tensor.__format__ = _format
 Tensor.device = property(lambda self: CPU)
 Tensor.is_cuda = property(lambda self: False)
 Tensor.retains_grad = property(lambda self: bool(self.__dict__.get("_retains_grad", False)))
