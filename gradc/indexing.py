@@ -178,8 +178,28 @@ def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *, g
         total = w.sum()
         if total <= 0:
             raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
-        out[r] = rng.choice(len(w), size=num_samples, replace=replacement, p=w / total)
+        out[r] = _sample_row(rng, w, num_samples, replacement)
     return Tensor(out.reshape(data.shape[:-1] + (num_samples,)))
+
+
+def _sample_row(rng: Any, weights: np.ndarray, num_samples: int, replacement: bool) -> np.ndarray:
+    """Inverse-CDF draws from gradc's generator (uniforms in [0, 1)); without replacement a drawn category's
+    weight drops to zero before the next draw."""
+    w = weights.copy()
+    if replacement:
+        cdf = np.cumsum(w)
+        u = rng.random(size=(num_samples,), dtype=np.float64) * cdf[-1]
+        return np.minimum(np.searchsorted(cdf, u, side="right"), len(w) - 1)
+    picked = np.empty(num_samples, dtype=np.int64)
+    for i in range(num_samples):
+        cdf = np.cumsum(w)
+        k = int(np.searchsorted(cdf, rng.random(size=(1,), dtype=np.float64)[0] * cdf[-1], side="right"))
+        k = min(k, len(w) - 1)
+        while w[k] == 0:  # a zero-weight category is never drawn (searchsorted lands past it on ties)
+            k -= 1
+        picked[i] = k
+        w[k] = 0.0
+    return picked
 
 
 def setitem(x: Tensor, key: Any, value: Any) -> None:

@@ -51,6 +51,10 @@ BASE = "pip install -e ."
 EXAMPLES = 'pip install -e ".[examples]"'
 EXAMPLES_TORCH = 'pip install -e ".[examples,compare]"'
 ACCURACY = r"final test accuracy (9[5-9]|100)\.\d%"  # the script also exits 1 below 95%
+CNN_ACCURACY = r"final test accuracy (9\d|100)\.\d%"  # --quick trains 3 epochs (~95%); the full run reaches ~99%
+DISTRIBUTED = 'pip install -e ".[distributed]"'
+GPT_TRAINED = r"train loss [\d.]+ -> [\d.]+, val loss [\d.]+"
+DDP_EPOCH = r"epoch 1: loss [\d.]+ +accuracy [\d.]+ +\d+ samples/s on 2 rank\(s\)"
 # The README's test command: the install runs for real; the suite is not run from inside itself. Collecting
 # all of it imports every test module (a test dependency missing from the `test` extra fails collection);
 # test_tutorial.py then runs the README's tutorial under the installed pytest. Full variant: the whole suite
@@ -72,6 +76,32 @@ CHECKS: dict[str, Check] = {
         C(r"gradc-native .* check ok", r"torch .* check ok", r"jax .* check ok", r"gradc / fastest peer \(\w+\)",
           env=EXAMPLES_TORCH, quick="python examples/bench_train_step.py --quick",
           full="python examples/bench_train_step.py"),
+    "python examples/train_digits_cnn.py": C(r"\[gradc\]", CNN_ACCURACY, env=EXAMPLES,
+                                             quick="python examples/train_digits_cnn.py --quick"),
+    "python examples/train_digits_cnn.py --quick": C(r"\[gradc\]", CNN_ACCURACY, env=EXAMPLES),
+    "python examples/train_digits_cnn.py --engine eager":
+        C(r"\[eager\]", CNN_ACCURACY, env=EXAMPLES, quick="python examples/train_digits_cnn.py --engine eager --quick"),
+    "python examples/train_digits_cnn.py --engine torch":
+        C(r"\[torch\]", CNN_ACCURACY, env=EXAMPLES_TORCH,
+          quick="python examples/train_digits_cnn.py --engine torch --quick"),
+    "python examples/train_digits_cnn.py --engine both --plot curves.png":
+        C(r"\[gradc\]", r"\[torch\]", r"gradc compile_step: [\d.]+x PyTorch eager", "saved curves.png",
+          env=EXAMPLES_TORCH, quick="python examples/train_digits_cnn.py --engine both --plot curves.png --quick"),
+    "python examples/train_char_gpt.py": C(r"\[gradc\]", GPT_TRAINED, r"sample:", env=BASE,
+                                           quick="python examples/train_char_gpt.py --quick"),
+    "python examples/train_char_gpt.py --quick": C(r"\[gradc\]", GPT_TRAINED, env=BASE),
+    "python examples/train_char_gpt.py --engine both --plot gpt.png":
+        C(r"\[torch\]", r"gradc compile_step: [\d.]+x PyTorch eager", "saved gpt.png", env=EXAMPLES_TORCH,
+          quick="python examples/train_char_gpt.py --engine both --plot gpt.png --quick"),
+    "mpiexec -n 2 python examples/train_ddp.py --quick": C(DDP_EPOCH, env=DISTRIBUTED),
+    "mpiexec -n 2 python examples/train_ddp.py --eager --verify":
+        C(DDP_EPOCH, r"max \|DDP - one process\| over the parameters: \d\.\d+e-(0[6-9]|[1-9]\d)", env=DISTRIBUTED,
+          quick="mpiexec -n 2 python examples/train_ddp.py --eager --verify --quick"),
+    # several machines cannot be had here: the same hostfile mechanism, with this machine as the one host
+    "mpiexec -n 8 -hostfile hosts python examples/train_ddp.py":
+        C(DDP_EPOCH, env=DISTRIBUTED,
+          quick="printf 'localhost:2\\n' > hosts && mpiexec -n 2 -hostfile hosts python examples/train_ddp.py --quick",
+          full="printf 'localhost:2\\n' > hosts && mpiexec -n 2 -hostfile hosts python examples/train_ddp.py"),
 }
 
 # (environment, command, what the one line on stderr says): a missing peer -> that line, exit code 2
