@@ -150,29 +150,43 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     hard_memo: dict[Value, int] = {}
 
     def hard_dep(v: Value) -> int:
-        """Latest kernel whose reduction/matmul result v's computation needs (-1: none)."""
-        if v in hard_memo:
-            return hard_memo[v]
-        if v.op is None or is_dense_const(v):
-            d = -1
-        elif v in producer and v.op.opdef.kind in ("reduce", "matmul"):
-            d = producer[v][0]
-        else:
-            d = max((hard_dep(x) for x in v.op.inputs), default=-1)
-        hard_memo[v] = d
-        return d
+        """Latest kernel whose reduction/matmul result v's computation needs (-1: none); an explicit
+        stack, not recursion: dependency chains are as long as the graph (an unrolled RNN)."""
+        stack = [v]
+        while stack:
+            x = stack[-1]
+            if x in hard_memo:
+                stack.pop()
+                continue
+            if x.op is None or is_dense_const(x):
+                hard_memo[x] = -1
+            elif x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+                hard_memo[x] = producer[x][0]
+            else:
+                pending = [y for y in x.op.inputs if y not in hard_memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                hard_memo[x] = max((hard_memo[y] for y in x.op.inputs), default=-1)
+            stack.pop()
+        return hard_memo[v]
 
     def epilogue_ok(v: Value, k: Kernel) -> bool:
         # an epilogue may read k's reductions and main-nest stores, never k's epilogue values
-        def reads_epilogue(x: Value, seen: set) -> bool:
-            if x in seen or x.op is None:
-                return False
-            seen.add(x)
-            if producer.get(x) == (k.index, EPILOGUE):
-                return True
-            if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
-                return False
-            return any(reads_epilogue(y, seen) for y in x.op.inputs)
+        def reads_epilogue(start: list) -> bool:
+            seen: set = set()
+            stack = list(start)
+            while stack:
+                x = stack.pop()
+                if x in seen or x.op is None:
+                    continue
+                seen.add(x)
+                if producer.get(x) == (k.index, EPILOGUE):
+                    return True
+                if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+                    continue
+                stack.extend(x.op.inputs)
+            return False
         if k.kind != "loop" or v.op.opdef.kind == "reduce":
             return False
         if k.epilogue_domain is None:
@@ -180,7 +194,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 return False
         elif k.epilogue_domain != v.shape:
             return False
-        return not any(reads_epilogue(x, set()) for x in v.op.inputs)
+        return not reads_epilogue(list(v.op.inputs))
 
     for op in fn.ops:
         v = op.result
@@ -215,8 +229,9 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
     prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
+    order = {op: i for i, op in enumerate(fn.ops)}
     for k in kernels:
-        finish_kernel(prog, k)
+        finish_kernel(prog, k, order)
     prog.kernels = attach_consumers(kernels, producer)
     return prog
 
@@ -274,9 +289,10 @@ def reads_only_at_index(ops: list, source: Value, domain: tuple[int, ...]) -> bo
     return True
 
 
-def finish_kernel(prog: FusedProgram, k: Kernel) -> None:
+def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> None:
     """Fill k.reads and k.ops (per phase) by walking its roots the way lowering evaluates them."""
-    order = {op: i for i, op in enumerate(prog.fn.ops)}
+    if order is None:  # (op -> program position: built once per program by fuse, not per kernel)
+        order = {op: i for i, op in enumerate(prog.fn.ops)}
     param_pos = {p: i for i, p in enumerate(prog.fn.params)}
 
     def position(v: Value) -> tuple[int, int]:
