@@ -39,6 +39,7 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
+MAX_FUSED_CONE = 64  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
 
@@ -136,6 +137,8 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             operands[op.result] = tuple(matmul_operand(x) for x in op.inputs)
             materialized.update(base for base, _ in operands[op.result])
     materialized.update(fn.results)
+    cut = cut_long_chains(fn, materialized)
+    materialized.update(cut)
 
     result_home: dict[Value, int] = {}
     copies: list[tuple[Value, int]] = []
@@ -160,7 +163,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 continue
             if x.op is None or is_dense_const(x):
                 hard_memo[x] = -1
-            elif x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul") or x in cut):
                 hard_memo[x] = producer[x][0]
             else:
                 pending = [y for y in x.op.inputs if y not in hard_memo]
@@ -234,6 +237,26 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         finish_kernel(prog, k, order)
     prog.kernels = attach_consumers(kernels, producer)
     return prog
+
+
+def cut_long_chains(fn: Function, materialized: set) -> set:
+    """Elementwise values whose fused cone (ops recomputed wherever they are read) exceeds MAX_FUSED_CONE
+    ops: materialized, so a kernel never recomputes an unbounded chain (an LSTM's cell state c_t and its
+    adjoint are elementwise chains through all time steps; recomputing them made fusion quadratic)."""
+    cost: dict[Value, int] = {}
+    cut: set = set()
+    for op in fn.ops:
+        v = op.result
+        if v in materialized:
+            continue
+        c = sum(cost.get(x, 0) for x in op.inputs if x not in materialized and x not in cut)
+        if op.opdef.kind == "elementwise":
+            c += 1
+            if c > MAX_FUSED_CONE:
+                cut.add(v)
+                c = 0
+        cost[v] = c
+    return cut
 
 
 def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
