@@ -60,6 +60,7 @@ from gradc.functional import (  # noqa: F401
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
+from gradc.loops import scan  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
 from gradc.tensor import Tensor  # noqa: F401
 from gradc.train import compile_step  # noqa: F401

@@ -66,6 +66,10 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     """
     if not name.isidentifier():
         raise ValueError(f"kernel name must be an identifier, got {name!r}")
+    if any(op.name == "scan" for op in fn.ops):  # interim: loops are unrolled before fusion (gradc/ir/scan.py)
+        from gradc.ir.passes import optimize
+        from gradc.ir.scan import unroll_scans
+        fn = optimize(unroll_scans(fn))
     prog = fuse(fn, num_threads)
     plan = plan_memory(prog)
     if donate:

@@ -36,7 +36,7 @@ class Builder:
 
     def emit(self, name: str, *inputs: Value, **attrs: Any) -> Value:
         opdef = OPS[name]
-        if len(inputs) != opdef.arity:
+        if opdef.arity >= 0 and len(inputs) != opdef.arity:  # (arity -1: any number, e.g. scan)
             raise ShapeError(f"{name} takes {opdef.arity} operands, got {len(inputs)}")
         missing = set(opdef.attrs) - set(attrs)
         extra = set(attrs) - set(opdef.attrs)

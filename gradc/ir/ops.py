@@ -416,3 +416,5 @@ register(OpDef("const", 0, SOURCE, const_shape,
 register(OpDef("matmul", 2, MATMUL, matmul_shape, np.matmul,
                lambda b, g, out, x, y: (b.emit("matmul", g, swap_last2(b, y)),
                                         b.emit("matmul", swap_last2(b, x), g))))
+
+import gradc.ir.scan  # noqa: E402,F401  (registers "scan": its rules live in their own file)

@@ -36,7 +36,7 @@ def verify_op(op: Op, i: int, where: str, defined: set[Value], params: set[Value
     at = f"{where}: op {i} ({getattr(op.opdef, 'name', op.opdef)})"
     if OPS.get(op.opdef.name) is not op.opdef:
         raise IRError(f"{at}: not an op of the registry")
-    if len(op.inputs) != op.opdef.arity:
+    if op.opdef.arity >= 0 and len(op.inputs) != op.opdef.arity:
         raise IRError(f"{at}: takes {op.opdef.arity} operands, has {len(op.inputs)}")
     if set(op.attrs) != set(op.opdef.attrs):
         raise IRError(f"{at}: has attributes {sorted(op.attrs)}, expected {sorted(op.opdef.attrs)}")

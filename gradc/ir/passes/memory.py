@@ -133,6 +133,8 @@ def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int])
             continue
         if kernel.kind != "loop" or not _reads_in_place(kernel, phase, param):
             continue
+        if v.op.opdef.kind == "reduce" and param in kernel.phase_reads.get(MAIN, []):
+            continue  # the accumulator is initialized before the nest that still reads the param
         if kernel.consumer_of is not None and param in prog.kernels[kernel.consumer_of].reads:
             continue  # its matmul's threads may still read the param while the consumer writes rows
         if any(param in later.reads or any(c is param for c, _ in later.copies) for later in prog.kernels[index + 1:]):
