@@ -225,6 +225,8 @@ def unroll_scans(fn: Function) -> Function:
         for x in op.inputs:
             users.setdefault(x, []).append(op)
     results = set(fn.results)
+    stack_of: dict[Value, list] = {}  # a stacked ys part -> its per-iteration values (slice t is value t)
+    flat_of: dict[Value, Value] = {}  # a flattened part -> the part (unpack's reshape back gives the part)
     parts_of: dict[Value, dict] = {}  # scan result -> {(start, stop): flattened part}
     for op in fn.ops:
         ins = [env[v] for v in op.inputs]
@@ -234,7 +236,8 @@ def unroll_scans(fn: Function) -> Function:
             consts, carry, xs = split(ins, a["num_consts"], a["num_carry"])
             ys: list[list] = [[None] * a["length"] for _ in body.results[a["num_carry"]:]]
             for t in (reversed(range(a["length"])) if a["reverse"] else range(a["length"])):
-                x_t = [b.reshape_to(b.emit("slice", x, starts=(t,) + (0,) * (len(x.shape) - 1),
+                x_t = [stack_of[x][t] if x in stack_of else
+                       b.reshape_to(b.emit("slice", x, starts=(t,) + (0,) * (len(x.shape) - 1),
                                            stops=(t + 1,) + x.shape[1:], steps=(1,) * len(x.shape)), x.shape[1:])
                        for x in xs]
                 out = inline(b, body, consts + carry + x_t)
@@ -244,6 +247,9 @@ def unroll_scans(fn: Function) -> Function:
             stacked = [concat(b, [b.reshape_to(y, (1,) + y.shape) for y in col], 0) if col else
                        b.emit("const", value=0.0, shape=(0,) + r.type.shape, dtype=r.dtype)
                        for col, r in zip(ys, body.results[a["num_carry"]:])]
+            for st, col in zip(stacked, ys):
+                if col:
+                    stack_of[st] = col
             pieces, offset, table = carry + stacked, 0, {}
             for p in pieces:
                 table[(offset, offset + p.type.size)] = p
@@ -260,8 +266,13 @@ def unroll_scans(fn: Function) -> Function:
         elif op.name == "slice" and ins[0] in parts_of:
             key = (op.attrs["starts"][0], op.attrs["stops"][0])
             part = parts_of[ins[0]].get(key) if op.attrs["steps"] == (1,) else None
-            env[op.result] = (b.reshape_to(part, (part.type.size,)) if part is not None
-                              else b.emit("slice", ins[0], **op.attrs))
+            if part is None:
+                env[op.result] = b.emit("slice", ins[0], **op.attrs)
+            else:
+                env[op.result] = b.reshape_to(part, (part.type.size,))
+                flat_of[env[op.result]] = part
+        elif op.name == "reshape" and ins[0] in flat_of and flat_of[ins[0]].shape == tuple(op.attrs["shape"]):
+            env[op.result] = flat_of[ins[0]]  # unpack's slice + reshape: the part itself
         else:
             env[op.result] = b.emit(op.name, *ins, **op.attrs)
     return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
