@@ -189,3 +189,29 @@ def test_bad_input():
         gradc.scan(lambda c, x: (c, None), h)
     with pytest.raises(TypeError, match="must return a pair"):
         gradc.scan(lambda c, x: c, h, gradc.zeros(4, 3))
+
+
+def test_passes_see_into_parsed_bodies():
+    text = """
+    func @f(%x: f64[4,3], %c: f64[3]) -> f64[15] {
+      %0 = scan %c, %x {body = func @b(%h: f64[3], %r: f64[3]) -> (f64[3], f64[3]) {
+          %0 = mul %r, %r : f64[3]
+          %1 = mul %r, %r : f64[3]
+          %2 = add %0, %1 : f64[3]
+          %3 = const {value = 0.0} : f64[3]
+          %4 = add %2, %3 : f64[3]
+          %5 = exp %h : f64[3]
+          %6 = add %h, %4 : f64[3]
+          return %6, %6
+        }, num_consts = 0, num_carry = 1, length = 4, reverse = false} : f64[15]
+      return %0
+    }
+    """
+    from gradc.ir.passes import optimize
+    fn = parse_function(text)
+    opt = optimize(fn)
+    body = [op for op in opt.ops if op.name == "scan"][0].attrs["body"]
+    names = [op.name for op in body.ops]
+    assert names.count("mul") == 1 and "exp" not in names  # CSE merged r * r, DCE dropped the unused exp
+    args = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    np.testing.assert_allclose(run(opt, *args)[0], run(fn, *args)[0], rtol=1e-15)

@@ -145,8 +145,28 @@ def emit_scan(b: Any, body: Function, consts: Sequence[Value], init: Sequence[Va
 
 
 def optimized(fn: Function) -> Function:
+    """fn after the standard pipeline (simplify, cse, dce), marked so that passes do not redo it."""
     from gradc.ir.passes import optimize  # the body gets the same cleanup as any function
-    return optimize(fn)
+    out = optimize(fn)
+    out.meta["optimized"] = True
+    return out
+
+
+def optimize_bodies(fn: Function) -> Function:
+    """fn with the body of every scan optimized (a parsed or hand-built body; front end and VJP bodies
+    already are): the passes see into loops."""
+    from gradc.ir.builder import Builder
+
+    if not any(op.name == "scan" and not op.attrs["body"].meta.get("optimized") for op in fn.ops):
+        return fn
+    b = Builder()
+    env: dict[Value, Value] = {p: p for p in fn.params}
+    for op in fn.ops:
+        attrs = dict(op.attrs)
+        if op.name == "scan" and not attrs["body"].meta.get("optimized"):
+            attrs["body"] = optimized(attrs["body"])
+        env[op.result] = b.emit(op.name, *(env[v] for v in op.inputs), **attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
 
 
 # ----------------------------------------------------------------------------- VJP
