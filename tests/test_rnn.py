@@ -219,3 +219,13 @@ def test_bad_input(make, error, message):
     with pytest.raises(error, match=None) as info:
         make()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_traced_layers_hold_one_scan_per_layer_and_direction(kind):
+    g, t = pair(kind, {"num_layers": 2, "bidirectional": True}, "float64")
+    x = np.random.default_rng(6).standard_normal((6, 2, 3))
+    fn = gradc.trace(lambda x: g(x)[0], x)
+    assert sum(op.name == "scan" for op in fn.ops) == 4
+    from gradc.ir.interp import run
+    close(run(fn, x)[0], t(torch.tensor(x))[0].detach().numpy(), 1e-12)
