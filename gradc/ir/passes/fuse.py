@@ -39,7 +39,7 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
-MAX_FUSED_CONE = 64  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
+MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
 
@@ -240,15 +240,17 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
 
 
 def cut_long_chains(fn: Function, materialized: set) -> set:
-    """Elementwise values whose fused cone (ops recomputed wherever they are read) exceeds MAX_FUSED_CONE
-    ops: materialized, so a kernel never recomputes an unbounded chain (an LSTM's cell state c_t and its
-    adjoint are elementwise chains through all time steps; recomputing them made fusion quadratic)."""
+    """Elementwise values whose fused cone (ops recomputed wherever they are read) counts more than
+    MAX_FUSED_CONE elementwise ops: materialized, so a kernel never recomputes an unbounded chain (an LSTM's cell state
+    c_t and its adjoint are elementwise chains through all time steps; recomputing them made fusion quadratic)."""
     cost: dict[Value, int] = {}
     cut: set = set()
     for op in fn.ops:
         v = op.result
         if v in materialized:
             continue
+        # (a sum over inputs: shared subexpressions count once per path, an overestimate that errs on the
+        # side of a buffer; the threshold leaves the small workloads' kernels as they were)
         c = sum(cost.get(x, 0) for x in op.inputs if x not in materialized and x not in cut)
         if op.opdef.kind == "elementwise":
             c += 1
