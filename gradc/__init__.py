@@ -88,6 +88,7 @@ from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enab
 from gradc.indexing import index_select, multinomial, topk  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int64  # noqa: F401
+from gradc.loops import scan  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
 from gradc.random import Generator, default_generator, get_rng_state, initial_seed, seed, set_rng_state  # noqa: F401
 from gradc.serialization import load, save  # noqa: F401

@@ -361,7 +361,10 @@ def gather(p: Printer, x: tuple[str, TensorType], idx: tuple[str, TensorType], a
 # ----------------------------------------------------------------------------- functions
 
 def to_mlir(fn: Function) -> str:
-    """The Function as `func.func` in upstream MLIR dialects; NotImplementedError for an op without a mapping."""
+    """The Function as `func.func` in upstream MLIR dialects; NotImplementedError for an op without a mapping.
+    Scans are unrolled first (interim, as in native lowering; an scf.for mapping would keep the loop)."""
+    from gradc.ir.scan import unroll_scans
+    fn = unroll_scans(fn)
     p = Printer()
     for v, n in zip(fn.params, param_names(fn.params)):
         p.names[v] = f"%{n}"

@@ -43,7 +43,18 @@ USES = {
     "iota": lambda b, x, y, i: b.cast(b.iota(shape=(2, 3), axis=1), dtype=float32),
     "const": lambda b, x, y, i: b.constant(np.array([[1.0, np.inf, -np.inf], [np.nan, 0.5, -2.0]]), F),
     "matmul": lambda b, x, y, i: b.matmul(x, b.permute(y, perm=(1, 0))),
+    "scan": lambda b, x, y, i: scan_use(b, x, y),
 }
+
+
+def scan_use(b, x, y):
+    """Scan the rows of x with a carry of one row (emitted unrolled)."""
+    row = TensorType((3,), float32)
+    c, r = Value(row, name="c"), Value(row, name="r")
+    inner = Builder()
+    body = inner.function("rows", [c, r], [inner.tanh(inner.add(c, r))])
+    return b.emit("scan", b.reshape(b.slice(y, starts=(0, 0), stops=(1, 3), steps=(1, 1)), shape=(3,)), x,
+                  body=body, num_consts=0, num_carry=1, length=2, reverse=False)
 
 
 def op_function(name):

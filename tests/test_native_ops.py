@@ -13,7 +13,7 @@ import pytest
 from gradc.codegen import compile_function
 from gradc.ir import interp
 from gradc.ir.builder import Builder
-from gradc.ir.core import TensorType, Value, bool_, float32, float64, int64
+from gradc.ir.core import Function, TensorType, Value, bool_, float32, float64, int64
 from gradc.ir.ops import COMPARE_PREDICATES, OPS
 
 SIZES = (1, 7, 8, 9, 15, 17, 33)
@@ -172,6 +172,24 @@ def sample_matmul(c: Case, dt, n: int) -> None:
     c.results.append(b.tanh(b.matmul(b.exp(c.param((3, 4), dt)), c.param((4, n), dt))))  # fused operands
 
 
+def sample_scan(c: Case, dt, n: int) -> None:
+    """An RNN-like scan (consts, carry, xs, ys; the result used whole and in parts) and a reverse one."""
+    from gradc.ir.scan import emit_scan
+    b = c.b
+    w = Value(TensorType((n, n), dt), name="w")
+    h, x = Value(TensorType((2, n), dt), name="h"), Value(TensorType((2, n), dt), name="x")
+    inner = Builder()
+    new_h = inner.tanh(inner.add(inner.matmul(h, w), x))
+    body = Function("body", [w, h, x], inner.ops, [new_h, inner.mul(new_h, x)])
+    scale = c.param((n, n), dt)
+    weights = b.mul(scale, b.scalar(0.3 / n, scale))
+    for reverse in (False, True):
+        carry, ys = emit_scan(b, body, [weights], [c.param((2, n), dt)], [c.param((3, 2, n), dt)], 3, reverse)
+        c.results += carry + ys
+    c.results.append(b.emit("scan", weights, c.param((2, n), dt), c.param((2, 2, n), dt), body=body,
+                            num_consts=1, num_carry=1, length=2, reverse=False))  # the flat result itself
+
+
 def build_sample(name: str, dt, n: int, c: Case) -> None:
     if name in UNARY_FLOAT:
         sample_unary(c, name, dt, n)
@@ -199,6 +217,8 @@ def build_sample(name: str, dt, n: int, c: Case) -> None:
     elif name == "custom_vjp":  # native code computes its value operand
         x = c.param((3, n), dt)
         c.results.append(c.b.emit("custom_vjp", x, c.b.exp(x), rule=None))
+    elif name == "scan":
+        sample_scan(c, dt, n)
     else:
         raise KeyError(name)
 

@@ -200,6 +200,30 @@ def custom_vjp_cases(rng):
     return [Case([normal(rng, s) for s in shapes], {"rule": PassThroughRule()}) for shapes in layouts]
 
 
+def scan_body(consts, carry, xs, step) -> Function:
+    """A scan body over params of the given types: step(builder, consts, carry, x_t) -> (carry', ys)."""
+    b = Builder()
+    params = [Value(TensorType(s, float64), name=f"p{i}") for i, s in enumerate(consts + carry + xs)]
+    k, c, x = params[:len(consts)], params[len(consts):len(consts) + len(carry)], params[len(consts) + len(carry):]
+    new_carry, ys = step(b, k, c, x)
+    return Function("body", params, b.ops, list(new_carry) + list(ys))
+
+
+def scan_cases(rng):
+    rnn = scan_body([(3, 3)], [(2, 3)], [(2, 3)], lambda b, k, c, x: (
+        [b.tanh(b.add(x[0], b.matmul(c[0], k[0])))], [b.mul(c[0], c[0])]))
+    tail = scan_body([], [(7,)], [(7,)], lambda b, k, c, x: ([b.add(b.tanh(b.mul(c[0], x[0])), x[0])], [c[0]]))
+    no_xs = scan_body([(1,)], [(1,)], [], lambda b, k, c, x: ([b.add(b.mul(c[0], k[0]), k[0])], []))
+    two = scan_body([], [(8,), (8,)], [(8,)], lambda b, k, c, x: (
+        [b.mul(b.sigmoid(c[1]), x[0]), b.add(c[0], c[1])], []))
+    attrs = lambda body, nc, nk, n, rev=False: {"body": body, "num_consts": nc, "num_carry": nk,  # noqa: E731
+                                                 "length": n, "reverse": rev}
+    return [Case([0.5 * normal(rng, (3, 3)), normal(rng, (2, 3)), normal(rng, (4, 2, 3))], attrs(rnn, 1, 1, 4)),
+            Case([normal(rng, (7,)), 0.5 * normal(rng, (5, 7))], attrs(tail, 0, 1, 5, True)),
+            Case([0.5 * normal(rng, (1,)), normal(rng, (1,))], attrs(no_xs, 1, 1, 3)),
+            Case([normal(rng, (8,)), normal(rng, (8,)), normal(rng, (2, 8))], attrs(two, 0, 2, 2))]
+
+
 SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "sin": unary(normal), "cos": unary(normal), "custom_vjp": custom_vjp_cases,
     "neg": unary(normal), "exp": unary(normal), "log": unary(positive), "tanh": unary(normal),
@@ -211,7 +235,7 @@ SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "reduce_sum": reduce_cases(normal), "reduce_max": reduce_cases(lambda rng, s: distinct(rng, s)[0]),
     "reshape": reshape_cases, "permute": permute_cases, "broadcast_to": broadcast_cases,
     "slice": slice_cases, "pad": pad_cases, "window": window_cases, "gather": gather_cases, "iota": iota_cases,
-    "const": const_cases, "matmul": matmul_cases,
+    "const": const_cases, "matmul": matmul_cases, "scan": scan_cases,
 }
 
 

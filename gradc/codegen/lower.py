@@ -66,6 +66,10 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     """
     if not name.isidentifier():
         raise ValueError(f"kernel name must be an identifier, got {name!r}")
+    if any(op.name == "scan" for op in fn.ops):  # interim: loops are unrolled before fusion (gradc/ir/scan.py)
+        from gradc.ir.passes import optimize
+        from gradc.ir.scan import unroll_scans
+        fn = optimize(unroll_scans(fn))
     prog = fuse(fn, num_threads)
     plan = plan_memory(prog)
     if donate:
@@ -198,6 +202,7 @@ class ModuleLowerer:
         b = ir.IRBuilder(inner.append_basic_block("entry"))
         # with donated results, a bad gather index returns before any parameter is written in place
         stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
+        consumers = {c.consumer_of: c for c in self.prog.kernels if c.consumer_of is not None}
         for k in self.prog.kernels:
             if k.index == stop_after + 1 and stop_after >= 0:
                 slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
@@ -208,7 +213,7 @@ class ModuleLowerer:
                     LoopKernelLowerer(self, k).emit_call(b)
             elif k.kind == "matmul":
                 from gradc.codegen.matmul import emit_matmul_call
-                consumer = next((c for c in self.prog.kernels if c.consumer_of == k.index), None)
+                consumer = consumers.get(k.index)
                 emit_matmul_call(self, k, b, consumer and LoopKernelLowerer(self, consumer))
             else:
                 self.emit_copies(k, b)
@@ -281,20 +286,40 @@ class Evaluator:
         return x
 
     def value(self, v: Value, idx) -> ir.Value:
+        """v at idx. compute() is a generator that yields the (input, index) pairs it needs, driven here on
+        an explicit stack: a fused chain (an unrolled loop's gradient sum) is as long as the graph."""
         key = (v, self.key(idx))
-        if key not in self.memo:
-            if self.low.prog.is_loaded(v, self.k.index, self.phase):
-                self.memo[key] = self.load(v, idx)
-            else:
-                self.memo[key] = self.compute(v, list(idx))
+        if key in self.memo:
+            return self.memo[key]
+        stack = [(key, self.frame(v, idx))]
+        sent = None
+        while stack:
+            top, gen = stack[-1]
+            try:
+                x, xidx = gen.send(sent)
+            except StopIteration as done:
+                self.memo[top] = sent = done.value
+                stack.pop()
+                continue
+            xkey = (x, self.key(xidx))
+            sent = self.memo.get(xkey)
+            if sent is None:
+                stack.append((xkey, self.frame(x, xidx)))
         return self.memo[key]
 
-    def compute(self, v: Value, idx: list) -> ir.Value:
+    def frame(self, v: Value, idx):
+        if self.low.prog.is_loaded(v, self.k.index, self.phase):
+            return self.load(v, idx)
+        return (yield from self.compute(v, list(idx)))
+
+    def compute(self, v: Value, idx: list):
         op = v.op
         name, attrs, x = op.name, op.attrs, op.inputs
         kind = op.opdef.kind
         if kind == "elementwise":
-            args = [self.value(i, idx) for i in x]
+            args = []
+            for i in x:
+                args.append((yield (i, idx)))
             if all(isinstance(a, ir.Constant) for a in args):
                 return fold_constant(op, args)
             return op.opdef.lower(self.em, *args, **attrs)
@@ -304,28 +329,28 @@ class Evaluator:
             return idx[attrs["axis"]]
         if name == "broadcast_to":
             lead = len(v.shape) - len(x[0].shape)
-            return self.value(x[0], [const_i64(0) if d == 1 else idx[lead + a] for a, d in enumerate(x[0].shape)])
+            return (yield (x[0], [const_i64(0) if d == 1 else idx[lead + a] for a, d in enumerate(x[0].shape)]))
         if name == "permute":
             src = [None] * len(idx)
             for j, p in enumerate(attrs["perm"]):
                 src[p] = idx[j]
-            return self.value(x[0], src)
+            return (yield (x[0], src))
         if name == "reshape":
-            return self.value(x[0], self.reshape_index(idx, v.shape, x[0].shape))
+            return (yield (x[0], self.reshape_index(idx, v.shape, x[0].shape)))
         if name == "slice":
             src = [i if (a == 0 and s == 1) else self.b.add(const_i64(a), self.b.mul(i, const_i64(s), flags=("nsw",)),
                                                              flags=("nsw",))
                    for i, a, s in zip(idx, attrs["starts"], attrs["steps"])]
-            return self.value(x[0], src)
+            return (yield (x[0], src))
         if name == "pad":
-            return self.pad(v, idx)
+            return (yield from self.pad(v, idx))
         if name == "window":  # x[..., o*stride + k*dilation, ...] with the tap k the last index
             a, src = attrs["axis"], list(idx[:-1])
             src[a] = self.b.add(self.b.mul(src[a], const_i64(attrs["stride"]), flags=("nsw",)),
                                 self.b.mul(idx[-1], const_i64(attrs["dilation"]), flags=("nsw",)), flags=("nsw",))
-            return self.value(x[0], src)
+            return (yield (x[0], src))
         if name == "gather":
-            return self.gather(v, idx)
+            return (yield from self.gather(v, idx))
         raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")
 
     def reshape_index(self, idx: list, out_shape, in_shape) -> list:
@@ -363,13 +388,13 @@ class Evaluator:
             valid = b.and_(valid, ok)
             q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
             src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
-        return b.select(valid, self.value(x, src), zero)
+        return b.select(valid, (yield (x, src)), zero)
 
     def gather(self, v: Value, idx: list) -> ir.Value:
         b = self.b
         x, ind = v.op.inputs
         axis = v.op.attrs["axis"]
-        j = self.value(ind, idx)
+        j = yield (ind, idx)
         n = x.shape[axis]
         prev = self.checks.get(v)
         self.checks[v] = j if prev is None else b.call(
@@ -377,7 +402,7 @@ class Evaluator:
         # the load uses a clamped index (memory safety); the caller reports the error after the loop
         j = b.select(b.icmp_signed("<", j, const_i64(0)), const_i64(0), j)
         j = b.select(b.icmp_signed(">", j, const_i64(n - 1)), const_i64(max(n - 1, 0)), j)
-        return self.value(x, idx[:axis] + [j] + idx[axis:])
+        return (yield (x, idx[:axis] + [j] + idx[axis:]))
 
 
 def fold_constant_like(v: Value, value: float) -> ir.Constant:

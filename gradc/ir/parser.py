@@ -164,6 +164,8 @@ class Parser:
                 return np.array(nested)
             except ValueError as e:
                 raise self.error(f"dense value is not a rectangular array: {e}", tok) from None
+        if tok.text == "func":  # a region (scan's body)
+            return self.function()
         if self.accept("["):
             return tuple(self.comma_list("]", self.scalar))
         return self.scalar()

@@ -38,6 +38,8 @@ def format_nested(value: Any) -> str:
 
 
 def format_attr(value: Any) -> str:
+    if isinstance(value, Function):  # a region (scan's body): the nested function's own text, indented
+        return print_function(value).rstrip("\n").replace("\n", "\n    ")
     if isinstance(value, DType):
         return value.short
     if isinstance(value, str):

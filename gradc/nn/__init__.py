@@ -25,6 +25,7 @@ from gradc.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
 from gradc.nn.losses_more import MODULES as _LOSSES
 from gradc.nn.module import Module, Parameter
 from gradc.nn.norms import RMSNorm
+from gradc.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gradc.nn.transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 
 globals().update({**_ACTIVATIONS, **_LOSSES})  # nn.ELU, nn.L1Loss, ...
@@ -32,7 +33,7 @@ globals().update({**_ACTIVATIONS, **_LOSSES})  # nn.ELU, nn.L1Loss, ...
 __all__ = ["functional", "init", "ops", "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear",
            "Flatten", "LayerNorm", "Embedding", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softmax",
            "LogSoftmax", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss",
-           "utils", *_ACTIVATIONS, *_LOSSES]
+           "utils", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", *_ACTIVATIONS, *_LOSSES]
 
 __all__ += ["MultiheadAttention", "ModuleDict", "ParameterDict", "ParameterList", "RMSNorm",
             "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer"]

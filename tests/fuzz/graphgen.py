@@ -392,6 +392,25 @@ class GraphGen:
         body = self.emit("mul", self.emit("stop_gradient", x), self.emit("stop_gradient", y))
         return self.emit("custom_vjp", x, y, body, rule=ProductRule())
 
+    def op_scan(self) -> Value:
+        """A scan with a random small body: carry c (a pool value's shape), xs of that shape stacked L times,
+        c' = f(c * k + x_t) for a random bounded f and a loop-invariant k, y = c' or c' * x_t."""
+        c0 = self.pick_float()
+        if c0.type.rank > 2 or c0.type.size > 64:
+            raise Reject("scan: carry too large")
+        length = self.ch.integer(1, 4)
+        dtype, shape = c0.dtype, c0.shape
+        xs = self.param((length,) + shape, dtype)
+        k = self.param(shape, dtype, values=self.rng.uniform(-0.9, 0.9, size=shape))
+        b = Builder()
+        pk, pc, px = (Value(TensorType(shape, dtype), name=n) for n in ("k", "c", "x"))
+        pre = b.add(b.mul(pc, pk), px)
+        new_c = b.emit(self.ch.pick(["tanh", "sigmoid"]), pre)
+        ys = [] if self.ch.coin(0.3) else [new_c if self.ch.coin() else b.mul(new_c, px)]
+        body = Function("body", [pk, pc, px], b.ops, [new_c] + ys)
+        return self.emit("scan", k, c0, xs, body=body, num_consts=1, num_carry=1, length=length,
+                         reverse=self.ch.coin())
+
     def rule(self, name: str) -> Callable[[], Value]:
         if name in UNARY:
             return lambda: self.op_unary(name)

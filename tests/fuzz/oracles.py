@@ -101,6 +101,8 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
               "cos": torch.cos}
     if name in simple:
         return simple[name](*xs)
+    if name == "scan":
+        return _torch_scan(torch, xs, **attrs)
     x = xs[0] if xs else None
     if name == "stop_gradient":
         return x.detach()
@@ -143,6 +145,24 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
     if name == "const":
         return torch.tensor(np.asarray(attrs["value"], dtype=attrs["dtype"].numpy)).broadcast_to(attrs["shape"])
     raise NotImplementedError(f"no PyTorch replay for op {name!r}: add it to tests/fuzz/oracles.py")
+
+
+def _torch_scan(torch, xs: list, body: Function, num_consts: int, num_carry: int, length: int, reverse: bool):
+    """A scan as a PyTorch loop over the body's ops; the flat result (final carry, stacked ys) by torch.cat."""
+    consts, carry, seqs = xs[:num_consts], xs[num_consts:num_consts + num_carry], xs[num_consts + num_carry:]
+    ys: list = [[None] * length for _ in body.results[num_carry:]]
+    for t in (reversed(range(length)) if reverse else range(length)):
+        env = dict(zip(body.params, consts + carry + [x[t] for x in seqs]))
+        for op in body.ops:
+            env[op.result] = torch_op(torch, op.opdef.name, [env[v] for v in op.inputs], op.attrs, op.result)
+        out = [env[r] for r in body.results]
+        carry = out[:num_carry]
+        for col, y in zip(ys, out[num_carry:]):
+            col[t] = y
+    stacked = [torch.stack(col) if col else torch.zeros((0,) + r.shape, dtype=_torch_dtype(torch, r.dtype))
+               for col, r in zip(ys, body.results[num_carry:])]
+    parts = [p.reshape(-1) for p in list(carry) + stacked]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------------------- finite differences

@@ -54,7 +54,10 @@ def check(fn: Function, args: list[np.ndarray], rng: random.Random, tag: str) ->
     for r, (g, w) in enumerate(zip(got, want)):
         if r in native.donated:
             assert g is given[native.donated[r]], f"{tag}: donated result {r} is not its argument array"
-        assert_close(g, w, f"{tag}: result {r}", rtol=tol)
+        if w.dtype.kind == "f":  # the other fuzzers' tolerance: float32 cancellations (1 - tanh^2 near saturation)
+            assert_close(g, w, f"{tag}: result {r}", rtol=tol)  # differ by more than tol absolute between
+        else:  # numpy's tanh and the native polynomial
+            np.testing.assert_array_equal(g, w, err_msg=f"{tag}: result {r}")
     for p, (a, b) in enumerate(zip(given, args)):  # parameters not donated are never written
         if p not in native.donated.values():
             np.testing.assert_array_equal(a, b, err_msg=f"{tag}: argument {p} changed")

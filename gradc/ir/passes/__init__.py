@@ -69,6 +69,8 @@ def structure(fn: Function) -> tuple:
 
 def optimize(fn: Function, max_rounds: int = 3) -> Function:
     """simplify, cse, dce, repeated until the IR stops changing (at most max_rounds times)."""
+    from gradc.ir.scan import optimize_bodies  # (scan bodies get the same pipeline, once each)
+    fn = optimize_bodies(fn)
     shape = structure(fn)
     for _ in range(max_rounds):
         fn = run_pipeline(fn, OPTIMIZE)

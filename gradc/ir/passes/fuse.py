@@ -39,6 +39,7 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
+MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
 
@@ -136,6 +137,8 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             operands[op.result] = tuple(matmul_operand(x) for x in op.inputs)
             materialized.update(base for base, _ in operands[op.result])
     materialized.update(fn.results)
+    cut = cut_long_chains(fn, materialized)
+    materialized.update(cut)
 
     result_home: dict[Value, int] = {}
     copies: list[tuple[Value, int]] = []
@@ -150,29 +153,43 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     hard_memo: dict[Value, int] = {}
 
     def hard_dep(v: Value) -> int:
-        """Latest kernel whose reduction/matmul result v's computation needs (-1: none)."""
-        if v in hard_memo:
-            return hard_memo[v]
-        if v.op is None or is_dense_const(v):
-            d = -1
-        elif v in producer and v.op.opdef.kind in ("reduce", "matmul"):
-            d = producer[v][0]
-        else:
-            d = max((hard_dep(x) for x in v.op.inputs), default=-1)
-        hard_memo[v] = d
-        return d
+        """Latest kernel whose reduction/matmul result v's computation needs (-1: none); an explicit
+        stack, not recursion: dependency chains are as long as the graph (an unrolled RNN)."""
+        stack = [v]
+        while stack:
+            x = stack[-1]
+            if x in hard_memo:
+                stack.pop()
+                continue
+            if x.op is None or is_dense_const(x):
+                hard_memo[x] = -1
+            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul") or x in cut):
+                hard_memo[x] = producer[x][0]
+            else:
+                pending = [y for y in x.op.inputs if y not in hard_memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                hard_memo[x] = max((hard_memo[y] for y in x.op.inputs), default=-1)
+            stack.pop()
+        return hard_memo[v]
 
     def epilogue_ok(v: Value, k: Kernel) -> bool:
         # an epilogue may read k's reductions and main-nest stores, never k's epilogue values
-        def reads_epilogue(x: Value, seen: set) -> bool:
-            if x in seen or x.op is None:
-                return False
-            seen.add(x)
-            if producer.get(x) == (k.index, EPILOGUE):
-                return True
-            if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
-                return False
-            return any(reads_epilogue(y, seen) for y in x.op.inputs)
+        def reads_epilogue(start: list) -> bool:
+            seen: set = set()
+            stack = list(start)
+            while stack:
+                x = stack.pop()
+                if x in seen or x.op is None:
+                    continue
+                seen.add(x)
+                if producer.get(x) == (k.index, EPILOGUE):
+                    return True
+                if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+                    continue
+                stack.extend(x.op.inputs)
+            return False
         if k.kind != "loop" or v.op.opdef.kind == "reduce":
             return False
         if k.epilogue_domain is None:
@@ -180,7 +197,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 return False
         elif k.epilogue_domain != v.shape:
             return False
-        return not any(reads_epilogue(x, set()) for x in v.op.inputs)
+        return not reads_epilogue(list(v.op.inputs))
 
     for op in fn.ops:
         v = op.result
@@ -215,10 +232,33 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
     prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
+    order = {op: i for i, op in enumerate(fn.ops)}
     for k in kernels:
-        finish_kernel(prog, k)
+        finish_kernel(prog, k, order)
     prog.kernels = attach_consumers(kernels, producer)
     return prog
+
+
+def cut_long_chains(fn: Function, materialized: set) -> set:
+    """Elementwise values whose fused cone (ops recomputed wherever they are read) counts more than
+    MAX_FUSED_CONE elementwise ops: materialized, so a kernel never recomputes an unbounded chain (an LSTM's cell state
+    c_t and its adjoint are elementwise chains through all time steps; recomputing them made fusion quadratic)."""
+    cost: dict[Value, int] = {}
+    cut: set = set()
+    for op in fn.ops:
+        v = op.result
+        if v in materialized:
+            continue
+        # (a sum over inputs: shared subexpressions count once per path, an overestimate that errs on the
+        # side of a buffer; the threshold leaves the small workloads' kernels as they were)
+        c = sum(cost.get(x, 0) for x in op.inputs if x not in materialized and x not in cut)
+        if op.opdef.kind == "elementwise":
+            c += 1
+            if c > MAX_FUSED_CONE:
+                cut.add(v)
+                c = 0
+        cost[v] = c
+    return cut
 
 
 def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
@@ -274,9 +314,10 @@ def reads_only_at_index(ops: list, source: Value, domain: tuple[int, ...]) -> bo
     return True
 
 
-def finish_kernel(prog: FusedProgram, k: Kernel) -> None:
+def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> None:
     """Fill k.reads and k.ops (per phase) by walking its roots the way lowering evaluates them."""
-    order = {op: i for i, op in enumerate(prog.fn.ops)}
+    if order is None:  # (op -> program position: built once per program by fuse, not per kernel)
+        order = {op: i for i, op in enumerate(prog.fn.ops)}
     param_pos = {p: i for i, p in enumerate(prog.fn.params)}
 
     def position(v: Value) -> tuple[int, int]:

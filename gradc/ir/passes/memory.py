@@ -15,6 +15,8 @@ reads the parameter only at the element it writes (elementwise ops of the nest's
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,18 +82,26 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
                 if 0 in r.op.attrs["axes"]:
                     requests.append((k.index, k.index, (k.threads - 1) * nbytes(r), (k.index, r)))
 
-    placed: list[tuple[int, int, int, int]] = []  # start, end, offset, size
+    # first fit in start order; `live` holds (offset, offset + size, end) of placed requests that may still
+    # overlap, sorted by offset: requests ending before the current start are dropped (starts only grow),
+    # so planning stays near linear in the number of kernels (an unrolled RNN has thousands)
+    live: list[tuple[int, int, int]] = []
+    ends: list[int] = []  # a heap of the live requests' end kernels
     order = sorted(range(len(requests)), key=lambda i: (requests[i][0], -requests[i][2], i))
     for i in order:
         start, end, size, key = requests[i]
         size = align(max(size, 1))
-        busy = sorted((o, o + s) for a, b, o, s in placed if a <= end and start <= b)
+        if ends and ends[0] < start:
+            while ends and ends[0] < start:
+                heapq.heappop(ends)
+            live = [x for x in live if x[2] >= start]
         offset = 0
-        for lo, hi in busy:
+        for lo, hi, _ in live:
             if offset + size <= lo:
                 break
             offset = max(offset, hi)
-        placed.append((start, end, offset, size))
+        bisect.insort(live, (offset, offset + size, end))
+        heapq.heappush(ends, end)
         plan.arena_bytes = max(plan.arena_bytes, offset + size)
         if isinstance(key, Value):
             plan.home[key] = Home("arena", offset)
@@ -123,6 +133,8 @@ def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int])
             continue
         if kernel.kind != "loop" or not _reads_in_place(kernel, phase, param):
             continue
+        if v.op.opdef.kind == "reduce" and param in kernel.phase_reads.get(MAIN, []):
+            continue  # the accumulator is initialized before the nest that still reads the param
         if kernel.consumer_of is not None and param in prog.kernels[kernel.consumer_of].reads:
             continue  # its matmul's threads may still read the param while the consumer writes rows
         if any(param in later.reads or any(c is param for c, _ in later.copies) for later in prog.kernels[index + 1:]):

@@ -1,0 +1,299 @@
+"""The `scan` op: a loop in the IR, as JAX's lax.scan.
+
+    %r = scan %consts..., %init..., %xs... {body = func @body(...) {...}, num_consts = C, num_carry = K,
+                                            length = L, reverse = false} : f32[N]
+
+`body` is a Function traced once: (consts..., carry..., x_t...) -> (new carry..., y_t...), x_t being
+slice t of each xs along axis 0. The op's ONE result is the flat vector of the final carry followed by
+the stacked ys ([L, *y_t.shape] each), all flattened in order (the IR has single-result ops; `unpack`
+takes the parts out with slice + reshape). Carry, ys and the float operands share one float dtype;
+integer consts and xs (labels) are allowed.
+
+VJP (emitted as IR, so second order works): residual policy "stack the carries": a second forward scan
+whose body also returns its carry-in stacks the carry of every iteration ([L, *carry] per carry; the
+body's other intermediates are recomputed from them in the backward body). The adjoint is a reverse
+scan whose body is the AD pass's joint of `body`; its carry holds the carry cotangents and the gradient
+accumulators of the float consts (loop-invariant operands: the weights), its ys the cotangents of xs.
+
+Native code: `unroll_scans` inlines every scan's body `length` times before fusion (the documented
+interim lowering: correct for every program, compile time still grows with the trip count).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from gradc.ir.core import Function, ShapeError, TensorType, Value, float32
+from gradc.ir.ops import OpDef, register
+
+ATTRS = ("body", "num_consts", "num_carry", "length", "reverse")
+
+
+# ----------------------------------------------------------------------------- types
+
+def split(items: Sequence, num_consts: int, num_carry: int) -> tuple[list, list, list]:
+    items = list(items)
+    return items[:num_consts], items[num_consts:num_consts + num_carry], items[num_consts + num_carry:]
+
+
+def part_types(body: Function, num_carry: int, length: int) -> list[TensorType]:
+    """The types of the parts of a scan's flat result: final carries, then stacked ys."""
+    carry = [r.type for r in body.results[:num_carry]]
+    ys = [TensorType((length,) + r.type.shape, r.type.dtype) for r in body.results[num_carry:]]
+    return carry + ys
+
+
+def scan_shape(types: list[TensorType], attrs: dict) -> TensorType:
+    body, nc, nk, length = attrs["body"], attrs["num_consts"], attrs["num_carry"], attrs["length"]
+    if not isinstance(body, Function):
+        raise ShapeError(f"scan: body must be a Function, got {type(body).__name__}")
+    if not isinstance(length, int) or length < 0:
+        raise ShapeError(f"scan: length must be a non-negative int, got {length!r}")
+    if not 0 <= nc and 0 <= nk and nc + nk <= len(types):
+        raise ShapeError(f"scan: {nc} consts and {nk} carries do not fit {len(types)} operands")
+    consts, carry, xs = split(types, nc, nk)
+    for i, x in enumerate(xs):
+        if x.rank == 0 or x.shape[0] != length:
+            raise ShapeError(f"scan: xs {i} has shape {list(x.shape)}, its leading axis must be length {length}")
+    want = consts + carry + [TensorType(x.shape[1:], x.dtype) for x in xs]
+    got = [p.type for p in body.params]
+    if got != want:
+        raise ShapeError(f"scan: body takes ({', '.join(map(str, got))}) but the operands give "
+                         f"({', '.join(map(str, want))})")
+    if len(body.results) < nk:
+        raise ShapeError(f"scan: body returns {len(body.results)} values, fewer than its {nk} carries")
+    for i, (r, c) in enumerate(zip(body.results, carry)):
+        if r.type != c:
+            raise ShapeError(f"scan: body returns carry {i} as {r.type}, but the carry is {c}")
+    parts = part_types(body, nk, length)
+    floats = [t.dtype for t in parts + types if t.dtype.is_float]
+    dtype = floats[0] if floats else float32
+    if any(d != dtype for d in floats) or any(not t.dtype.is_float for t in parts):
+        raise ShapeError(f"scan: carry, ys and float operands must share one float dtype; got "
+                         f"{sorted({str(t.dtype) for t in parts + types})}")
+    return TensorType((sum(t.size for t in parts),), dtype)
+
+
+# ----------------------------------------------------------------------------- reference semantics
+
+def eval_scan(*arrays: np.ndarray, body: Function, num_consts: int, num_carry: int, length: int,
+              reverse: bool) -> np.ndarray:
+    from gradc.ir.interp import run  # (interp sits beside ops in ir/; imported late: it imports the registry)
+
+    consts, carry, xs = split(arrays, num_consts, num_carry)
+    types = part_types(body, num_carry, length)
+    ys = [np.empty(t.shape, t.dtype.numpy) for t in types[num_carry:]]
+    for t in (reversed(range(length)) if reverse else range(length)):
+        out = run(body, *consts, *carry, *(x[t] for x in xs))
+        carry = out[:num_carry]
+        for y, v in zip(ys, out[num_carry:]):
+            y[t] = v
+    dtype = scan_shape([_type(a) for a in arrays], dict(body=body, num_consts=num_consts, num_carry=num_carry,
+                                                        length=length, reverse=reverse)).dtype
+    return np.concatenate([np.ravel(a) for a in list(carry) + ys] or [np.zeros(0)]).astype(dtype.numpy)
+
+
+def _type(a: np.ndarray) -> TensorType:
+    from gradc.ir.core import dtype_of_numpy
+    return TensorType(a.shape, dtype_of_numpy(a.dtype))
+
+
+# ----------------------------------------------------------------------------- packing (IR helpers)
+
+def unpack(b: Any, flat: Value, types: Sequence[TensorType]) -> list[Value]:
+    """The parts of a flat scan result (slice + reshape each)."""
+    parts, offset = [], 0
+    for t in types:
+        piece = b.emit("slice", flat, starts=(offset,), stops=(offset + t.size,), steps=(1,))
+        parts.append(b.reshape_to(piece, t.shape))
+        offset += t.size
+    return parts
+
+
+def concat(b: Any, parts: list[Value], axis: int) -> Value:
+    """Concatenate along axis as a balanced tree of pad + add (the IR has no concat primitive)."""
+    while len(parts) > 1:
+        merged = []
+        for i in range(0, len(parts) - 1, 2):
+            x, y = parts[i], parts[i + 1]
+            rank = len(x.shape)
+            hi_x, lo_y = [0] * rank, [0] * rank
+            hi_x[axis], lo_y[axis] = y.shape[axis], x.shape[axis]
+            zero = (0,) * rank
+            merged.append(b.add(b.emit("pad", x, lo=zero, hi=tuple(hi_x), interior=zero),
+                                b.emit("pad", y, lo=tuple(lo_y), hi=zero, interior=zero)))
+        if len(parts) % 2:
+            merged.append(parts[-1])
+        parts = merged
+    return parts[0]
+
+
+def pack(b: Any, parts: list[Value], dtype: Any) -> Value:
+    flats = [b.reshape_to(p, (p.type.size,)) for p in parts if p.type.size]
+    return concat(b, flats, 0) if flats else b.emit("const", value=0.0, shape=(0,), dtype=dtype)
+
+
+def emit_scan(b: Any, body: Function, consts: Sequence[Value], init: Sequence[Value], xs: Sequence[Value],
+              length: int, reverse: bool = False) -> tuple[list[Value], list[Value]]:
+    """Emit a scan and unpack it: (final carries, stacked ys)."""
+    flat = b.emit("scan", *consts, *init, *xs, body=body, num_consts=len(consts), num_carry=len(init),
+                  length=length, reverse=bool(reverse))
+    parts = unpack(b, flat, part_types(body, len(init), length))
+    return parts[:len(init)], parts[len(init):]
+
+
+def optimized(fn: Function) -> Function:
+    """fn after the standard pipeline (simplify, cse, dce), marked so that passes do not redo it."""
+    from gradc.ir.passes import optimize  # the body gets the same cleanup as any function
+    out = optimize(fn)
+    out.meta["optimized"] = True
+    return out
+
+
+def optimize_bodies(fn: Function) -> Function:
+    """fn with the body of every scan optimized (a parsed or hand-built body; front end and VJP bodies
+    already are): the passes see into loops."""
+    from gradc.ir.builder import Builder
+
+    if not any(op.name == "scan" and not op.attrs["body"].meta.get("optimized") for op in fn.ops):
+        return fn
+    b = Builder()
+    env: dict[Value, Value] = {p: p for p in fn.params}
+    for op in fn.ops:
+        attrs = dict(op.attrs)
+        if op.name == "scan" and not attrs["body"].meta.get("optimized"):
+            attrs["body"] = optimized(attrs["body"])
+        env[op.result] = b.emit(op.name, *(env[v] for v in op.inputs), **attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
+
+
+# ----------------------------------------------------------------------------- VJP
+
+def with_carry_history(body: Function, num_consts: int, num_carry: int) -> Function:
+    """body that also returns its carry-in as extra ys (the residuals the backward body needs)."""
+    carry_in = body.params[num_consts:num_consts + num_carry]
+    return Function(f"{body.name}_hist", list(body.params), list(body.ops), list(body.results) + list(carry_in))
+
+
+def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Function, list[int]]:
+    """(consts, acc..., ct_carry..., carry_in_t..., x_t..., ct_y_t...) -> (acc + g_consts, g_carry, g_x_t):
+    one reverse step; acc are the gradients of the float consts, in `float_consts` order."""
+    from gradc.ir.builder import Builder, inline
+    from gradc.ir.passes.ad import ad
+
+    wrt = [i for i, p in enumerate(body.params) if p.dtype.is_float]
+    joint = ad(body, wrt, seed="param")
+    grad_of = dict(zip(wrt, joint.results[len(body.results):]))
+    consts, carry, xs = split(body.params, num_consts, num_carry)
+    float_consts = [i for i in range(num_consts) if body.params[i].dtype.is_float]
+    float_xs = [num_consts + num_carry + j for j, p in enumerate(xs) if p.dtype.is_float]
+    fresh = lambda vs, tag: [Value(v.type, name=f"{tag}{i}") for i, v in enumerate(vs)]  # noqa: E731
+    p_consts = fresh(consts, "c")
+    p_acc = fresh([body.params[i] for i in float_consts], "acc")
+    p_ctc = fresh(carry, "ctc")
+    p_hist = fresh(carry, "h")
+    p_x = fresh(xs, "x")
+    p_cty = fresh(body.results[num_carry:], "cty")
+    b = Builder()
+    outs = inline(b, joint, p_consts + p_hist + p_x + p_ctc + p_cty)
+    grads = dict(zip(wrt, outs[len(body.results):]))
+    del grad_of
+    new_acc = [b.add(a, grads[i]) for a, i in zip(p_acc, float_consts)]
+    new_ctc = [grads[num_consts + k] for k in range(num_carry)]
+    gx = [grads[i] for i in float_xs]
+    fn = Function(f"{body.name}_adj", p_consts + p_acc + p_ctc + p_hist + p_x + p_cty, b.ops,
+                  new_acc + new_ctc + gx)
+    return optimized(fn), float_consts
+
+
+def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_consts: int, num_carry: int,
+             length: int, reverse: bool) -> tuple:
+    consts, init, xs = split(inputs, num_consts, num_carry)
+    types = part_types(body, num_carry, length)
+    g_parts = unpack(b, g, types)
+    g_carry, g_ys = g_parts[:num_carry], g_parts[num_carry:]
+    _, ys_h = emit_scan(b, with_carry_history(body, num_consts, num_carry), consts, init, xs, length, reverse)
+    hist = ys_h[len(types) - num_carry:]
+    adj, float_consts = adjoint_body(body, num_consts, num_carry)
+    zeros = [b.scalar(0.0, consts[i]) for i in float_consts]
+    carry, gxs = emit_scan(b, adj, consts, zeros + g_carry, hist + list(xs) + g_ys, length, not reverse)
+    g_consts = dict(zip(float_consts, carry[:len(float_consts)]))
+    g_init = carry[len(float_consts):]
+    gx_iter = iter(gxs)
+    g_xs = [next(gx_iter) if x.dtype.is_float else None for x in xs]
+    return tuple([g_consts.get(i) for i in range(num_consts)] + g_init + g_xs)
+
+
+SCAN = register(OpDef("scan", -1, "scan", scan_shape, eval_scan, vjp_scan, attrs=ATTRS))
+
+
+# ----------------------------------------------------------------------------- interim native lowering
+
+def unroll_scans(fn: Function) -> Function:
+    """fn with every scan inlined `length` times (nested scans too); other ops are kept as they are.
+    A slice taking exactly one part of a scan's flat result becomes that part itself (no packing)."""
+    from gradc.ir.builder import Builder, inline
+
+    if not any(op.name == "scan" for op in fn.ops):
+        return fn
+    b = Builder()
+    env: dict[Value, Value] = {p: p for p in fn.params}
+    users: dict[Value, list] = {}
+    for op in fn.ops:
+        for x in op.inputs:
+            users.setdefault(x, []).append(op)
+    results = set(fn.results)
+    stack_of: dict[Value, list] = {}  # a stacked ys part -> its per-iteration values (slice t is value t)
+    flat_of: dict[Value, Value] = {}  # a flattened part -> the part (unpack's reshape back gives the part)
+    parts_of: dict[Value, dict] = {}  # scan result -> {(start, stop): flattened part}
+    for op in fn.ops:
+        ins = [env[v] for v in op.inputs]
+        if op.name == "scan":
+            a = op.attrs
+            body = unroll_scans(a["body"])
+            consts, carry, xs = split(ins, a["num_consts"], a["num_carry"])
+            ys: list[list] = [[None] * a["length"] for _ in body.results[a["num_carry"]:]]
+            for t in (reversed(range(a["length"])) if a["reverse"] else range(a["length"])):
+                x_t = [stack_of[x][t] if x in stack_of else
+                       b.reshape_to(b.emit("slice", x, starts=(t,) + (0,) * (len(x.shape) - 1),
+                                           stops=(t + 1,) + x.shape[1:], steps=(1,) * len(x.shape)), x.shape[1:])
+                       for x in xs]
+                out = inline(b, body, consts + carry + x_t)
+                carry = out[:a["num_carry"]]
+                for j, y in enumerate(out[a["num_carry"]:]):
+                    ys[j][t] = y
+            stacked = [concat(b, [b.reshape_to(y, (1,) + y.shape) for y in col], 0) if col else
+                       b.emit("const", value=0.0, shape=(0,) + r.type.shape, dtype=r.dtype)
+                       for col, r in zip(ys, body.results[a["num_carry"]:])]
+            for st, col in zip(stacked, ys):
+                if col:
+                    stack_of[st] = col
+            pieces, offset, table = carry + stacked, 0, {}
+            for p in pieces:
+                table[(offset, offset + p.type.size)] = p
+                offset += p.type.size
+            flat = None
+            if op.result not in results and all(
+                    use.name == "slice" and (use.attrs["starts"][0], use.attrs["stops"][0]) in table
+                    and use.attrs["steps"] == (1,) for use in users.get(op.result, [])):
+                flat = Value(op.result.type)  # never emitted: every use takes one part
+            else:
+                flat = pack(b, pieces, op.result.dtype)
+            env[op.result] = flat
+            parts_of[flat] = table
+        elif op.name == "slice" and ins[0] in parts_of:
+            key = (op.attrs["starts"][0], op.attrs["stops"][0])
+            part = parts_of[ins[0]].get(key) if op.attrs["steps"] == (1,) else None
+            if part is None:
+                env[op.result] = b.emit("slice", ins[0], **op.attrs)
+            else:
+                env[op.result] = b.reshape_to(part, (part.type.size,))
+                flat_of[env[op.result]] = part
+        elif op.name == "reshape" and ins[0] in flat_of and flat_of[ins[0]].shape == tuple(op.attrs["shape"]):
+            env[op.result] = flat_of[ins[0]]  # unpack's slice + reshape: the part itself
+        else:
+            env[op.result] = b.emit(op.name, *ins, **op.attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
+
