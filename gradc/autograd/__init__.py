@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gradc import hooks
+# not `hooks`: importing the submodule gradc.autograd.hooks binds that name in this package
+from gradc import hooks as accumulate_hooks
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function as IRFunction
@@ -345,8 +346,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         else:
             leaf.grad._data += g._data  # accumulate in place, as PyTorch does
             leaf.grad._bump_version()
-        hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
-    hooks.backward_done()
+        accumulate_hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
+    accumulate_hooks.backward_done()
 
 
 def retaining_backward(capture: GraphCapture, grad_tensors: Any, targets: list[Tensor], retain_graph: bool | None,
