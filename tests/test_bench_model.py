@@ -16,7 +16,6 @@ from gradc.bench.usermodel import spec as specs
 from gradc.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MLP = os.path.join(ROOT, "examples", "models", "mlp.py")
 
 TINY = textwrap.dedent('''
     import torch
@@ -257,6 +256,18 @@ def test_bench_model_end_to_end(tmp_path):
     assert step["status"] == "ok" and step["first_step_cached_ms"] > 0 and doc["meta"]["reference"] == "gradc-eager"
 
 
-def test_the_example_models_run_on_gradc():
-    cov = coverage.check(specs.BenchSpec(f"{MLP}:MLP", ["f32[16,784]"], "i64[16]:10"))
-    assert cov.runnable, cov.report()
+MODELS = os.path.join(ROOT, "examples", "models")
+
+
+@pytest.mark.parametrize("model, inputs, target, loss", [
+    ("mlp.py:MLP", ["f32[16,784]"], "i64[16]:10", "cross_entropy"),
+    ("mlp_norm.py:NormMLP", ["f32[4,512]"], "i64[4]:32", "cross_entropy"),
+    ("cnn.py:Net", ["f32[2,1,28,28]"], "i64[2]:10", "nll"),
+    ("gpt.py:GPT", [], None, "gpt.py:loss"),
+    ("lstm.py:LSTMLM", [], None, "lstm.py:loss"),
+])
+def test_the_example_models_run_on_gradc(model, inputs, target, loss):
+    loss = os.path.join(MODELS, loss) if loss.endswith(":loss") else loss
+    spec = specs.BenchSpec(os.path.join(MODELS, model), inputs, target, batch=2 if not inputs else None, loss=loss)
+    cov = coverage.check(spec)
+    assert cov.ok, cov.report()

@@ -94,6 +94,12 @@ CHECKS: dict[str, Check] = {
         C(r"\[torch\]", r"gradc compile_step: [\d.]+x PyTorch eager", "saved gpt.png", env=EXAMPLES_TORCH,
           quick="python examples/train_char_gpt.py --engine both --plot gpt.png --quick"),
     "mpiexec -n 2 python examples/train_ddp.py --quick": C(DDP_EPOCH, env=DISTRIBUTED),
+    "gradc bench --model examples/models/mlp.py:MLP --input 'f32[64,784]' --target 'i64[64]:10'":
+        C(r"\| gradc-step \| [\d.,]+ (us|ms) \|", r"cross-check: loss and every gradient", env=BASE,
+          quick="gradc bench --model examples/models/mlp.py:MLP --input 'f32[64,784]' --target 'i64[64]:10' "
+                "--quick --engines gradc-eager,gradc-step"),
+    "gradc check examples/models/cnn.py:Net --input 'f32[64,1,28,28]' --target 'i64[64]:10' --loss nll":
+        C(r"gradc can run Net: every torch name it uses exists in gradc", env=BASE),
     "mpiexec -n 2 python examples/train_ddp.py --eager --verify":
         C(DDP_EPOCH, r"max \|DDP - one process\| over the parameters: \d\.\d+e-(0[6-9]|[1-9]\d)", env=DISTRIBUTED,
           quick="mpiexec -n 2 python examples/train_ddp.py --eager --verify --quick"),
