@@ -66,9 +66,11 @@ def initial(cfg: GPTConfig = CONFIG, batch: int = BATCH, seed: int = 0) -> tuple
 
 # ----------------------------------------------------------------------------- numpy reference (float64)
 
+_ERF = np.vectorize(math.erf, otypes=[np.float64])  # the standard library's erf (no scipy dependency)
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-    return erf(x)
+    return _ERF(np.asarray(x, np.float64))
 
 
 def _ln(x, w):
