@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gradc.bench import train_step
 from gradc.bench.train_step import BETAS, EPS, LR, TrainStep, TrainWorkload
 from gradc.bench.workloads import Gemm, Workload, _softmax_ce
 
@@ -228,36 +229,12 @@ def jax_forward(params: dict, x: Any) -> Any:
 
 
 def jax_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
-    """jax.jit of a whole Adam step (hand-written Adam), parameters and state donated; waits for the result."""
-    import jax
+    """jax.jit of a whole Adam step (W6's hand-written Adam on this CNN's loss), parameters and state donated."""
     import jax.numpy as jnp
-
-    beta1, beta2 = BETAS
 
     def loss(params: dict, x: Any, y: Any) -> Any:
         return -jnp.mean(jnp.take_along_axis(jax_forward(params, x), y[:, None], axis=1))
-
-    def step(params: dict, m: dict, v: dict, t: Any, x: Any, y: Any) -> tuple:
-        value, grads = jax.value_and_grad(loss)(params, x, y)
-        t = t + 1
-        m = {k: m[k] + (1 - beta1) * (grads[k] - m[k]) for k in params}
-        v = {k: v[k] * beta2 + (1 - beta2) * grads[k] * grads[k] for k in params}
-        step_size = LR / (1 - beta1 ** t)
-        bc2_sqrt = jnp.sqrt(1 - beta2 ** t)
-        params = {k: params[k] - step_size * m[k] / (jnp.sqrt(v[k]) / bc2_sqrt + EPS) for k in params}
-        return params, m, v, t, value
-
-    jitted = jax.jit(step, donate_argnums=(0, 1, 2, 3))
-    current = [{k: jnp.asarray(a) for k, a in state.items()},
-               {k: jnp.zeros_like(a) for k, a in state.items()},
-               {k: jnp.zeros_like(a) for k, a in state.items()}, jnp.asarray(0.0, dtype=jnp.float32)]
-    jx, jy = jnp.asarray(x), jnp.asarray(labels.astype(np.int32))
-
-    def run() -> Any:
-        *new, value = jitted(*current, jx, jy)
-        current[:] = new
-        return value.block_until_ready()
-    return TrainStep(run, lambda: {k: np.asarray(a) for k, a in current[0].items()})
+    return train_step.jax_step(x, labels, state, LR, loss)
 
 
 STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "torch": torch_step,
