@@ -200,26 +200,3 @@ def _sample_row(rng: Any, weights: np.ndarray, num_samples: int, replacement: bo
         picked[i] = k
         w[k] = 0.0
     return picked
-
-
-def setitem(x: Tensor, key: Any, value: Any) -> None:
-    """Tensor.__setitem__ on eager tensors: x[mask] = v (recorded like masked_fill_ when grads flow) and
-    basic / integer-list keys written in place when no gradient is being recorded."""
-    from gradc.grad_mode import is_grad_enabled
-    from gradc.methods import _inplace, check_inplace
-    from gradc.shape_ops import masked_fill
-    items = key if isinstance(key, tuple) else (key,)
-    mask = items[0] if len(items) == 1 else None
-    is_mask = isinstance(mask, Tensor) and mask.dtype == bool_ and mask.shape == x.shape
-    records = is_grad_enabled() and (x.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
-    if is_mask and (records or x._record is not None):
-        _inplace(masked_fill)(x, mask, value)
-        return
-    if records:
-        raise NotImplementedError("gradc supports indexed assignment on tensors that require grad only with a "
-                                  "boolean mask of the tensor's shape (x[mask] = value)")
-    check_inplace(x)
-    index = tuple(k._concrete("an index") if isinstance(k, Tensor) else k for k in items)
-    x._data[index if isinstance(key, tuple) else index[0]] = value._concrete("a value") \
-        if isinstance(value, Tensor) else value
-    x._bump_version()

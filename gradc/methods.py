@@ -128,7 +128,7 @@ from gradc import indexing as _ix  # noqa: E402
 from gradc import shape_ops as _so  # noqa: E402
 
 BINDINGS.update({
-    "__getitem__": _ix.getitem, "__setitem__": _ix.setitem, "index_select": _ix.index_select, "topk": _ix.topk,
+    "__getitem__": _ix.getitem, "index_select": _ix.index_select, "topk": _ix.topk,
     "multinomial": _ix.multinomial,
     "split": _so.split, "chunk": _so.chunk, "unbind": _so.unbind, "narrow": _so.narrow,
     "masked_fill": _so.masked_fill, "masked_fill_": _inplace(_so.masked_fill), "tril": _so.tril, "triu": _so.triu,
