@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
+from digits_training import plot, train
 
 import gradc
 import gradc.nn as nn
 from gradc import extras
-from gradc.data import DataLoader, progress
 
 
 def load(seed: int) -> tuple[np.ndarray, ...]:
@@ -73,53 +72,6 @@ class TorchEngine:
     def predict(self, x: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
             return self.model(self.torch.from_numpy(x)).argmax(dim=1).numpy()
-
-
-def train(engine, data: tuple[np.ndarray, ...], epochs: int, batch_size: int, seed: int, bar: bool) -> dict:
-    x_train, x_test, y_train, y_test = data
-    loader = DataLoader(x_train, y_train, batch_size=batch_size, seed=seed)  # same batches for every engine
-    history = {"loss": [], "acc": [], "steps_per_s": []}
-    print(f"[{engine.name}]")
-    for epoch in range(1, epochs + 1):
-        total, steps = 0.0, 0
-        start = time.perf_counter()
-        for x, y in progress(loader, desc=f"  epoch {epoch}", enabled=bar, only_tty=True):
-            total += engine.train_step(x, y)
-            steps += 1
-        rate = steps / (time.perf_counter() - start)
-        acc = float((engine.predict(x_test) == y_test).mean())
-        history["loss"].append(total / steps)
-        history["acc"].append(acc)
-        history["steps_per_s"].append(rate)
-        print(f"  epoch {epoch:3d}  loss {total / steps:.4f}  test acc {100 * acc:5.1f}%  {rate:8.0f} steps/s"
-              + ("  (includes compilation)" if epoch == 1 and engine.name == "gradc" else ""))
-    steady = history["steps_per_s"][1:] or history["steps_per_s"]
-    history["median_steps_per_s"] = float(np.median(steady))
-    print(f"  final test accuracy {100 * history['acc'][-1]:.1f}%, median {history['median_steps_per_s']:.0f} "
-          f"steps/s after epoch 1")
-    return history
-
-
-def plot(histories: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {"gradc": dict(linestyle="-", linewidth=3, alpha=0.6), "torch": dict(linestyle="--", marker="o",
-                                                                                  markersize=3)}
-    for name, h in histories.items():  # the curves coincide when both engines start from the same weights
-        epochs = range(1, len(h["loss"]) + 1)
-        label = f"{name} ({h['median_steps_per_s']:.0f} steps/s)"
-        left.plot(epochs, h["loss"], label=label, **styles[name])
-        right.plot(epochs, [100 * a for a in h["acc"]], label=label, **styles[name])
-    left.set(xlabel="epoch", ylabel="mean training loss", yscale="log", title="loss")
-    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"saved {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

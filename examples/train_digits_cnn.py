@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 import numpy as np
+from digits_training import plot, train
 
 import gradc
-from gradc.data import DataLoader, progress
 
 
 def load(seed: int) -> tuple[np.ndarray, ...]:
@@ -107,56 +106,6 @@ class TorchEngine:
             return self.model(self.torch.from_numpy(x)).argmax(dim=1).numpy()
 
 
-def train(engine: Any, data: tuple[np.ndarray, ...], epochs: int, batch_size: int, lr: float, seed: int,
-          bar: bool) -> dict:
-    x_train, x_test, y_train, y_test = data
-    loader = DataLoader(x_train, y_train, batch_size=batch_size, seed=seed)  # same batches for every engine
-    history: dict = {"loss": [], "acc": [], "steps_per_s": []}
-    print(f"[{engine.name}]")
-    for epoch in range(1, epochs + 1):
-        total, steps = 0.0, 0
-        for group in engine.opt.param_groups:  # cosine decay per epoch: a steady final accuracy
-            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / epochs))
-        start = time.perf_counter()
-        for x, y in progress(loader, desc=f"  epoch {epoch}", enabled=bar, only_tty=True):
-            total += engine.train_step(x, y)
-            steps += 1
-        rate = steps / (time.perf_counter() - start)
-        acc = float((engine.predict(x_test) == y_test).mean())
-        history["loss"].append(total / steps)
-        history["acc"].append(acc)
-        history["steps_per_s"].append(rate)
-        print(f"  epoch {epoch:3d}  loss {total / steps:.4f}  test acc {100 * acc:5.1f}%  {rate:8.0f} steps/s"
-              + ("  (includes compilation)" if epoch == 1 and engine.name == "gradc" else ""))
-    steady = history["steps_per_s"][1:] or history["steps_per_s"]
-    history["median_steps_per_s"] = float(np.median(steady))
-    print(f"  final test accuracy {100 * history['acc'][-1]:.1f}%, median {history['median_steps_per_s']:.0f} "
-          f"steps/s after epoch 1")
-    return history
-
-
-def plot(histories: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {"gradc": dict(linestyle="-", linewidth=3, alpha=0.6), "eager": dict(linestyle=":", linewidth=2),
-              "torch": dict(linestyle="--", marker="o", markersize=3)}
-    for name, h in histories.items():
-        epochs = range(1, len(h["loss"]) + 1)
-        label = f"{name} ({h['median_steps_per_s']:.0f} steps/s)"
-        left.plot(epochs, h["loss"], label=label, **styles[name])
-        right.plot(epochs, [100 * a for a in h["acc"]], label=label, **styles[name])
-    left.set(xlabel="epoch", ylabel="mean training loss", yscale="log", title="loss")
-    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"saved {path}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", choices=("gradc", "eager", "torch", "both"), default="gradc",
@@ -185,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digits: {len(data[0])} train / {len(data[1])} test images of 1x8x8; CNN conv16-bn-pool-conv32-pool-"
           f"fc64-fc10, Adam lr={args.lr}, batch {args.batch_size}")
     histories = {}
+    cosine = lambda epoch: args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / epochs))  # a steady final accuracy
     for name in engines:
         model.load_state_dict(initial)  # every engine starts from the same weights (and running stats)
         engine = {"gradc": GradcEngine, "eager": EagerEngine, "torch": TorchEngine}[name](model, args.lr)
-        histories[name] = train(engine, data, epochs, args.batch_size, args.lr, args.seed, not args.no_bar)
+        histories[name] = train(engine, data, epochs, args.batch_size, args.seed, not args.no_bar, cosine)
     if "gradc" in histories and "torch" in histories:
         ratio = histories["gradc"]["median_steps_per_s"] / histories["torch"]["median_steps_per_s"]
         print(f"gradc compile_step: {ratio:.1f}x PyTorch eager steps/s")
