@@ -15,8 +15,11 @@ body's other intermediates are recomputed from them in the backward body). The a
 scan whose body is the AD pass's joint of `body`; its carry holds the carry cotangents and the gradient
 accumulators of the float consts (loop-invariant operands: the weights), its ys the cotangents of xs.
 
-Native code: `unroll_scans` inlines every scan's body `length` times before fusion (the documented
-interim lowering: correct for every program, compile time still grows with the trip count).
+Native code (codegen/scan_loop.py): a scan is ONE LLVM loop calling its body's fused kernels, which are
+fused, planned and compiled once, so compile time does not depend on `length`. A scan whose body (or a
+nested body) evaluates a `gather` is inlined `length` times by `unroll_scans` instead (the body's index
+checks report through the outer error slot only when unrolled); GRADC_UNROLL_SCANS=1 unrolls every scan
+(the reference the native loop is measured and tested against).
 """
 
 from __future__ import annotations
@@ -229,14 +232,45 @@ def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_c
 SCAN = register(OpDef("scan", -1, "scan", scan_shape, eval_scan, vjp_scan, attrs=ATTRS))
 
 
-# ----------------------------------------------------------------------------- interim native lowering
+# ----------------------------------------------------------------------------- native lowering support
 
-def unroll_scans(fn: Function) -> Function:
-    """fn with every scan inlined `length` times (nested scans too); other ops are kept as they are.
-    A slice taking exactly one part of a scan's flat result becomes that part itself (no packing)."""
+def has_gather(body: Function) -> bool:
+    """True when body or any nested scan body evaluates a gather (an explicit stack over nesting)."""
+    stack = [body]
+    while stack:
+        fn = stack.pop()
+        for op in fn.ops:
+            if op.name == "gather":
+                return True
+            if op.name == "scan":
+                stack.append(op.attrs["body"])
+    return False
+
+
+def native_scan(op: Any) -> bool:
+    """True when the scan op lowers as a native loop (see the module doc); otherwise it is unrolled."""
+    import os
+    return os.environ.get("GRADC_UNROLL_SCANS", "") != "1" and not has_gather(op.attrs["body"])
+
+
+def loop_body(op: Any) -> Function:
+    """The body of a natively looped scan, ready to fuse: its own non-native scans unrolled, and
+    `meta["num_carry"]` set (the body's first results are the carry)."""
+    body = op.attrs["body"]
+    if any(o.name == "scan" and not native_scan(o) for o in body.ops):
+        from gradc.ir.passes import optimize
+        body = optimize(unroll_scans(body, keep=native_scan))
+    return Function(body.name, body.params, body.ops, body.results,
+                    dict(body.meta, num_carry=op.attrs["num_carry"]))
+
+
+def unroll_scans(fn: Function, keep: Any = None) -> Function:
+    """fn with every scan (except those for which `keep(op)` is true) inlined `length` times, nested scans
+    too; other ops are kept as they are. A slice taking exactly one part of an unrolled scan's flat result
+    becomes that part itself (no packing)."""
     from gradc.ir.builder import Builder, inline
 
-    if not any(op.name == "scan" for op in fn.ops):
+    if not any(op.name == "scan" and not (keep and keep(op)) for op in fn.ops):
         return fn
     b = Builder()
     env: dict[Value, Value] = {p: p for p in fn.params}
@@ -250,7 +284,7 @@ def unroll_scans(fn: Function) -> Function:
     parts_of: dict[Value, dict] = {}  # scan result -> {(start, stop): flattened part}
     for op in fn.ops:
         ins = [env[v] for v in op.inputs]
-        if op.name == "scan":
+        if op.name == "scan" and not (keep and keep(op)):
             a = op.attrs
             body = unroll_scans(a["body"])
             consts, carry, xs = split(ins, a["num_consts"], a["num_carry"])
