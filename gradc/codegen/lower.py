@@ -67,7 +67,8 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     if not name.isidentifier():
         raise ValueError(f"kernel name must be an identifier, got {name!r}")
     if any(op.name == "scan" for op in fn.ops):  # scans a native loop cannot take are unrolled (ir/scan.py)
-        from gradc.ir.scan import native_scan, unroll_scans
+        from gradc.ir.scan import native_scan, share_forward_scans, unroll_scans
+        fn = share_forward_scans(fn)
         if not all(native_scan(op) for op in fn.ops if op.name == "scan"):
             from gradc.ir.passes import optimize
             fn = optimize(unroll_scans(fn, keep=native_scan))

@@ -177,7 +177,49 @@ def optimize_bodies(fn: Function) -> Function:
 def with_carry_history(body: Function, num_consts: int, num_carry: int) -> Function:
     """body that also returns its carry-in as extra ys (the residuals the backward body needs)."""
     carry_in = body.params[num_consts:num_consts + num_carry]
-    return Function(f"{body.name}_hist", list(body.params), list(body.ops), list(body.results) + list(carry_in))
+    meta = {"optimized": True} if body.meta.get("optimized") else {}  # (extra results change no op)
+    return Function(f"{body.name}_hist", list(body.params), list(body.ops), list(body.results) + list(carry_in),
+                    meta)
+
+
+def share_forward_scans(fn: Function) -> Function:
+    """Run each forward loop once: a scan whose VJP history twin (same operands, body that also stacks its
+    carries) is in fn becomes a prefix slice of the twin, which moves up to its place."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.passes import structure
+
+    scans = [op for op in fn.ops if op.name == "scan"]
+    if len(scans) < 2:
+        return fn
+    loop_key = lambda op: (tuple(op.inputs), op.attrs["num_consts"], op.attrs["num_carry"],  # noqa: E731
+                           op.attrs["length"], op.attrs["reverse"])
+    by_key: dict = {}
+    for op in scans:
+        by_key.setdefault(loop_key(op), []).append(op)
+    twin_of: dict = {}
+    for group in by_key.values():
+        shapes = {structure(op.attrs["body"]): op for op in group}
+        for op in group:
+            a = op.attrs
+            hist = shapes.get(structure(with_carry_history(a["body"], a["num_consts"], a["num_carry"])))
+            if hist is not None and hist is not op and op not in twin_of.values():
+                twin_of[op] = hist
+    if not twin_of:
+        return fn
+    b = Builder()
+    env: dict[Value, Value] = {p: p for p in fn.params}
+    for op in fn.ops:
+        if op.result in env:  # a twin emitted early
+            continue
+        ins = [env[v] for v in op.inputs]
+        if op in twin_of:
+            hist = twin_of[op]
+            env[hist.result] = b.emit("scan", *ins, **hist.attrs)
+            env[op.result] = b.emit("slice", env[hist.result], starts=(0,), stops=(op.result.type.size,),
+                                    steps=(1,))
+        else:
+            env[op.result] = b.emit(op.name, *ins, **op.attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
 
 
 def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Function, list[int]]:
