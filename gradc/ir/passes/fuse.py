@@ -144,6 +144,12 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             operands[op.result] = tuple(matmul_operand(x) for x in op.inputs)
             materialized.update(base for base, _ in operands[op.result])
     materialized.update(fn.results)
+    for op in fn.ops:
+        # a pad that grows its input (a slice's VJP; pads summed = concat, e.g. an LSTM's gate gradients) is
+        # read at every output element, and a fused input would be recomputed there, the padding included
+        # (a select after the computation): the input gets a buffer, written once by its own nest
+        if op.name == "pad" and op.result.type.size > op.inputs[0].type.size and op.inputs[0].op is not None:
+            materialized.add(op.inputs[0])
     cut = cut_long_chains(fn, materialized)
     materialized.update(cut)
 
