@@ -284,7 +284,7 @@ class CnnTrainWorkload(TrainWorkload):
         ok, worst, where = compare((np.asarray(losses), []), (np.asarray(ref_losses), []), rtol, ["the step losses"])
         if not ok:
             return ok, worst, where
-        _, _, start = initial()
+        _, _, start = self.initial()  # (W9 reuses this check with its own initial weights)
         for name, want in ref_params.items():
             want_moved = want - start[name]
             err = float(np.linalg.norm(parameters[name] - start[name] - want_moved) / np.linalg.norm(want_moved))

@@ -4,8 +4,10 @@ one whole Adam(lr 1e-3) step; engines gradc compile_step, torch eager (its nativ
 jax.jit (lax.scan). All engines start from one PyTorch-layout state_dict and are cross-checked against
 torch eager in float64 (losses of the first steps) before anything is timed.
 
-`python -m gradc.bench.lstm_lm [--T 128] [--first-call 32,512]` prints the table (this workload is not in the
-`gradc bench` table yet: its engines are defined here, not in engines.py).
+`W9` is the `gradc bench` row (a training workload whose engines are this file's ENGINES, checked like W7:
+the step losses and each parameter's movement against torch eager in float64, as no hand-written numpy
+LSTM backward exists); `python -m gradc.bench.lstm_lm [--T 128] [--first-call 32,512]` prints a table with
+the first calls at other sequence lengths.
 """
 
 from __future__ import annotations
@@ -147,7 +149,55 @@ def jax_step(x: np.ndarray, y: np.ndarray, state: State) -> TrainStep:
 
 ENGINES: dict[str, Callable[..., TrainStep]] = {
     "gradc-native": gradc_step, "torch": torch_step,
-    "torch.compile": lambda x, y, s: torch_step(x, y, s, compiled=True), "jax": jax_step}
+    "torch-compile": lambda x, y, s: torch_step(x, y, s, compiled=True), "jax": jax_step}
+
+
+def reference(T: int = STEPS_T, steps: int = CHECK_STEPS) -> tuple[list[float], State]:
+    """Losses of the first `steps` steps and the parameters after them: torch eager in float64."""
+    x, y, state = initial(T)
+    step = torch_step(x, y, state, dtype="float64")
+    losses = [float(step()) for _ in range(steps)]
+    return losses, step.parameters()
+
+
+def _gemms(T: int = STEPS_T) -> tuple:
+    """Forward, input and weight gradients of every layer's GEMMs (PyTorch layout, W is out x in)."""
+    from gradc.bench.workloads import Gemm
+    rows, out, g = T * BATCH, [], 4 * HIDDEN
+    for k in (EMBED,) + (HIDDEN,) * (LAYERS - 1):  # the hoisted input projections
+        out += [Gemm(rows, k, g, "nt"), Gemm(g, rows, k, "tn"), Gemm(rows, g, k, "nn")]
+    for _ in range(LAYERS):  # per step h @ W_hh^T and its input gradient; the weight gradient is hoisted
+        out += [Gemm(BATCH, HIDDEN, g, "nt", T), Gemm(BATCH, g, HIDDEN, "nn", T), Gemm(g, rows, HIDDEN, "tn")]
+    out += [Gemm(rows, HIDDEN, VOCAB, "nt"), Gemm(VOCAB, rows, HIDDEN, "tn"), Gemm(rows, VOCAB, HIDDEN, "nn")]
+    return tuple(out)
+
+
+def _workload() -> Any:
+    from dataclasses import dataclass, field
+
+    from gradc.bench.cnn_step import CnnTrainWorkload
+
+    @dataclass(frozen=True)
+    class LstmTrainWorkload(CnnTrainWorkload):
+        """W9 for `gradc bench`: this file's engines, W7's movement check, torch float64 as the reference."""
+        builders: dict = field(default_factory=lambda: ENGINES, compare=False, hash=False)
+
+        def initial(self) -> tuple[np.ndarray, np.ndarray, State]:
+            return initial()
+
+        def reference(self) -> tuple[list[float], State]:
+            return reference(steps=self.steps)
+
+        def make(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            x, y, state = initial()
+            return [x, y], list(state.values())
+
+        def ctypes_pointers(self) -> int:
+            return 2 + 1 + 4 * len(initial(8)[2]) + 1 + 4 * len(initial(8)[2])
+    return LstmTrainWorkload("W9", "lstm-lm", "loops (scan), recurrent GEMMs (whole Adam step)", _gemms(), CHECK_STEPS)
+
+
+W9 = _workload()
 
 
 def measure(T: int, engines: list[str], repeats: int = 10) -> dict[str, dict]:
@@ -182,7 +232,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--T", type=int, default=STEPS_T)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--first-call", default="", help="comma list of T: gradc's first step at each T, each "
+                        "in a new process with the disk cache off (compile time against sequence length)")
+    parser.add_argument("--first-call-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.first_call_child:
+        x, y, state = initial(args.first_call_child)
+        t0 = time.perf_counter()
+        step = gradc_step(x, y, state)
+        step()
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        step()
+        print(f"FIRST {first:.4f} {time.perf_counter() - t0:.4f}")
+        return
+    if args.first_call:
+        first_calls([int(t) for t in args.first_call.split(",")])
+        return
     rows = measure(args.T, args.engines.split(","), args.repeats)
     fastest_peer = min((r["median"] for n, r in rows.items() if n != "gradc-native" and r.get("median")),
                        default=None)
@@ -194,6 +260,25 @@ def main(argv: list[str] | None = None) -> None:
         ratio = f"{fastest_peer / r['median']:.2f}x fastest peer" if r["median"] and fastest_peer else ""
         med = f"{r['median'] * 1e3:9.1f} ms" if r["median"] else "  (check failed)"
         print(f"  {name:14s} first {r['first']:8.2f} s  median {med}  ok={r['ok']}  {ratio}")
+
+
+def first_calls(lengths: list[int]) -> None:
+    """Print gradc's first W9 step (trace + AD + compile + one step) per T, each in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GRADC_CACHE="0")
+    times = {}
+    for T in lengths:
+        out = subprocess.run([sys.executable, "-m", "gradc.bench.lstm_lm", "--first-call-child", str(T)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        times[T] = [float(t) for t in next(ln for ln in out.splitlines() if ln.startswith("FIRST")).split()[1:]]
+    base, base_setup = times[lengths[0]][0], times[lengths[0]][0] - times[lengths[0]][1]
+    for T, (first, again) in times.items():
+        print(f"W9 gradc-native T={T:4d}: first step {first * 1e3:6.0f} ms ({first / base:.2f}x T={lengths[0]}), "
+              f"second step {again * 1e3:5.0f} ms, first - second (trace + AD + compile) "
+              f"{(first - again) * 1e3:6.0f} ms ({(first - again) / base_setup:.2f}x)")
 
 
 if __name__ == "__main__":

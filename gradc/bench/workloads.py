@@ -308,9 +308,10 @@ def all_workloads() -> dict[str, Any]:
     """W1..W5 (value-and-grad Workloads) and W6 (train_step.TrainWorkload), by id."""
     from gradc.bench.cnn_step import W7, W7G  # W7 cnn-step (issue 11) and its value_and_grad row
     from gradc.bench.gpt_step import W8
+    from gradc.bench.lstm_lm import W9
     from gradc.bench.train_step import W6  # imported here: train_step builds on this module
 
-    return {**WORKLOADS, W6.id: W6, W7.id: W7, W7G.id: W7G, W8.id: W8}
+    return {**WORKLOADS, W6.id: W6, W7.id: W7, W7G.id: W7G, W8.id: W8, W9.id: W9}
 
 
 def by_id(wid: str) -> Any:

@@ -36,7 +36,7 @@ def options() -> dict:
             "threads": os.environ.get("GRADC_NUM_THREADS", ""),
             # tuning overrides read by lower.py / matmul.py (env strings: no import on the disk-cache path)
             "tuning": [os.environ.get(v, "") for v in ("GRADC_SMALL_KERNEL_ELEMENTS", "GRADC_BLAS_MIN_MNK",
-                                                       "GRADC_GEMM_THREAD_MIN_MNK")],
+                                                       "GRADC_GEMM_THREAD_MIN_MNK", "GRADC_UNROLL_SCANS")],
             "typenums": [runtime.numpy_dtype(TensorType((), d)).num for d in _dtypes()]}
 
 

@@ -66,10 +66,12 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     """
     if not name.isidentifier():
         raise ValueError(f"kernel name must be an identifier, got {name!r}")
-    if any(op.name == "scan" for op in fn.ops):  # interim: loops are unrolled before fusion (gradc/ir/scan.py)
-        from gradc.ir.passes import optimize
-        from gradc.ir.scan import unroll_scans
-        fn = optimize(unroll_scans(fn))
+    if any(op.name == "scan" for op in fn.ops):  # scans a native loop cannot take are unrolled (ir/scan.py)
+        from gradc.ir.scan import native_scan, share_forward_scans, unroll_scans
+        fn = share_forward_scans(fn)
+        if not all(native_scan(op) for op in fn.ops if op.name == "scan"):
+            from gradc.ir.passes import optimize
+            fn = optimize(unroll_scans(fn, keep=native_scan))
     prog = fuse(fn, num_threads)
     plan = plan_memory(prog)
     if donate:
@@ -211,6 +213,9 @@ class ModuleLowerer:
             if k.kind == "loop":
                 if k.consumer_of is None:  # (a consumer is emitted with its matmul)
                     LoopKernelLowerer(self, k).emit_call(b)
+            elif k.kind == "scan":
+                from gradc.codegen.scan_loop import emit_scan_loop
+                emit_scan_loop(self, k, b)
             elif k.kind == "matmul":
                 from gradc.codegen.matmul import emit_matmul_call
                 consumer = consumers.get(k.index)

@@ -15,8 +15,11 @@ body's other intermediates are recomputed from them in the backward body). The a
 scan whose body is the AD pass's joint of `body`; its carry holds the carry cotangents and the gradient
 accumulators of the float consts (loop-invariant operands: the weights), its ys the cotangents of xs.
 
-Native code: `unroll_scans` inlines every scan's body `length` times before fusion (the documented
-interim lowering: correct for every program, compile time still grows with the trip count).
+Native code (codegen/scan_loop.py): a scan is ONE LLVM loop calling its body's fused kernels, which are
+fused, planned and compiled once, so compile time does not depend on `length`. A scan whose body (or a
+nested body) evaluates a `gather` is inlined `length` times by `unroll_scans` instead (the body's index
+checks report through the outer error slot only when unrolled); GRADC_UNROLL_SCANS=1 unrolls every scan
+(the reference the native loop is measured and tested against).
 """
 
 from __future__ import annotations
@@ -174,24 +177,93 @@ def optimize_bodies(fn: Function) -> Function:
 def with_carry_history(body: Function, num_consts: int, num_carry: int) -> Function:
     """body that also returns its carry-in as extra ys (the residuals the backward body needs)."""
     carry_in = body.params[num_consts:num_consts + num_carry]
-    return Function(f"{body.name}_hist", list(body.params), list(body.ops), list(body.results) + list(carry_in))
+    meta = {"optimized": True} if body.meta.get("optimized") else {}  # (extra results change no op)
+    return Function(f"{body.name}_hist", list(body.params), list(body.ops), list(body.results) + list(carry_in),
+                    meta)
 
 
-def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Function, list[int]]:
-    """(consts, acc..., ct_carry..., carry_in_t..., x_t..., ct_y_t...) -> (acc + g_consts, g_carry, g_x_t):
-    one reverse step; acc are the gradients of the float consts, in `float_consts` order."""
+def share_forward_scans(fn: Function) -> Function:
+    """Run each forward loop once: a scan whose VJP history twin (same operands, body that also stacks its
+    carries) is in fn becomes a prefix slice of the twin, which moves up to its place."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.passes import structure
+
+    scans = [op for op in fn.ops if op.name == "scan"]
+    if len(scans) < 2:
+        return fn
+    loop_key = lambda op: (tuple(op.inputs), op.attrs["num_consts"], op.attrs["num_carry"],  # noqa: E731
+                           op.attrs["length"], op.attrs["reverse"])
+    by_key: dict = {}
+    for op in scans:
+        by_key.setdefault(loop_key(op), []).append(op)
+    twin_of: dict = {}
+    for group in by_key.values():
+        shapes = {structure(op.attrs["body"]): op for op in group}
+        for op in group:
+            a = op.attrs
+            hist = shapes.get(structure(with_carry_history(a["body"], a["num_consts"], a["num_carry"])))
+            if hist is not None and hist is not op and op not in twin_of.values():
+                twin_of[op] = hist
+    if not twin_of:
+        return fn
+    b = Builder()
+    env: dict[Value, Value] = {p: p for p in fn.params}
+    for op in fn.ops:
+        if op.result in env:  # a twin emitted early
+            continue
+        ins = [env[v] for v in op.inputs]
+        if op in twin_of:
+            hist = twin_of[op]
+            env[hist.result] = b.emit("scan", *ins, **hist.attrs)
+            env[op.result] = b.emit("slice", env[hist.result], starts=(0,), stops=(op.result.type.size,),
+                                    steps=(1,))
+        else:
+            env[op.result] = b.emit(op.name, *ins, **op.attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
+
+
+def hoistable(g: Value) -> tuple | None:
+    """How a per-iteration gradient of a loop-invariant operand sums over iterations outside the loop:
+    ("matmul", A, B) for g = A^T @ B with 2-D A (M, K), B (M, N) (a weight gradient: the sum over t is ONE
+    GEMM over the stacked rows), ("reduce", X, axes) for g = reduce_sum(X) (a bias gradient), else None."""
+    from gradc.ir.passes.fuse import is_swap_last2
+
+    op = g.op
+    if op is None:
+        return None
+    if (op.name == "permute" and len(g.shape) == 2 and op.inputs[0].op is not None
+            and op.inputs[0].op.name == "matmul"):  # (A^T B)^T = B^T A: the VJP of a transposed weight
+        inner = hoistable(op.inputs[0])
+        return inner and inner[0] == "matmul" and ("matmul", inner[2], inner[1]) or None
+    if op.name == "matmul" and len(g.shape) == 2:
+        a, bm = op.inputs
+        if (a.op is not None and a.op.name == "permute" and is_swap_last2(a.op.attrs["perm"])
+                and len(a.op.inputs[0].shape) == 2 and len(bm.shape) == 2
+                and a.op.inputs[0].shape[0] == bm.shape[0]):
+            return ("matmul", a.op.inputs[0], bm)
+    if op.name == "reduce_sum":
+        return ("reduce", op.inputs[0], tuple(op.attrs["axes"]))
+    return None
+
+
+def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Function, list[int], dict]:
+    """(consts, acc..., ct_carry..., carry_in_t..., x_t..., ct_y_t...) -> (acc + g_consts, g_carry, g_x_t,
+    factors_t...): one reverse step. acc are the gradients of the float consts (in `float_consts` order)
+    that accumulate in the carry; the others are *hoisted* (see `hoistable`): the step returns their
+    per-iteration factors as ys (or names an xs that already is one) and the caller sums them after the
+    loop with one GEMM / reduction over the stacked factors (cuDNN's weight-gradient GEMM), so no
+    weight-sized accumulator is read and written every iteration. Returns (fn, float_consts, hoisted) with
+    hoisted[const index] = (kind, ref, ref_or_axes), a ref being ("ys", k) or ("xs", j) of the scan."""
     from gradc.ir.builder import Builder, inline
     from gradc.ir.passes.ad import ad
 
     wrt = [i for i, p in enumerate(body.params) if p.dtype.is_float]
     joint = ad(body, wrt, seed="param")
-    grad_of = dict(zip(wrt, joint.results[len(body.results):]))
     consts, carry, xs = split(body.params, num_consts, num_carry)
     float_consts = [i for i in range(num_consts) if body.params[i].dtype.is_float]
     float_xs = [num_consts + num_carry + j for j, p in enumerate(xs) if p.dtype.is_float]
     fresh = lambda vs, tag: [Value(v.type, name=f"{tag}{i}") for i, v in enumerate(vs)]  # noqa: E731
     p_consts = fresh(consts, "c")
-    p_acc = fresh([body.params[i] for i in float_consts], "acc")
     p_ctc = fresh(carry, "ctc")
     p_hist = fresh(carry, "h")
     p_x = fresh(xs, "x")
@@ -199,13 +271,47 @@ def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Funct
     b = Builder()
     outs = inline(b, joint, p_consts + p_hist + p_x + p_ctc + p_cty)
     grads = dict(zip(wrt, outs[len(body.results):]))
-    del grad_of
-    new_acc = [b.add(a, grads[i]) for a, i in zip(p_acc, float_consts)]
-    new_ctc = [grads[num_consts + k] for k in range(num_carry)]
+    xs_params = {v: j for j, v in enumerate(p_hist + p_x + p_cty)}
+    const_params = set(p_consts)
     gx = [grads[i] for i in float_xs]
+    factors: list[Value] = []
+
+    def ref(v: Value) -> tuple:  # an xs of the scan, or a ys (the gradients of x_t come first)
+        if v in xs_params:
+            return ("xs", xs_params[v])
+        if v in gx:
+            return ("ys", gx.index(v))
+        if v not in factors:
+            factors.append(v)
+        return ("ys", len(gx) + factors.index(v))
+    hoisted: dict = {}
+    for i in float_consts:
+        how = hoistable(grads[i])
+        if how is None or any(v in const_params for v in how[1:3] if isinstance(v, Value)):
+            continue  # (a factor that is loop-invariant itself would be stacked for nothing)
+        if how[0] == "matmul":
+            hoisted[i] = ("matmul", ref(how[1]), ref(how[2]))
+        else:
+            hoisted[i] = ("reduce", ref(how[1]), how[2])
+    acc_consts = [i for i in float_consts if i not in hoisted]
+    p_acc = fresh([body.params[i] for i in acc_consts], "acc")
+    new_acc = [b.add(a, grads[i]) for a, i in zip(p_acc, acc_consts)]
+    new_ctc = [grads[num_consts + k] for k in range(num_carry)]
     fn = Function(f"{body.name}_adj", p_consts + p_acc + p_ctc + p_hist + p_x + p_cty, b.ops,
-                  new_acc + new_ctc + gx)
-    return optimized(fn), float_consts
+                  new_acc + new_ctc + gx + factors)
+    return optimized(fn), acc_consts, hoisted
+
+
+def sum_hoisted(b: Any, how: tuple, xs: list[Value], ys: list[Value], length: int) -> Value:
+    """The sum over iterations of one hoisted gradient (see adjoint_body), from the stacked factors."""
+    pick = lambda r: xs[r[1]] if r[0] == "xs" else ys[r[1]]  # noqa: E731
+    if how[0] == "matmul":
+        a, m = pick(how[1]), pick(how[2])  # [L, M, K], [L, M, N]
+        a2 = b.reshape_to(a, (length * a.shape[1], a.shape[2]))
+        m2 = b.reshape_to(m, (length * m.shape[1], m.shape[2]))
+        return b.emit("matmul", b.emit("permute", a2, perm=(1, 0)), m2)
+    x = pick(how[1])
+    return b.emit("reduce_sum", x, axes=(0,) + tuple(a + 1 for a in how[2]))
 
 
 def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_consts: int, num_carry: int,
@@ -216,11 +322,16 @@ def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_c
     g_carry, g_ys = g_parts[:num_carry], g_parts[num_carry:]
     _, ys_h = emit_scan(b, with_carry_history(body, num_consts, num_carry), consts, init, xs, length, reverse)
     hist = ys_h[len(types) - num_carry:]
-    adj, float_consts = adjoint_body(body, num_consts, num_carry)
-    zeros = [b.scalar(0.0, consts[i]) for i in float_consts]
-    carry, gxs = emit_scan(b, adj, consts, zeros + g_carry, hist + list(xs) + g_ys, length, not reverse)
-    g_consts = dict(zip(float_consts, carry[:len(float_consts)]))
-    g_init = carry[len(float_consts):]
+    adj, acc_consts, hoisted = adjoint_body(body, num_consts, num_carry)
+    zeros = [b.scalar(0.0, consts[i]) for i in acc_consts]
+    adj_xs = hist + list(xs) + g_ys
+    carry, ys = emit_scan(b, adj, consts, zeros + g_carry, adj_xs, length, not reverse)
+    g_consts = dict(zip(acc_consts, carry[:len(acc_consts)]))
+    g_init = carry[len(acc_consts):]
+    n_gx = sum(1 for x in xs if x.dtype.is_float)
+    gxs = ys[:n_gx]
+    for i, how in hoisted.items():
+        g_consts[i] = sum_hoisted(b, how, adj_xs, ys, length)
     gx_iter = iter(gxs)
     g_xs = [next(gx_iter) if x.dtype.is_float else None for x in xs]
     return tuple([g_consts.get(i) for i in range(num_consts)] + g_init + g_xs)
@@ -229,14 +340,45 @@ def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_c
 SCAN = register(OpDef("scan", -1, "scan", scan_shape, eval_scan, vjp_scan, attrs=ATTRS))
 
 
-# ----------------------------------------------------------------------------- interim native lowering
+# ----------------------------------------------------------------------------- native lowering support
 
-def unroll_scans(fn: Function) -> Function:
-    """fn with every scan inlined `length` times (nested scans too); other ops are kept as they are.
-    A slice taking exactly one part of a scan's flat result becomes that part itself (no packing)."""
+def has_gather(body: Function) -> bool:
+    """True when body or any nested scan body evaluates a gather (an explicit stack over nesting)."""
+    stack = [body]
+    while stack:
+        fn = stack.pop()
+        for op in fn.ops:
+            if op.name == "gather":
+                return True
+            if op.name == "scan":
+                stack.append(op.attrs["body"])
+    return False
+
+
+def native_scan(op: Any) -> bool:
+    """True when the scan op lowers as a native loop (see the module doc); otherwise it is unrolled."""
+    import os
+    return os.environ.get("GRADC_UNROLL_SCANS", "") != "1" and not has_gather(op.attrs["body"])
+
+
+def loop_body(op: Any) -> Function:
+    """The body of a natively looped scan, ready to fuse: its own non-native scans unrolled, and
+    `meta["num_carry"]` set (the body's first results are the carry)."""
+    body = op.attrs["body"]
+    if any(o.name == "scan" and not native_scan(o) for o in body.ops):
+        from gradc.ir.passes import optimize
+        body = optimize(unroll_scans(body, keep=native_scan))
+    return Function(body.name, body.params, body.ops, body.results,
+                    dict(body.meta, num_carry=op.attrs["num_carry"]))
+
+
+def unroll_scans(fn: Function, keep: Any = None) -> Function:
+    """fn with every scan (except those for which `keep(op)` is true) inlined `length` times, nested scans
+    too; other ops are kept as they are. A slice taking exactly one part of an unrolled scan's flat result
+    becomes that part itself (no packing)."""
     from gradc.ir.builder import Builder, inline
 
-    if not any(op.name == "scan" for op in fn.ops):
+    if not any(op.name == "scan" and not (keep and keep(op)) for op in fn.ops):
         return fn
     b = Builder()
     env: dict[Value, Value] = {p: p for p in fn.params}
@@ -250,7 +392,7 @@ def unroll_scans(fn: Function) -> Function:
     parts_of: dict[Value, dict] = {}  # scan result -> {(start, stop): flattened part}
     for op in fn.ops:
         ins = [env[v] for v in op.inputs]
-        if op.name == "scan":
+        if op.name == "scan" and not (keep and keep(op)):
             a = op.attrs
             body = unroll_scans(a["body"])
             consts, carry, xs = split(ins, a["num_consts"], a["num_carry"])

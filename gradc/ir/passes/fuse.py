@@ -19,6 +19,8 @@ Kernels (in execution order):
           it runs on each block of C's rows right after the GEMM wrote it, while the block is in cache
           (a weight gradient feeding its optimizer update never makes a round trip through memory);
           kernels between the two move before the matmul (they cannot read C).
+  scan    a `scan` op lowered as a native loop (codegen/scan_loop.py): its operands and its flat result are
+          buffers; `body` is the body's own FusedProgram (fused once, whatever the trip count).
   copy    results that are params or repeat another result (every output buffer is written).
 
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
@@ -57,6 +59,8 @@ class Kernel:
     operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b))
     copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
     threads: int = 1
+    body: "FusedProgram | None" = None  # kind "scan": the fused body (its memory plan: `body_plan`)
+    body_plan: object = None
     consumer_of: int | None = None  # loop kernel run per row block inside this matmul kernel (see module doc)
     reads: list[Value] = field(default_factory=list)  # materialized values loaded (filled by finish)
     ops: list = field(default_factory=list)  # fused ops evaluated, in program order (for text)
@@ -65,7 +69,7 @@ class Kernel:
 
     @property
     def roots(self) -> list[Value]:
-        if self.kind == "matmul":
+        if self.kind in ("matmul", "scan"):
             return [self.matmul]
         return self.stores + self.reductions + self.epilogue
 
@@ -130,13 +134,22 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     materialized: set = set(fn.params)
     operands: dict[Value, tuple] = {}
     for op in fn.ops:
-        if op.opdef.kind == "reduce" or is_dense_const(op.result):
+        if op.name == "scan":  # (lower() unrolled the scans it cannot loop natively)
+            materialized.add(op.result)
+            materialized.update(op.inputs)
+        elif op.opdef.kind == "reduce" or is_dense_const(op.result):
             materialized.add(op.result)
         elif op.opdef.kind == "matmul":
             materialized.add(op.result)
             operands[op.result] = tuple(matmul_operand(x) for x in op.inputs)
             materialized.update(base for base, _ in operands[op.result])
     materialized.update(fn.results)
+    for op in fn.ops:
+        # a pad that grows its input (a slice's VJP; pads summed = concat, e.g. an LSTM's gate gradients) is
+        # read at every output element, and a fused input would be recomputed there, the padding included
+        # (a select after the computation): the input gets a buffer, written once by its own nest
+        if op.name == "pad" and op.result.type.size > op.inputs[0].type.size and op.inputs[0].op is not None:
+            materialized.add(op.inputs[0])
     cut = cut_long_chains(fn, materialized)
     materialized.update(cut)
 
@@ -163,7 +176,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 continue
             if x.op is None or is_dense_const(x):
                 hard_memo[x] = -1
-            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul") or x in cut):
+            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul", "scan") or x in cut):
                 hard_memo[x] = producer[x][0]
             else:
                 pending = [y for y in x.op.inputs if y not in hard_memo]
@@ -186,7 +199,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 seen.add(x)
                 if producer.get(x) == (k.index, EPILOGUE):
                     return True
-                if x in producer and x.op.opdef.kind in ("reduce", "matmul"):
+                if x in producer and x.op.opdef.kind in ("reduce", "matmul", "scan"):
                     continue
                 stack.extend(x.op.inputs)
             return False
@@ -207,6 +220,13 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
             deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
             k = Kernel("matmul", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
+            kernels.append(k)
+            producer[v] = (k.index, MAIN)
+            continue
+        if op.name == "scan":
+            from gradc.ir.scan import loop_body  # (scan.py imports the registry, which imports passes)
+            k = Kernel("scan", len(kernels), domain=v.shape, matmul=v,
+                       body=fuse(loop_body(op), num_threads))
             kernels.append(k)
             producer[v] = (k.index, MAIN)
             continue
@@ -349,6 +369,9 @@ def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> N
     elif k.kind == "matmul":
         k.phase_reads[MAIN] = list(dict.fromkeys(base for base, _ in k.operands))
         k.phase_ops[MAIN] = [k.matmul.op]
+    elif k.kind == "scan":
+        k.phase_reads[MAIN] = list(dict.fromkeys(k.matmul.op.inputs))
+        k.phase_ops[MAIN] = [k.matmul.op]
     else:
         k.phase_reads[MAIN] = list(dict.fromkeys(v for v, _ in k.copies))
     k.reads = list(dict.fromkeys(k.phase_reads.get(MAIN, []) + k.phase_reads.get(EPILOGUE, [])))
@@ -395,6 +418,10 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             head = f"kernel {k.index}: loop {dims(k.domain)}, threads {k.threads}"
             if k.consumer_of is not None:
                 head += f", per row block of kernel {k.consumer_of}"
+        elif k.kind == "scan":
+            a = k.matmul.op.attrs
+            head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
+                    f"{k.body.num_kernels} body kernel(s)")
         elif k.kind == "matmul":
             (a, ta), (b, tb) = k.operands
             head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"
@@ -416,7 +443,7 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             for label, values in outs:
                 if values:
                     lines.append(f"  {label}: " + ", ".join(f"{names[v]}{where(v)}" for v in values))
-        if k.kind == "matmul":
+        if k.kind in ("matmul", "scan"):
             lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
         for v, i in k.copies:
             lines.append(f"  copy: {names[v]} -> @out{i}")

@@ -6,7 +6,9 @@ offset in ONE arena; a program with a `gather` also gets a 16-byte *error slot* 
 kernels record an out-of-range index (the arena is per call, so two threads calling the same function never
 share it). Offsets come from liveness over kernel order (a value lives from the kernel that
 produces it to the last kernel that loads it, both inclusive, so a kernel never reads and writes
-overlapping slots) and are reused first-fit, 64-byte aligned.
+overlapping slots) and are reused first-fit, 64-byte aligned. A native scan loop's kernel also gets a
+*scratch* region live only during that kernel: two carry buffers (double-buffered: iteration t reads one
+and writes the other) and the body's own arena, planned once for the body (`Kernel.body_plan`).
 
 Donation (in-place updates, e.g. a training step's new parameters): `donate_results` gives a result its
 parameter's buffer when no kernel reads that parameter after the result is written and the writing nest
@@ -40,6 +42,18 @@ class MemoryPlan:
     arena_bytes: int = 0
     error_slot: int | None = None  # arena offset of {i64 site + 1, i64 index} (programs with a gather)
     donated: dict = field(default_factory=dict)  # result index -> param index written in place
+    scratch: dict = field(default_factory=dict)  # scan kernel index -> arena offset of its scratch region
+
+
+def carry_bytes(body) -> int:
+    """Bytes of one carry buffer of a scan kernel's body: every carry part, each 64-byte aligned."""
+    return sum(align(nbytes(p)) for p in body.fn.results[:body.fn.meta["num_carry"]])
+
+
+def scratch_layout(k) -> tuple[int, int, int]:
+    """(offset of carry buffer A, of carry buffer B, of the body arena) inside a scan kernel's scratch."""
+    c = carry_bytes(k.body)
+    return 0, c, 2 * c
 
 
 def nbytes(v: Value) -> int:
@@ -77,6 +91,9 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
             start = prog.kernels[start].consumer_of
         requests.append((start, max(start, last_use.get(v, start)), nbytes(v), v))
     for k in prog.kernels:
+        if k.kind == "scan":
+            k.body_plan = plan_memory(k.body)
+            requests.append((k.index, k.index, scratch_layout(k)[2] + k.body_plan.arena_bytes, ("scan", k.index)))
         if k.kind == "loop" and k.threads > 1:
             for r in k.reductions:
                 if 0 in r.op.attrs["axes"]:
@@ -105,6 +122,8 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
         plan.arena_bytes = max(plan.arena_bytes, offset + size)
         if isinstance(key, Value):
             plan.home[key] = Home("arena", offset)
+        elif key[0] == "scan":
+            plan.scratch[key[1]] = offset
         else:
             plan.partials[key] = offset
     if any(op.name == "gather" for k in prog.kernels for op in k.ops):

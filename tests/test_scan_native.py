@@ -1,0 +1,160 @@
+"""The native scan loop (codegen/scan_loop.py): one kernel whatever the trip count, against the interpreter
+and the unrolled lowering (GRADC_UNROLL_SCANS=1) on forward, reverse, nested and length-0/1 scans, the
+recurrent layers' compile_step against PyTorch, the gather fallback, and the VJP's hoisted weight gradients."""
+
+import numpy as np
+import pytest
+import torch
+
+import gradc
+import gradc.nn as gnn
+from gradc.codegen import compile_function
+from gradc.codegen.lower import lower
+from gradc.ir.interp import run
+
+rng = np.random.default_rng(31)
+
+
+def rnn_loss(xs, h0, wx, wh, b, reverse=False):
+    def step(h, x):
+        h = gradc.tanh(x @ wx + h @ wh + b)
+        return h, gradc.sigmoid(h) * 2.0
+    h, ys = gradc.scan(step, h0, xs, reverse=reverse)
+    return (h ** 2).mean() + (ys * ys).sum() * 0.1
+
+
+def rnn_arrays(T, dtype=np.float64, B=3, I=5, H=9):
+    return [rng.standard_normal((T, B, I)).astype(dtype), (0.5 * rng.standard_normal((B, H))).astype(dtype),
+            (0.5 * rng.standard_normal((I, H))).astype(dtype), (0.3 * rng.standard_normal((H, H))).astype(dtype),
+            (0.1 * rng.standard_normal(H)).astype(dtype)]
+
+
+def joint_of(f, args, argnums=(0, 1, 2, 3, 4)):
+    return gradc.value_and_grad(f, argnums=argnums).lower(*args).joint
+
+
+def three_ways(fn, args, monkeypatch):
+    """(native loop, interpreter, unrolled native) outputs of fn."""
+    native = compile_function(fn)(*args)
+    interp = run(fn, *args)
+    with monkeypatch.context() as m:
+        m.setenv("GRADC_UNROLL_SCANS", "1")
+        unrolled = compile_function(fn)(*args)
+    return [np.asarray(v) for v in native], interp, [np.asarray(v) for v in unrolled]
+
+
+def assert_all_close(outs, tol):
+    native, interp, unrolled = outs
+    assert len(native) == len(interp) == len(unrolled)
+    for a, b, c in zip(native, interp, unrolled):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        np.testing.assert_allclose(c, b, rtol=tol, atol=tol)
+
+
+def test_native_loop_does_not_grow_with_length():
+    low = {T: lower(joint_of(rnn_loss, rnn_arrays(T))) for T in (3, 64, 512)}
+    assert "scan loop x 512" in low[512].fused_text
+    assert low[64].num_kernels == low[512].num_kernels
+    sizes = {T: len(str(lw.module)) for T, lw in low.items()}  # (kernels outside the loop vary a little with T)
+    assert max(sizes.values()) < 1.1 * min(sizes.values()), sizes
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 3e-5)])
+@pytest.mark.parametrize("T", [1, 7])
+def test_native_matches_interpreter_and_unrolled(reverse, dtype, tol, T, monkeypatch):
+    args = rnn_arrays(T, dtype)
+    fn = joint_of(lambda *a: rnn_loss(*a, reverse=reverse), args)
+    assert_all_close(three_ways(fn, args, monkeypatch), tol)
+
+
+def test_length_zero_scan(monkeypatch):
+    xs = np.zeros((0, 2, 3))
+    h0, w = rng.standard_normal((2, 3)), rng.standard_normal((3, 3))
+
+    def f(xs, h0, w):
+        h, ys = gradc.scan(lambda h, x: (gradc.tanh(h @ w + x), h * 2.0), h0, xs)
+        return (h * h).sum() + ys.sum()
+    fn = joint_of(f, [xs, h0, w], argnums=(1, 2))
+    outs = three_ways(fn, [xs, h0, w], monkeypatch)
+    assert_all_close(outs, 1e-12)
+    value, g_h0, g_w = outs[0]
+    np.testing.assert_allclose(value, (h0 * h0).sum(), rtol=1e-12)
+    np.testing.assert_allclose(g_h0, 2 * h0, rtol=1e-12)
+    np.testing.assert_array_equal(g_w, np.zeros_like(w))
+
+
+def test_nested_native_loops(monkeypatch):
+    x = rng.standard_normal((4, 6, 5))
+    w = rng.standard_normal((5, 5)) * 0.4
+
+    def f(x, w):
+        def outer(c, row):
+            inner_c, ys = gradc.scan(lambda s, v: (gradc.tanh(s @ w + v), s.sum()), c, row, reverse=True)
+            return inner_c * 0.5 + c, ys
+        c, ys = gradc.scan(outer, gradc.zeros(5, dtype=gradc.float64), x)
+        return (c ** 2).sum() + (ys ** 2).sum()
+    fn = joint_of(f, [x, w], argnums=(0, 1))
+    low = lower(fn)
+    scans = [k for k in low.program.kernels if k.kind == "scan"]
+    assert scans and any(k2.kind == "scan" for k in scans for k2 in k.body.kernels)  # the inner loop is native too
+    assert_all_close(three_ways(fn, [x, w], monkeypatch), 1e-12)
+
+
+def test_weight_gradients_are_hoisted_out_of_the_reverse_loop():
+    fn = joint_of(rnn_loss, rnn_arrays(6), argnums=(2, 3, 4))
+    for k in lower(fn).program.kernels:
+        if k.kind == "scan" and k.body.fn.name.endswith("_adj"):
+            carry = k.body.fn.results[:k.body.fn.meta["num_carry"]]
+            assert [v.shape for v in carry] == [(3, 9)]  # only the carry cotangent: no weight accumulators
+            break
+    else:
+        raise AssertionError("no adjoint scan")
+
+
+def test_gather_in_body_falls_back_to_unrolling_and_checks_indices():
+    table = rng.standard_normal((5, 3))
+
+    def f(table, ids):
+        h, _ = gradc.scan(lambda h, i: (gradc.tanh(h + table[i]), None), gradc.zeros(2, 3, dtype=gradc.float64), ids)
+        return (h * h).sum()
+    ids = rng.integers(0, 5, (4, 2))
+    fn = joint_of(f, [table, ids], argnums=(0,))
+    assert all(k.kind != "scan" for k in lower(fn).program.kernels)
+    compiled = compile_function(fn)
+    for a, b in zip(compiled(table, ids), run(fn, table, ids)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    bad = ids.copy()
+    bad[2, 1] = 7
+    with pytest.raises(IndexError):
+        compiled(table, bad)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_compile_step_of_recurrent_layers_matches_torch(kind):
+    T, B, I, H = 6, 3, 4, 5
+
+    def build(nn, **kw):
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = getattr(nn, kind)(I, H, num_layers=2, bidirectional=True, batch_first=True, **kw)
+                self.head = nn.Linear(2 * H, 2, **kw)
+
+            def forward(self, x):
+                return self.head(self.rnn(x)[0])
+        return Net()
+    torch.manual_seed(3)
+    tm, gm = build(torch.nn, dtype=torch.float64), build(gnn, dtype=gradc.float64)
+    gm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x, y = rng.standard_normal((B, T, I)), rng.standard_normal((B, T, 2))
+    t_opt = torch.optim.SGD(tm.parameters(), lr=0.1)
+    step = gradc.compile_step(gm, gradc.nn.functional.mse_loss, gradc.optim.SGD(gm.parameters(), lr=0.1))
+    for _ in range(2):
+        t_opt.zero_grad()
+        t_loss = torch.nn.functional.mse_loss(tm(torch.tensor(x)), torch.tensor(y))
+        t_loss.backward()
+        t_opt.step()
+        np.testing.assert_allclose(float(step(x, y)), t_loss.item(), rtol=1e-10)
+    for (name, tp), (_, gp) in zip(tm.named_parameters(), gm.named_parameters()):
+        np.testing.assert_allclose(gp.detach().numpy(), tp.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
