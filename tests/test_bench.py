@@ -77,8 +77,8 @@ def test_compare_tolerates_float32_rounding_but_not_shape_or_nan_errors():
 
 
 def test_unknown_workload_and_engine_names_are_refused():
-    with pytest.raises(ValueError, match="unknown workload 'W9'"):
-        workloads.select("W1,W9")
+    with pytest.raises(ValueError, match="unknown workload 'W10'"):
+        workloads.select("W1,W10")
     with pytest.raises(ValueError, match="unknown engine 'tensorflow'"):
         engines.get("tensorflow")
 
