@@ -144,7 +144,7 @@ def test_bench_fails_loudly_on_a_wrong_engine(tmp_path):
 
 
 def test_bench_usage_errors_exit_2_without_traceback():
-    for args in (["--engines", "tensorflow"], ["--workloads", "W9"], ["--threads", "0"]):
+    for args in (["--engines", "tensorflow"], ["--workloads", "W10"], ["--threads", "0"]):
         proc = gradc_cli("bench", "--quick", *args)
         assert proc.returncode == 2, args
         assert "error:" in proc.stderr and "Traceback" not in proc.stderr
