@@ -4,7 +4,6 @@ recurrent layers' compile_step against PyTorch, the gather fallback, and the VJP
 
 import numpy as np
 import pytest
-import torch
 
 import gradc
 import gradc.nn as gnn
@@ -132,6 +131,7 @@ def test_gather_in_body_falls_back_to_unrolling_and_checks_indices():
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_compile_step_of_recurrent_layers_matches_torch(kind):
+    torch = pytest.importorskip("torch")
     T, B, I, H = 6, 3, 4, 5
 
     def build(nn, **kw):
