@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gradc import functional as F
-from gradc.factories import generator
+from gradc.factories import generator as stream
 from gradc.ir.core import bool_, int64
 from gradc.tensor import Tensor, apply, torch_op
 
@@ -162,8 +162,8 @@ def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     return TopK(take_along(x, d, idx) if x.ndim else x, idx)
 
 
-def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *, generator_: Any = None) -> Tensor:
-    """Samples category indices from rows of non-negative weights (gradc's seeded generator)."""
+def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Tensor:
+    """Samples category indices from rows of non-negative weights (gradc's seeded generator or `generator`)."""
     data = F.to_tensor(probs)._concrete("multinomial")
     if data.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
@@ -172,7 +172,7 @@ def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *, g
     rows = data.reshape(-1, data.shape[-1]).astype(np.float64)
     if not replacement and num_samples > rows.shape[1]:
         raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
-    rng = generator()
+    rng = stream(generator)
     out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
     for r, w in enumerate(rows):
         total = w.sum()

@@ -5,15 +5,18 @@ initialization, the same as numpy's legacy MT19937 seeding), so numpy's MT19937 
 the same raw words. On top of them this module reproduces PyTorch's transformations:
 
   rand / uniform_   float32: (w & (2^24 - 1)) * 2^-24; float64: 53 bits of a 64-bit draw (two words, high first),
-                    scaled as x * (to - from) + from in double
+                    scaled as x * (to - from) + from in double (float64: one fused multiply-add, as
+                    PyTorch's AVX2/AVX-512 builds compile it)
+  random_           w % (to - from) + from; 64-bit draws for int64/float64 full ranges and spans >= 2^32
   randn / normal_   float32 tensors of >= 16 elements: all uniforms first, then Box-Muller in blocks of 16
                     (u1 = 1 - data[j], u2 = data[j + 8]), a last partial block recomputed from 16 fresh draws;
+                    float64 tensors of >= 16 elements: the same in double (53-bit uniforms);
                     otherwise the double normal_distribution (two 53-bit uniforms, r = sqrt(-2 log(1 - u2)),
                     theta = 2 pi u1, r cos theta, with r sin theta cached for the next draw)
   randint           w % range + low (64-bit draws when range >= 2^32)
   randperm          Fisher-Yates from the front, z = w % (n - i) (n < 2^32 / 20)
 
-Tests compare each against torch (tests/test_random_streams.py). Vectorized PyTorch kernels may round
+Tests compare each against torch (tests/test_pytorch_api.py, random streams). Vectorized PyTorch kernels may round
 the float32 Box-Muller differently in the last ulp; values agree to float32 rounding.
 """
 
@@ -90,8 +93,11 @@ class Generator:
     def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None, dtype: Any = np.float32) -> np.ndarray:
         shape = _shape(size)
         n = int(np.prod(shape, dtype=np.int64))
-        x = self._uniform01(n, 24 if np.dtype(dtype) == np.float32 else 53)
-        return (x * (float(high) - float(low)) + float(low)).astype(dtype).reshape(shape)
+        if np.dtype(dtype) != np.float64:
+            x = self._uniform01(n, 24)
+            return (x * (float(high) - float(low)) + float(low)).astype(dtype).reshape(shape)
+        # PyTorch's AVX2/AVX-512 builds contract x * (to - from) + from into one fused multiply-add
+        return _fused_multiply_add(self._uniform01(n, 53), float(high) - float(low), float(low)).reshape(shape)
 
     def random(self, size: Any = None, dtype: Any = np.float32) -> np.ndarray:
         return self.uniform(0.0, 1.0, size, dtype)
@@ -101,6 +107,8 @@ class Generator:
         n = int(np.prod(shape, dtype=np.int64))
         if np.dtype(dtype) == np.float32 and n >= 16:
             return self._normal_fill(n, np.float32(loc), np.float32(scale)).reshape(shape)
+        if np.dtype(dtype) == np.float64 and n >= 16:
+            return self._normal_fill64(n, float(loc), float(scale)).reshape(shape)
         values = np.array([self._normal_double() for _ in range(n)], dtype=np.float64)
         return (values * float(scale) + float(loc)).astype(dtype).reshape(shape)
 
@@ -129,6 +137,17 @@ class Generator:
             out[n - 16:] = _box_muller16(tail, mean, std).reshape(-1)
         return out
 
+    def _normal_fill64(self, n: int, mean: float, std: float) -> np.ndarray:
+        """PyTorch's scalar normal_fill<double>: the float32 scheme in double arithmetic."""
+        data = self._uniform01(n, 53)
+        out = data.copy()
+        blocks = n // 16
+        if blocks:
+            out[:blocks * 16] = _box_muller16_f64(data[:blocks * 16].reshape(blocks, 16), mean, std).reshape(-1)
+        if n % 16:
+            out[n - 16:] = _box_muller16_f64(self._uniform01(16, 53).reshape(1, 16), mean, std).reshape(-1)
+        return out
+
     def integers(self, low: int, high: int | None = None, size: Any = None, dtype: Any = np.int64) -> np.ndarray:
         if high is None:
             low, high = 0, low
@@ -152,6 +171,33 @@ class Generator:
                 j = i + k
                 perm[i], perm[j] = perm[j], perm[i]
         return perm
+
+
+def _fused_multiply_add(a: np.ndarray, b: float, c: float) -> np.ndarray:
+    """a * b + c rounded once (as fma), from an exact product split (Dekker) and an exact sum (Knuth)."""
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = 134217729.0 * x  # 2^27 + 1
+        hi = t - (t - x)
+        return hi, x - hi
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = np.asarray(a, dtype=np.float64)
+        p = a * b
+        (ah, al), (bh, bl) = split(a), split(np.float64(b))
+        e = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # a * b == p + e exactly
+        s = p + c
+        bb = s - p
+        t = (p - (s - bb)) + (c - bb)  # p + c == s + t exactly
+        out = s + (t + e)
+    return np.where(np.isfinite(out), out, p + c)
+
+
+def _box_muller16_f64(data: np.ndarray, mean: float, std: float) -> np.ndarray:
+    radius = np.sqrt(-2.0 * np.log(1.0 - data[:, :8]))
+    theta = TWO_PI * data[:, 8:]
+    out = np.empty_like(data)
+    out[:, :8] = _fused_multiply_add(radius * np.cos(theta), std, mean)
+    out[:, 8:] = _fused_multiply_add(radius * np.sin(theta), std, mean)
+    return out
 
 
 def _box_muller16(data: np.ndarray, mean: np.float32, std: np.float32) -> np.ndarray:

@@ -660,11 +660,13 @@ def test_random_streams_match_torch(seed):
     def draws(lib):
         lib.manual_seed(seed)
         out = [lib.rand(5), lib.rand(3, dtype=lib.float64), lib.randn(7), lib.randn(2, 3, dtype=lib.float64),
+               lib.randn(41, dtype=lib.float64),
                lib.randint(0, 10, (9,)), lib.randint(5, (4,)), lib.randperm(12), lib.randperm(1000),
                lib.normal(2.0, 3.0, (5,)), lib.rand_like(lib.zeros(3)), lib.randn(())]
         w = lib.empty(4, 3)
         lib.nn.init.uniform_(w, -2, 3)
         out.append(w)
+        out.append(lib.empty(7, dtype=lib.float64).uniform_(-1.5, 4.0))
         return out
     for a, b in zip(draws(gradc), draws(torch)):
         same(a, b, rtol=0, atol=0)
@@ -701,6 +703,85 @@ def test_generator_objects():
     first = gradc.rand(3, generator=g)
     g.set_state(state)
     assert gradc.rand(3, generator=g).tolist() == first.tolist()
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float32", "float64", "bool"])
+def test_tensor_random_fills_match_torch(dtype):
+    """Tensor.random_ in its three forms, uniform_ and normal_ after the same seed; the stream stays in step."""
+    forms = [(), (7,), (2, 9), (-5, 2 ** 40), (-3, None)] if dtype != "bool" else [(), (2,), (0, 2)]
+    for args in forms:
+        for lib in (torch, gradc):
+            lib.manual_seed(4)
+        a = torch.empty(3, 5, dtype=getattr(torch, dtype)).random_(*args)
+        b = gradc.empty(3, 5, dtype=getattr(gradc, dtype)).random_(*args)
+        if not (dtype == "float32" and args == (-5, 2 ** 40)):  # torch warns: float32 cannot hold that range
+            assert a.tolist() == b.tolist(), args
+        assert torch.rand(3).tolist() == gradc.rand(3).tolist()
+    if dtype.startswith("float"):
+        for lib in (torch, gradc):
+            lib.manual_seed(8)
+        assert torch.empty(17, dtype=getattr(torch, dtype)).uniform_(-2, 3).tolist() == \
+            gradc.empty(17, dtype=getattr(gradc, dtype)).uniform_(-2, 3).tolist()
+        same(gradc.empty(4, 5, dtype=getattr(gradc, dtype)).normal_(1.0, 2.0),
+             torch.empty(4, 5, dtype=getattr(torch, dtype)).normal_(1.0, 2.0), rtol=2e-6, atol=4e-6)
+    else:
+        with pytest.raises(NotImplementedError, match="not implemented for"):
+            gradc.zeros(3, dtype=getattr(gradc, dtype)).uniform_()
+        with pytest.raises(NotImplementedError, match="normal_kernel_cpu"):
+            gradc.zeros(3, dtype=getattr(gradc, dtype)).normal_()
+        for args, end in (((7,), "to - 1"), ((-1, 1), "from")):
+            for lib in (torch, gradc):
+                if dtype == "bool":
+                    with pytest.raises(RuntimeError, match=f"{end} is out of bounds for bool"):
+                        lib.zeros(3, dtype=lib.bool).random_(*args)
+
+
+def test_random_fills_in_a_graph_and_on_leaves():
+    for lib in (torch, gradc):
+        x = lib.ones(3, requires_grad=True)
+        y = x * 2
+        y.uniform_()
+        assert type(y.grad_fn).__name__ == "UniformBackward0"
+        y.sum().backward()
+        assert x.grad.tolist() == [0.0, 0.0, 0.0]  # the fill cuts the old value off
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            lib.ones(2, requires_grad=True).normal_()
+        with lib.no_grad():
+            w = lib.ones(2, requires_grad=True)
+            w.normal_()
+            assert w.requires_grad and w.grad_fn is None
+
+
+def _epochs(lib, generator_seed=None, shuffle=True, replacement=False, sampler_generator=False):
+    lib.manual_seed(7)
+    ds = lib.utils.data.TensorDataset(lib.arange(11), lib.arange(11) * 10)
+    g = None if generator_seed is None else lib.Generator().manual_seed(generator_seed)
+    if replacement:
+        sampler = lib.utils.data.RandomSampler(ds, replacement=True, num_samples=40, generator=g)
+        loader = lib.utils.data.DataLoader(ds, batch_size=4, sampler=sampler)
+    elif sampler_generator:
+        sampler = lib.utils.data.SubsetRandomSampler([1, 3, 5, 7, 9], generator=g)
+        loader = lib.utils.data.DataLoader(ds, batch_size=2, sampler=sampler)
+    else:
+        loader = lib.utils.data.DataLoader(ds, batch_size=4, shuffle=shuffle, generator=g)
+    batches = [[x.tolist() for x, _ in loader] for _ in range(3)]
+    split = [list(part.indices) for part in lib.utils.data.random_split(ds, [0.5, 0.3, 0.2])]
+    return batches, split, lib.rand(3).tolist()  # the global stream after the loader is in step too
+
+
+@pytest.mark.parametrize("case", [{}, {"generator_seed": 3}, {"shuffle": False}, {"replacement": True},
+                                  {"replacement": True, "generator_seed": 5}, {"sampler_generator": True},
+                                  {"sampler_generator": True, "generator_seed": 2}])
+def test_dataloader_shuffles_as_torch_after_the_same_seed(case):
+    """PyTorch's iterator draws a base seed, an unseeded RandomSampler a fresh generator's seed, per epoch."""
+    assert _epochs(gradc, **case) == _epochs(torch, **case)
+
+
+def test_weighted_random_sampler_draws_by_weight():
+    gen = gradc.Generator().manual_seed(1)
+    draws = list(gradc.utils.data.WeightedRandomSampler([0.0, 3.0, 1.0], 400, generator=gen))
+    assert set(draws) == {1, 2} and 250 < draws.count(1) < 350
+    assert sorted(gradc.utils.data.WeightedRandomSampler([1.0, 2.0, 3.0], 3, replacement=False)) == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------- autograd.functional

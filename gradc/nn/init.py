@@ -1,7 +1,7 @@
 """torch.nn.init: in-place initializers with PyTorch's formulas, drawn from gradc's seeded generator.
 
-The distributions (bounds, gains, fans) are PyTorch's; the random numbers are numpy's, seeded by
-`gradc.manual_seed`, so they differ from PyTorch's draws (copy a state_dict to get identical weights).
+The distributions (bounds, gains, fans) are PyTorch's and so are the draws: gradc's generator follows
+PyTorch's CPU streams, so after the same `manual_seed` a layer starts with PyTorch's weights.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 from gradc.tensor import Tensor
 from gradc.utils.data.collate import _from_numpy, default_collate, default_convert
 from gradc.utils.data.dataset import Dataset, IterableDataset, Subset, TensorDataset
-from gradc.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from gradc.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, draw_seed
 
 __all__ = ["DataLoader", "get_worker_info"]
 
@@ -98,6 +98,8 @@ class DataLoader:
         return len(self.batch_sampler if self._auto_collation else self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
+        # PyTorch's iterator draws a base seed for its workers first: the same draw keeps the streams in step
+        self._base_seed = draw_seed(self.generator)
         if self._iterable:
             return self._iter_iterable()
         if not self._auto_collation:

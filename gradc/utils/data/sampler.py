@@ -8,19 +8,29 @@ from typing import Any, Iterable, Iterator, Sequence, Sized
 import numpy as np
 
 __all__ = ["Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
-           "BatchSampler", "randperm"]
+           "BatchSampler", "randperm", "draw_seed"]
 
 
-def _rng(generator: Any) -> np.random.Generator:
+def _rng(generator: Any) -> Any:
     from gradc.factories import generator as global_generator
+    from gradc.random import Generator
     if generator is None:
         return global_generator()
-    if isinstance(generator, np.random.Generator):
+    if isinstance(generator, (np.random.Generator, Generator)):
         return generator
     inner = getattr(generator, "numpy_generator", None) or getattr(generator, "_rng", None)
     if isinstance(inner, np.random.Generator):
         return inner
     raise TypeError(f"generator must be a numpy.random.Generator or a gradc Generator, got {type(generator).__name__}")
+
+
+def draw_seed(generator: Any = None) -> int | None:
+    """PyTorch's `torch.empty((), dtype=torch.int64).random_(generator=g).item()`: one 64-bit draw mod 2^63,
+    which DataLoader iterators and an unseeded RandomSampler take from the stream; None for a numpy Generator."""
+    if isinstance(generator, np.random.Generator):
+        return None
+    from gradc.factories import generator as stream
+    return int(stream(generator).words64(1)[0]) % (1 << 63)
 
 
 def randperm(n: int, generator: Any = None) -> list[int]:
@@ -77,12 +87,17 @@ class RandomSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         n = len(self.data_source)
+        generator = self.generator
+        if generator is None:  # as PyTorch: a fresh generator seeded from the global stream per pass
+            from gradc.random import Generator
+            generator = Generator().manual_seed(draw_seed())
         if self.replacement:
-            yield from (int(i) for i in _rng(self.generator).integers(0, n, self.num_samples))
+            for size in [32] * (self.num_samples // 32) + [self.num_samples % 32]:
+                yield from (int(i) for i in _rng(generator).integers(0, n, size))
             return
         for _ in range(self.num_samples // n):
-            yield from randperm(n, self.generator)
-        yield from randperm(n, self.generator)[:self.num_samples % n]
+            yield from randperm(n, generator)
+        yield from randperm(n, generator)[:self.num_samples % n]
 
     def __len__(self) -> int:
         return self.num_samples
@@ -117,8 +132,9 @@ class WeightedRandomSampler(Sampler):
         self.weights, self.num_samples, self.replacement, self.generator = w, num_samples, replacement, generator
 
     def __iter__(self) -> Iterator[int]:
-        p = self.weights / self.weights.sum()
-        draws = _rng(self.generator).choice(len(p), self.num_samples, replace=self.replacement, p=p)
+        import gradc
+        draws = gradc.multinomial(gradc.tensor(self.weights), self.num_samples, self.replacement,
+                                  generator=self.generator).tolist()
         yield from (int(i) for i in draws)
 
     def __len__(self) -> int:
