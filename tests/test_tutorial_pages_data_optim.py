@@ -4,14 +4,12 @@
 PyTorch with Examples". torchvision / matplotlib / pandas are not dependencies: their import lines are
 replaced, for both libraries alike, by in-memory stand-ins (an in-memory FashionMNIST of the real shapes,
 a plot recorder), so the runs need no download and no display. The gradc run rewrites `import torch`
-to `import gradc as torch` and `from torch... import` to `from gradc... import`; nothing else changes.
-A program whose torch names gradc does not have yet is skipped, naming them.
+to `import gradc as torch` and `from torch... import` to `from gradc... import`; nothing else changes
+(tests/tutorial_harness.py, shared with the other tutorial tests).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import re
 import types
@@ -22,6 +20,9 @@ import pytest
 import gradc
 
 torch = pytest.importorskip("torch")
+
+from tests.tutorial_harness import as_gradc  # noqa: E402
+from tests.tutorial_harness import run as run_program  # noqa: E402
 
 # ----------------------------------------------------------------------------- the programs' text
 
@@ -269,13 +270,6 @@ linear_layer = model[0]
 print(f'Result: y = {linear_layer.bias.item()} + {linear_layer.weight[:, 0].item()} x + {linear_layer.weight[:, 1].item()} x^2 + {linear_layer.weight[:, 2].item()} x^3')
 '''  # noqa: E501  (the tutorial's own line)
 
-# gradc names each program needs that another engineer's branch adds (checked before the gradc run)
-NEEDS = {
-    "data": ["randint", "Tensor.__format__ of a 0-d tensor"],
-    "optimization": ["Tensor.type"],
-    "polynomial": ["linspace", "sin"],
-}
-
 # ----------------------------------------------------------------------------- in-memory stand-ins
 
 
@@ -365,56 +359,11 @@ REPLACED = {  # import lines of libraries that are not dependencies -> their in-
 }
 
 
-def for_gradc(line: str) -> str:
-    """The import line a gradc user writes instead of a torch one."""
-    line = re.sub(r"^(\s*)import torch$", r"\1import gradc as torch", line)
-    line = re.sub(r"^(\s*)import torch\.([\w.]+) as (\w+)$", r"\1import gradc.\2 as \3", line)
-    return re.sub(r"^(\s*)from torch((?:\.\w+)*) import ", r"\1from gradc\2 import ", line)
-
-
 def run(text: str, lib_name: str):
-    """Exec the program; returns (namespace, printed lines, stand-ins)."""
-    lib = gradc if lib_name == "gradc" else torch
-    lines = [REPLACED.get(line.strip(), line) for line in text.splitlines()]
-    if lib_name == "gradc":
-        lines = [for_gradc(line) for line in lines]
-    changed = [(a, b) for a, b in zip(text.splitlines(), lines) if a != b]
-    assert all(a.lstrip().startswith(("import ", "from ")) for a, _ in changed), "only import lines may change"
-    in_memory = InMemory(lib)
-    namespace = {"__name__": "__tutorial__", "_in_memory": in_memory}
-    out = io.StringIO()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: no thread pool spinning for these small matrices
-    lib.manual_seed(0)  # the programs draw their initial weights unseeded: make each run repeatable
-    try:
-        with contextlib.redirect_stdout(out):
-            exec(compile("\n".join(lines), f"<{lib_name} tutorial>", "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
-    return namespace, out.getvalue().splitlines(), in_memory
-
-
-def _formats_like_a_number() -> bool:
-    return format(gradc.tensor(3), "") == "3"  # PyTorch: a 0-d tensor formats as its item
-
-
-BEHAVIOURS = {"Tensor.__format__ of a 0-d tensor": _formats_like_a_number}
-
-
-def missing(program: str) -> list[str]:
-    def has(name):
-        if name in BEHAVIOURS:
-            return BEHAVIOURS[name]()
-        owner, _, attr = name.rpartition(".")
-        return hasattr(gradc.Tensor if owner == "Tensor" else gradc, attr)
-    return [name for name in NEEDS[program] if not has(name)]
-
-
-def skip_if_missing(program: str) -> None:
-    names = missing(program)
-    if names:
-        pytest.skip(f"gradc on this branch lacks torch.{', torch.'.join(names)} (another engineer's part of "
-                    "issue 10)")
+    """Exec the program with the stand-ins bound; returns (namespace, printed lines, stand-ins)."""
+    in_memory = InMemory(gradc if lib_name == "gradc" else torch)
+    printed, namespace = run_program(text, lib_name, stand_ins=REPLACED, namespace={"_in_memory": in_memory})
+    return namespace, printed.splitlines(), in_memory
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -423,16 +372,14 @@ def skip_if_missing(program: str) -> None:
 def test_only_import_lines_change():
     for text in (DATA_TUTORIAL, OPTIMIZATION_TUTORIAL, POLYNOMIAL_OPTIM):
         for line in text.splitlines():
-            if for_gradc(line) != line:
+            if as_gradc(line) != line:
                 assert line.lstrip().startswith(("import torch", "from torch"))
-    assert for_gradc("from torch.utils.data import DataLoader") == "from gradc.utils.data import DataLoader"
-    assert for_gradc("import torch") == "import gradc as torch"
+    assert as_gradc("from torch.utils.data import DataLoader") == "from gradc.utils.data import DataLoader"
+    assert as_gradc("import torch") == "import gradc as torch"
 
 
 @pytest.mark.parametrize("lib_name", ["torch", "gradc"])
 def test_datasets_and_dataloaders_tutorial(lib_name):
-    if lib_name == "gradc":
-        skip_if_missing("data")
     ns, printed, in_memory = run(DATA_TUTORIAL, lib_name)
     lib = gradc if lib_name == "gradc" else torch
     assert len(ns["training_data"]) == 128 and len(ns["test_data"]) == 64
@@ -456,8 +403,6 @@ def run_optimization(lib_name):
 
 @pytest.mark.parametrize("lib_name", ["torch", "gradc"])
 def test_optimization_tutorial(lib_name):
-    if lib_name == "gradc":
-        skip_if_missing("optimization")
     ns, printed, _ = run_optimization(lib_name)
     expected = []
     for t in range(10):
@@ -477,8 +422,6 @@ def test_optimization_tutorial(lib_name):
 
 @pytest.mark.parametrize("lib_name", ["torch", "gradc"])
 def test_polynomial_fit_with_optim_rmsprop(lib_name):
-    if lib_name == "gradc":
-        skip_if_missing("polynomial")
     ns, printed, _ = run(POLYNOMIAL_OPTIM, lib_name)
     assert [int(line.split()[0]) for line in printed[:-1]] == list(range(99, 2000, 100))
     losses = [float(line.split()[1]) for line in printed[:-1]]

@@ -1,69 +1,20 @@
 """PyTorch's "Learning PyTorch with Examples" programs and tutorial pages, run unchanged under both libraries.
 
 Each program below is written against `torch` (following the official examples: the same API calls,
-sizes, learning rates and seeds, with fewer steps to keep the suite fast). `run` executes the text once
-with the real torch and once with only its import lines rewritten to gradc, captures what it prints, and
-the test compares the printed numbers. Random initial weights agree because gradc reproduces PyTorch's
-CPU random streams after `manual_seed`.
+sizes, learning rates and seeds, with fewer steps to keep the suite fast). `run_both` (tests/tutorial_harness.py)
+executes the text once with the real torch and once with only its import lines rewritten to gradc,
+captures what it prints, and compares the printed numbers. Random initial weights agree because gradc
+reproduces PyTorch's CPU random streams after `manual_seed`.
 """
 
 from __future__ import annotations
-
-import contextlib
-import io
-import os
-import random
-import re
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-NUMBER = re.compile(r"-?\d+\.?\d*(?:[eE][-+]?\d+)?")
-
-
-def as_gradc(source: str) -> str:
-    """Only the import lines change."""
-    lines = []
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == "import torch":
-            line = line.replace("import torch", "import gradc as torch")
-        elif stripped.startswith("from torch"):
-            line = line.replace("from torch", "from gradc", 1)
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def run(source: str, cwd: str | None = None) -> tuple[str, dict]:
-    out = io.StringIO()
-    namespace: dict = {"__name__": "__main__"}
-    random.seed(0)  # the dynamic-graph program draws its depth from Python's random module
-    previous = os.getcwd()
-    try:
-        if cwd:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out):
-            exec(compile(source, "<program>", "exec"), namespace)
-    finally:
-        os.chdir(previous)
-    return out.getvalue(), namespace
-
-
-def numbers(text: str) -> list[float]:
-    return [float(m) for m in NUMBER.findall(text)]
-
-
-def run_both(source: str, tmp_path=None, rtol: float = 1e-4, atol: float = 1e-5) -> tuple[dict, dict]:
-    cwd = str(tmp_path) if tmp_path is not None else None
-    torch_text, torch_ns = run(source, cwd)
-    gradc_text, gradc_ns = run(as_gradc(source), cwd)
-    a, b = numbers(torch_text), numbers(gradc_text)
-    assert len(a) == len(b) and a, f"printed different things:\n--- torch\n{torch_text}\n--- gradc\n{gradc_text}"
-    np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=f"--- torch\n{torch_text}\n--- gradc\n{gradc_text}")
-    return torch_ns, gradc_ns
-
+from tests.tutorial_harness import run_both  # noqa: E402
 
 POLYNOMIAL_TENSOR = """
 import math
@@ -511,7 +462,7 @@ PAGES = {"tensors": TENSORS_PAGE, "autograd": AUTOGRAD_PAGE, "build_model": BUIL
 
 @pytest.mark.parametrize("name", list(PAGES))
 def test_tutorial_pages(name, tmp_path):
-    run_both(PAGES[name], tmp_path, rtol=1e-5, atol=1e-6)
+    run_both(PAGES[name], str(tmp_path), rtol=1e-5, atol=1e-6)
 
 
 def test_weights_written_by_one_library_load_in_the_other(tmp_path):
