@@ -6,50 +6,24 @@ import numpy as np
 import pytest
 
 import gradc
-import gradc.nn as nn
 import gradc.optim as optim
 
 torch = pytest.importorskip("torch")
 
-STEPS = 20
+from tests import optim_helpers as H  # noqa: E402
+from tests.optim_helpers import eager_step, torch_step  # noqa: E402
 
 
 def models(seed: int = 0):
-    """A gradc MLP and a PyTorch MLP with identical initial parameters."""
-    gradc.manual_seed(seed)
-    g = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 4))
-    t = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 4))
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in g.state_dict().items()})
-    return g, t
+    return H.models(seed, (6, 12, 4))
 
 
-def batches(n: int = STEPS, size: int = 16):
-    rng = np.random.default_rng(1)
-    return [(rng.standard_normal((size, 6)).astype(np.float32), rng.integers(0, 4, size)) for _ in range(n)]
-
-
-def eager_step(model, opt, x, y) -> float:
-    opt.zero_grad()
-    loss = nn.CrossEntropyLoss()(model(gradc.from_numpy(x)), gradc.from_numpy(y))
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def torch_step(model, opt, x, y) -> float:
-    opt.zero_grad()
-    loss = torch.nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(y))
-    loss.backward()
-    opt.step()
-    return loss.item()
+def batches(n: int = H.STEPS):
+    return H.batches(n, size=16, features=6, classes=4)
 
 
 def assert_params_close(g, t, rtol: float = 1e-4) -> None:
-    expected = t.state_dict()
-    for name, value in g.state_dict().items():
-        # relative to the parameter's scale, so entries that pass near zero do not dominate
-        np.testing.assert_allclose(value, expected[name].numpy(), rtol=rtol, atol=rtol * np.abs(value).max(),
-                                   err_msg=name)
+    H.assert_params_close(g, t, rtol)
 
 
 CONFIGS = {

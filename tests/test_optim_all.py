@@ -12,6 +12,8 @@ import gradc.optim as optim
 
 torch = pytest.importorskip("torch")
 
+from tests.optim_helpers import assert_params_close, batches, eager_step, models, torch_step  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _torch_single_threaded():
@@ -21,7 +23,6 @@ def _torch_single_threaded():
     yield
     torch.set_num_threads(threads)
 
-STEPS = 20
 # the rest run their compiled updates on the interpreter (same IR, no LLVM compile per shape: fast tests)
 NATIVE_EAGER = {"sgd-maximize-wd", "rmsprop-centered-momentum-wd", "nadam", "adagrad-decay-init-wd"}
 NATIVE_STEP = {"radam", "adamax-wd", "adadelta"}  # with NATIVE_EAGER: each optimizer natively once
@@ -34,42 +35,6 @@ def interp():
     gradc.set_backend("interp")
     yield
     gradc.set_backend(before)
-
-
-def models(seed: int = 0):
-    gradc.manual_seed(seed)
-    g = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
-    t = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in g.state_dict().items()})
-    return g, t
-
-
-def batches(n: int = STEPS, size: int = 9):
-    rng = np.random.default_rng(1)
-    return [(rng.standard_normal((size, 5)).astype(np.float32), rng.integers(0, 3, size)) for _ in range(n)]
-
-
-def eager_step(model, opt, x, y) -> float:
-    opt.zero_grad()
-    loss = nn.CrossEntropyLoss()(model(gradc.from_numpy(x)), gradc.from_numpy(y))
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def torch_step(model, opt, x, y) -> float:
-    opt.zero_grad()
-    loss = torch.nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(y))
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def assert_params_close(g, t, rtol: float = 2e-4) -> None:
-    expected = t.state_dict()
-    for name, value in g.state_dict().items():
-        np.testing.assert_allclose(value, expected[name].numpy(), rtol=rtol, atol=rtol * np.abs(value).max(),
-                                   err_msg=name)
 
 
 def assert_state_close(og, ot, rtol: float = 2e-4) -> None:
