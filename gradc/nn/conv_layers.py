@@ -16,6 +16,7 @@ from gradc.nn import init
 from gradc.nn import normalization as N
 from gradc.nn import pooling as P
 from gradc.nn import spatial as S
+from gradc.nn.layers import _DropoutNd
 from gradc.nn.module import Module, Parameter
 from gradc.tensor import Tensor
 
@@ -381,18 +382,11 @@ class InstanceNorm2d(_BatchNorm):
 
 # ----------------------------------------------------------------------------- dropout, upsample
 
-class Dropout2d(Module):
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p, self.inplace = p, inplace
+class Dropout2d(_DropoutNd):
+    """Dropout of whole channels: Dropout's arguments and checks, one draw per (sample, channel)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return S.dropout2d(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}"
 
 
 class Upsample(Module):

@@ -179,8 +179,8 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
-class Dropout(Module):
-    """Identity in eval mode; in training, zeroes with probability p from gradc's seeded generator."""
+class _DropoutNd(Module):
+    """What the dropout modules share, as PyTorch's base class of the same name: p, inplace and their check."""
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
@@ -188,11 +188,15 @@ class Dropout(Module):
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p, self.inplace = p, inplace
 
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.dropout(x, self.p, self.training)
-
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout(_DropoutNd):
+    """Identity in eval mode; in training, zeroes with probability p from gradc's seeded generator."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.dropout(x, self.p, self.training)
 
 
 # ----------------------------------------------------------------------------- activations
