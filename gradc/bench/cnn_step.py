@@ -118,20 +118,9 @@ def loss_and_grads(x: np.ndarray, labels: np.ndarray, p: State) -> tuple[float, 
 
 
 def reference(x: np.ndarray, labels: np.ndarray, state: State, steps: int) -> tuple[list[float], State]:
-    """Losses of `steps` Adam steps (PyTorch's bias correction) and the final parameters, in float64."""
-    p = {k: v.astype(np.float64) for k, v in state.items()}
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(a) for k, a in p.items()}
-    x64, (beta1, beta2) = x.astype(np.float64), BETAS
-    losses = []
-    for t in range(1, steps + 1):
-        loss, grads = loss_and_grads(x64, labels, p)
-        losses.append(loss)
-        for k, g in grads.items():
-            m[k] = beta1 * m[k] + (1 - beta1) * g
-            v[k] = beta2 * v[k] + (1 - beta2) * g * g
-            p[k] = p[k] - (LR / (1 - beta1 ** t)) * m[k] / (np.sqrt(v[k]) / np.sqrt(1 - beta2 ** t) + EPS)
-    return losses, p
+    """W7's Adam steps in float64."""
+    x64 = x.astype(np.float64)
+    return train_step.adam_reference(lambda p: loss_and_grads(x64, labels, p), state, steps, LR, BETAS, EPS)
 
 
 # ----------------------------------------------------------------------------- the model, once for gradc and torch

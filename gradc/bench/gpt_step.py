@@ -165,20 +165,9 @@ def loss_and_grads(idx: np.ndarray, targets: np.ndarray, p: State, cfg: GPTConfi
 def reference(idx: np.ndarray, targets: np.ndarray, state: State, steps: int = CHECK_STEPS,
               cfg: GPTConfig = CONFIG) -> tuple[list, State]:
     """Losses of `steps` AdamW steps (torch.optim.AdamW's formulas) and the final parameters, in float64."""
-    p = {k: v.astype(np.float64) for k, v in state.items()}
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(a) for k, a in p.items()}
-    (b1, b2), losses = BETAS, []
-    for t in range(1, steps + 1):
-        loss, grads = loss_and_grads(idx, targets, p, cfg)
-        losses.append(loss)
-        for k, gk in grads.items():
-            if p[k].ndim >= 2:
-                p[k] = p[k] * (1 - LR * WEIGHT_DECAY)
-            m[k] = b1 * m[k] + (1 - b1) * gk
-            v[k] = b2 * v[k] + (1 - b2) * gk * gk
-            p[k] = p[k] - (LR / (1 - b1 ** t)) * m[k] / (np.sqrt(v[k]) / math.sqrt(1 - b2 ** t) + EPS)
-    return losses, p
+    from gradc.bench.train_step import adam_reference
+    return adam_reference(lambda p: loss_and_grads(idx, targets, p, cfg), state, steps, LR, BETAS, EPS,
+                          matrix_weight_decay=WEIGHT_DECAY)
 
 
 def _gemms(cfg: GPTConfig = CONFIG, batch: int = BATCH) -> tuple[Gemm, ...]:

@@ -110,21 +110,31 @@ def loss_and_grads(x: np.ndarray, labels: np.ndarray, p: State) -> tuple[float, 
     return float(loss), {"0.weight": dh.T @ x, "0.bias": dh.sum(0), "2.weight": dz.T @ h, "2.bias": dz.sum(0)}
 
 
-def reference(x: np.ndarray, labels: np.ndarray, state: State, steps: int) -> tuple[list[float], State]:
-    """Losses of `steps` Adam steps (PyTorch's bias correction) and the final parameters, in float64."""
+def adam_reference(loss_and_grads: Callable[[State], tuple[float, State]], state: State, steps: int,
+                   lr: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                   matrix_weight_decay: float = 0.0) -> tuple[list[float], State]:
+    """Losses of `steps` Adam steps (PyTorch's bias correction; AdamW's decoupled decay of the >= 2-d
+    parameters when matrix_weight_decay is set) and the final parameters, in float64."""
     p = {k: v.astype(np.float64) for k, v in state.items()}
     m = {k: np.zeros_like(v) for k, v in p.items()}
     v = {k: np.zeros_like(a) for k, a in p.items()}
-    x64, (beta1, beta2) = x.astype(np.float64), BETAS
-    losses = []
+    (beta1, beta2), losses = betas, []
     for t in range(1, steps + 1):
-        loss, grads = loss_and_grads(x64, labels, p)
+        loss, grads = loss_and_grads(p)
         losses.append(loss)
         for k, g in grads.items():
+            if matrix_weight_decay and p[k].ndim >= 2:
+                p[k] = p[k] * (1 - lr * matrix_weight_decay)
             m[k] = beta1 * m[k] + (1 - beta1) * g
             v[k] = beta2 * v[k] + (1 - beta2) * g * g
-            p[k] = p[k] - (LR / (1 - beta1 ** t)) * m[k] / (np.sqrt(v[k]) / np.sqrt(1 - beta2 ** t) + EPS)
+            p[k] = p[k] - (lr / (1 - beta1 ** t)) * m[k] / (np.sqrt(v[k]) / np.sqrt(1 - beta2 ** t) + eps)
     return losses, p
+
+
+def reference(x: np.ndarray, labels: np.ndarray, state: State, steps: int) -> tuple[list[float], State]:
+    """W2's Adam steps in float64."""
+    x64 = x.astype(np.float64)
+    return adam_reference(lambda p: loss_and_grads(x64, labels, p), state, steps, LR, BETAS, EPS)
 
 
 # ----------------------------------------------------------------------------- engines
