@@ -272,9 +272,10 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 # ----------------------------------------------------------------------------- scatter family
 
-def _scatter_parts(x: Tensor, d: int, index: Tensor, src: Tensor) -> tuple[Tensor, Tensor]:
+def _scatter_parts(x: Tensor, d: int, index: Tensor, src: Tensor, last_wins: bool = False) -> tuple[Tensor, Tensor]:
     """(sum of src over the hits, hit mask), both of x's shape: position k along d collects every src
-    element whose index is k."""
+    element whose index is k; with last_wins only the last of them along d (PyTorch's CPU loop writes
+    duplicates in that order, so the last write stays)."""
     if index.dtype != int64:
         raise RuntimeError("scatter(): Expected dtype int64 for index")
     if index.ndim != x.ndim or (src.ndim and src.ndim != x.ndim):
@@ -297,6 +298,11 @@ def _scatter_parts(x: Tensor, d: int, index: Tensor, src: Tensor) -> tuple[Tenso
                     F.expand_to(apply("reshape", il, shape=il.shape[:-1] + (1, il.shape[-1])), pair))
     spread = F.expand_to(apply("reshape", sl, shape=sl.shape[:-1] + (1, sl.shape[-1])), pair)
     zero = F.scalar_like(0, spread) if spread.dtype.is_float else 0
+    if last_wins and pair[-1] > 1:
+        position = apply("iota", shape=pair, axis=len(pair) - 1)
+        last = apply("reduce_max", F.where(hit, position, F.scalar_like(-1, position)), axes=(len(pair) - 1,))
+        # the last hit's position, or -1 where none hits (no position equals -1)
+        hit = F.compare("eq", position, F.expand_to(apply("reshape", last, shape=last.shape + (1,)), pair))
     summed = apply("reduce_sum", F.where(hit, spread, zero), axes=(len(pair) - 1,))
     count = apply("reduce_sum", F.cast(hit, int64), axes=(len(pair) - 1,))
     summed, count = _from_last(summed, d), _from_last(count, d)
@@ -316,8 +322,9 @@ def _source(x: Tensor, src: Any) -> Tensor:
           else "ScatterBackward1")
 def scatter(x: Tensor, dim: int, index: Tensor, src: Any = None, value: Any = None,
             reduce: str | None = None) -> Tensor:
-    """out = x with out[..index[i].., ] = src[i] along dim (indices unique; duplicates: the sum, where
-    PyTorch picks one of them); reduce='add' is scatter_add, 'multiply' is not supported."""
+    """out = x with out[..index[i].., ] = src[i] along dim (duplicates: the last along dim, as PyTorch's CPU
+    kernel; its gradient goes to that one only, where PyTorch gives every duplicate one); reduce='add' is
+    scatter_add, 'multiply' is not supported."""
     x, index = F.to_tensor(x), F.to_tensor(index)
     if src is None:
         src = value
@@ -327,7 +334,7 @@ def scatter(x: Tensor, dim: int, index: Tensor, src: Any = None, value: Any = No
     if reduce is not None:
         raise RuntimeError(f"gradc supports scatter reduce='add' only, got {reduce!r}")
     d = F.normalize_dim(dim, x.ndim)
-    summed, hit = _scatter_parts(x, d, index, _source(x, src))
+    summed, hit = _scatter_parts(x, d, index, _source(x, src), last_wins=True)
     return F.where(hit, summed, x)
 
 
@@ -376,7 +383,7 @@ def index_copy(x: Tensor, dim: int, index: Any, source: Tensor) -> Tensor:
     d = F.normalize_dim(dim, x.ndim)
     source = _source(x, source)
     full = _index_along(x, d, index, source, "index_copy_")
-    summed, hit = _scatter_parts(x, d, full, source)
+    summed, hit = _scatter_parts(x, d, full, source, last_wins=True)
     return F.where(hit, summed, x)
 
 

@@ -85,6 +85,12 @@ ROWS = [
                                              {"value": 2.5})])),
     *both("scatter_add", build(_scatter_add)), *both("index_add", build(_index_add)),
     *both("index_copy", build(_index_copy)),
+    # duplicate indices: the last write along dim stays, as PyTorch's CPU loop (values only: PyTorch hands every
+    # duplicate the gradient, gradc only the element that stays)
+    *both("scatter", build(lambda rng: [(f32(rng, 3, 9), 0, rng.integers(0, 3, size=(5, 9)), f32(rng, 5, 9)),
+                                        (f32(rng, 8), 0, rng.integers(0, 3, size=(7,)), f32(rng, 7))]), grad=False),
+    *both("index_copy", build(lambda rng: [(f32(rng, 5, 7), 0, np.array([3, 1, 3, 3, 0]), f32(rng, 5, 7))]),
+          grad=False),
     row("torch.nn.functional.one_hot", build(_one_hot), grad=False),
     row("Tensor.float", build(lambda rng: [(rng.integers(0, 5, size=(9,)),), (f32(rng, 3, 9).astype(np.float64),)])),
     row("Tensor.double", X, node=False),  # PyTorch returns float64 input itself (no node), gradc a copy
