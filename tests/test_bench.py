@@ -50,6 +50,17 @@ def test_gradc_interpreter_agrees_with_the_hand_written_reference(wid):
     assert result.max_rel_err < 1e-4 and result.median_us > 0 and result.first_call_ms > 0
 
 
+def test_w5_as_a_scan_traces_one_loop_and_runs_natively():
+    import gradc
+    w = WORKLOADS["W5S"]
+    fn = gradc.value_and_grad(w.bind(gradc), argnums=w.argnums())
+    spec = fn.lower(*w.arrays())
+    assert [op.name for op in spec.traced.ops].count("scan") == 1  # not 32 unrolled steps
+    result = runner.run_one(engines.get("gradc-native"), w, TINY)
+    assert result.status == "ok", result.note
+    assert result.max_rel_err < 1e-4
+
+
 def test_workloads_have_the_sizes_of_the_spec():
     data, params = WORKLOADS["W2"].make()
     assert data[0].shape == (64, 784) and data[1].dtype == np.int64 and params[0].shape == (784, 256)

@@ -173,7 +173,7 @@ class JaxEngine(Engine):
         import jax
         import jax.numpy as jnp
 
-        T = numpy_namespace(jnp, sigmoid=jax.nn.sigmoid)
+        T = numpy_namespace(jnp, sigmoid=jax.nn.sigmoid, scan=jax.lax.scan)
         fn = jax.jit(jax.value_and_grad(workload.bind(T), argnums=workload.argnums()))
         args = [jnp.asarray(a.astype(np.int32) if a.dtype == np.int64 else a) for a in arrays]
         return lambda: jax.block_until_ready(fn(*args))

@@ -160,6 +160,9 @@ def target_lines(doc: dict) -> list[str]:
     check("W3 speedup over jax jit", speedup("W3", "jax"), 2.5)
     check("W3 time / bandwidth-bound time", vs_limit("W3", "bandwidth_bound_us"), 1.5, True)
     check("W5 speedup over jax jit", speedup("W5", "jax"), 3)
+    w5s = rows.get(("W5S", NATIVE))
+    if w5s:
+        check("W5S (W5 as a scan) first call, ms (empty cache)", w5s["first_call_ms"], 150, True)
     ratio, peer = vs_fastest_peer("W6")
     check(f"W6 training steps/s over the fastest peer ({peer})", ratio, 1.5)
     check("W8 gpt-step speedup over torch eager", speedup("W8", "torch"), 1.5)

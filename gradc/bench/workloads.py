@@ -1,4 +1,5 @@
-"""The benchmark workloads W1..W5 of BENCHMARKS.md, each defined ONCE and shared by every engine.
+"""The benchmark workloads W1..W5 (and W5S, W5 as a scan) of BENCHMARKS.md, each defined ONCE and shared by
+every engine.
 
 (W6 "train-step", a whole training step rather than a value-and-grad call, lives in train_step.py;
 `select` and `by_id` cover all six.)
@@ -101,7 +102,7 @@ def params(*names: str) -> Callable:
 
 # ----------------------------------------------------------------------------- numpy-like namespaces
 
-def numpy_namespace(np_module: Any, sigmoid: Callable | None = None) -> Any:
+def numpy_namespace(np_module: Any, sigmoid: Callable | None = None, scan: Callable | None = None) -> Any:
     """A torch-like namespace over a numpy-like module (jax.numpy, autograd.numpy) for `loss(T, ...)`."""
     xp = np_module
 
@@ -121,6 +122,7 @@ def numpy_namespace(np_module: Any, sigmoid: Callable | None = None) -> Any:
         sigmoid=sigmoid or (lambda x: 0.5 * (xp.tanh(0.5 * x) + 1.0)),
         relu=lambda x: xp.maximum(x, 0.0),
         nn=types.SimpleNamespace(functional=functional),
+        **({"scan": scan} if scan is not None else {}),
     )
 
 
@@ -257,6 +259,31 @@ def rnn(T, xs, h0, wx, wh, b):
     return (h ** 2).mean()
 
 
+def _scan(T: Any) -> Callable:
+    """T's scan (gradc.scan, jax.lax.scan), or for engines without one (torch, autograd) the Python loop
+    that scan stands for, with the same contract: (carry, ys) from carry, y = f(carry, x)."""
+    native = getattr(T, "scan", None)
+    if native is not None:
+        return native
+
+    def loop(f: Callable, init: Any, xs: Any) -> tuple[Any, list]:
+        carry, ys = init, []
+        for t in range(xs.shape[0]):
+            carry, y = f(carry, xs[t])
+            ys.append(y)
+        return carry, ys
+    return loop
+
+
+@params("wx", "wh", "b")
+def rnn_scan(T, xs, h0, wx, wh, b):
+    """W5 with the recurrence as a scan: one loop in the IR whatever the trip count."""
+    def cell(h, x):
+        return T.tanh(x @ wx + h @ wh + b), None
+    h, _ = _scan(T)(cell, h0, xs)
+    return (h ** 2).mean()
+
+
 def rnn_reference(xs, h0, wx, wh, b):
     hs = [h0]
     for t in range(xs.shape[0]):
@@ -301,6 +328,8 @@ WORKLOADS: dict[str, Workload] = {w.id: w for w in (
     Workload("W4", "mlp-large", "GEMM throughput", mlp_large, mlp_large_reference,
              lambda rng: mlp_arrays(rng, 256, W4_SIZES), mlp_gemms(256, W4_SIZES)),
     Workload("W5", "rnn", "many small ops", rnn, rnn_reference, rnn_arrays, RNN_GEMMS),
+    Workload("W5S", "rnn-scan", "a loop in the IR: first call independent of T", rnn_scan, rnn_reference,
+             rnn_arrays, RNN_GEMMS),
 )}
 
 
