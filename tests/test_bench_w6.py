@@ -67,7 +67,8 @@ def test_w6_is_the_w2_model_in_pytorch_layout_and_in_the_default_set():
     assert loss == pytest.approx(float(ref_loss), rel=1e-6)
     np.testing.assert_allclose(grads["0.weight"], ref_grads[0].T, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(grads["2.bias"], ref_grads[3], rtol=1e-4, atol=1e-7)
-    assert [w.id for w in workloads.select(None)] == ["W1", "W2", "W3", "W4", "W5", "W5S", "W6", "W7", "W7G", "W8", "W9"]
+    assert [w.id for w in workloads.select(None)] == ["W1", "W2", "W3", "W4", "W5", "W5S", "W6", "W7", "W7G", "W8",
+                                                      "W9"]
     assert workloads.select("w6") == [W6] and workloads.by_id("W6") is W6
 
 
