@@ -65,7 +65,7 @@ def blas_matmul(i: int = 0):
     fn = Function(f"cs_matmul_{i}", [x, w], b.ops, [b.tanh(b.matmul(x, w))])
     rng = np.random.default_rng(i)
     args = [rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal((24, 20)).astype(np.float32)]
-    return fn, args, [np.tanh(args[0].astype(np.float64) @ args[1])], "scipy_"
+    return fn, args, [np.tanh(args[0].astype(np.float64) @ args[1])], ("scipy_", "gradc_mkl_")  # OpenBLAS or MKL
 
 
 def threaded(i: int = 0):

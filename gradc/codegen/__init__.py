@@ -36,7 +36,8 @@ def options() -> dict:
             "threads": os.environ.get("GRADC_NUM_THREADS", ""),
             # tuning overrides read by lower.py / matmul.py (env strings: no import on the disk-cache path)
             "tuning": [os.environ.get(v, "") for v in ("GRADC_SMALL_KERNEL_ELEMENTS", "GRADC_BLAS_MIN_MNK",
-                                                       "GRADC_GEMM_THREAD_MIN_MNK", "GRADC_UNROLL_SCANS")],
+                                                       "GRADC_GEMM_THREAD_MIN_MNK", "GRADC_UNROLL_SCANS",
+                                                       "GRADC_BLAS")],
             "typenums": [runtime.numpy_dtype(TensorType((), d)).num for d in _dtypes()]}
 
 
@@ -110,6 +111,19 @@ def _compile_here(ir_text: str) -> jit.NativeCode:
     return code
 
 
+def write_perf_map(code: jit.NativeCode, ir_text: str) -> None:
+    """Name the kernels of freshly compiled code for `perf report` (GRADC_PERF_MAP=1, with GRADC_CACHE=0):
+    one line per function in /tmp/perf-PID.map, perf's JIT symbol file; a function's size is the distance to
+    the next one (MCJIT lays one module's functions out contiguously)."""
+    names = re.findall(r"^define [^@]*@\"?([\w.$-]+)\"?\(", ir_text, flags=re.M)
+    starts = sorted((code.address(n), n) for n in names)
+    if not starts:
+        return
+    with open(f"/tmp/perf-{os.getpid()}.map", "a") as f:
+        for (addr, name), (nxt, _) in zip(starts, starts[1:] + [(starts[-1][0] + 4096, "")]):
+            f.write(f"{addr:x} {max(nxt - addr, 1):x} gradc:{name}\n")
+
+
 def _add_time(phase: str, seconds: float) -> None:
     TIMES[phase] = TIMES.get(phase, 0.0) + seconds
 
@@ -126,6 +140,9 @@ def _load_runtime_symbols(meta: dict) -> None:
     if "gradc_parallel" in meta.get("externals", ()):
         from gradc.codegen import threads
         threads.ensure_pool()
+    if any(name.startswith("gradc_mkl_") for name in meta.get("externals", ())):
+        from gradc.codegen import mkl
+        mkl.load()  # raises when MKL is gone: a disk-cache entry that calls it is then rebuilt
     if not any(name.startswith("scipy_") for name in meta.get("externals", ())):
         return
     t0 = time.perf_counter()
@@ -205,6 +222,8 @@ def compile_lowered(display_name: str, param_types: Sequence[TensorType], result
         if code.object_bytes:
             cache.store(disk_key, meta, code.object_bytes)
         _add_time("lower_s", t1 - t0)
+        if os.environ.get("GRADC_PERF_MAP") == "1":
+            write_perf_map(code, ir_text)
 
     def stages(stage: str) -> str:
         lowered = lower_module()

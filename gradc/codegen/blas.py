@@ -128,8 +128,9 @@ def get_num_threads() -> int:
     return int(f())
 
 
-def declare_gemm(module: ir.Module, dtype: np.dtype | type | str) -> ir.Function:
-    """Declare scipy_cblas_{s,d}gemm in `module` (reusing an existing declaration).
+def declare_gemm(module: ir.Module, dtype: np.dtype | type | str, provider: str = "openblas") -> ir.Function:
+    """Declare scipy_cblas_{s,d}gemm (or, for provider "mkl", MKL's under gradc_mkl_cblas_{s,d}gemm; see
+    codegen/mkl.py) in `module`, reusing an existing declaration.
 
     Signature (CBLAS): void gemm(i32 order, i32 transa, i32 transb, i32 M, i32 N, i32 K, T alpha, ptr A,
     i32 lda, ptr B, i32 ldb, T beta, ptr C, i32 ldc). C = alpha op(A) op(B) + beta C; with row-major order
@@ -139,7 +140,11 @@ def declare_gemm(module: ir.Module, dtype: np.dtype | type | str) -> ir.Function
     dt = np.dtype(dtype)
     if dt not in GEMM_SYMBOLS:
         raise TypeError(f"gemm supports float32 and float64, got {dt}")
-    name = GEMM_SYMBOLS[dt]
+    if provider == "mkl":
+        from gradc.codegen import mkl
+        name = mkl.SYMBOLS[dt]
+    else:
+        name = GEMM_SYMBOLS[dt]
     if name in module.globals:
         return module.globals[name]
     i32, ptr = ir.IntType(32), ir.PointerType()

@@ -79,8 +79,11 @@ def lower(fn: Function, name: str = "gradc_kernel", num_threads: int | None = No
     module = ir.Module(name=name)
     low = ModuleLowerer(module, name, prog, plan)
     low.emit()
+    text = fused_text(prog, plan)
+    if low.gemm_providers:
+        text += "gemm libraries: " + ", ".join(f"kernel {i} {p}" for i, p in sorted(low.gemm_providers.items())) + "\n"
     return Lowered(module, name, plan.arena_bytes, fn.param_types, fn.result_types,
-                   fused_text(prog, plan), prog.num_kernels, prog, plan, plan.error_slot, low.site_info)
+                   text, prog.num_kernels, prog, plan, plan.error_slot, low.site_info)
 
 
 def merge_groups(out_shape, in_shape) -> list[tuple[int, int]] | None:
@@ -120,6 +123,7 @@ class ModuleLowerer:
         self.bodies: dict[str, ir.Function] = {}
         self.sites: dict[Value, int] = {}  # gather value -> site number (error slot code - 1)
         self.site_info: list[list[int]] = []  # per site: [axis, size]
+        self.gemm_providers: dict[int, str] = {}  # matmul kernel index -> the BLAS it calls
 
     def site(self, v: Value) -> int:
         if v not in self.sites:

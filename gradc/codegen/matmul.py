@@ -1,4 +1,5 @@
-"""Matmul kernels: inline loops for small products, cblas ?gemm above a measured threshold.
+"""Matmul kernels: inline loops for small products, cblas ?gemm above a measured threshold (OpenBLAS, or
+MKL where it measured faster for the shape: gemm_choice.py).
 
 C[b] = op(A[b]) @ op(B[b]) with op = transpose when the IR operand was a permute of the last two
 axes (peeled by fusion: a BLAS flag / an index swap, never a copy).
@@ -109,12 +110,22 @@ def emit_matmul_call(low, k: Kernel, b: ir.IRBuilder, consumer=None) -> None:
         consumer.emit_call(b)
 
 
+def provider(low, k: Kernel) -> str:
+    """The BLAS for this kernel's GEMM shape (gemm_choice.py), noted in the lowering's fused text."""
+    from gradc.codegen.gemm_choice import choose
+    (_, ta), (_, tb) = k.operands
+    _, m, n, kk = dims(k)
+    choice = choose(k.matmul.dtype.numpy, m, n, kk, ta, tb)
+    low.gemm_providers[k.index] = choice
+    return choice
+
+
 def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
     from gradc.codegen import blas
     (_, ta), (_, tb) = k.operands
     batch, m, n, kk = dims(k)
     dtype = k.matmul.dtype
-    gemm = blas.declare_gemm(low.module, dtype.numpy)
+    gemm = blas.declare_gemm(low.module, dtype.numpy, provider(low, k))
     ty = mem_type(dtype)
     lda, ldb = (m if ta else kk), (kk if tb else n)
     i32 = lambda v: ir.Constant(I32, v)  # noqa: E731
@@ -191,7 +202,7 @@ def gemm_block(low, k: Kernel, bld: ir.IRBuilder, pa, pb, pc, lo, hi, by_cols: b
     (_, ta), (_, tb) = k.operands
     _, m, n, kk = dims(k)
     ty = mem_type(k.matmul.dtype)
-    gemm = blas.declare_gemm(low.module, k.matmul.dtype.numpy)
+    gemm = blas.declare_gemm(low.module, k.matmul.dtype.numpy, provider(low, k))
     lda, ldb = (m if ta else kk), (kk if tb else n)
     width = bld.trunc(bld.sub(hi, lo), I32)
 
