@@ -2,7 +2,7 @@
 
 A shape class is (dtype, m, n, k, transpose flags) as a matmul kernel calls it. With one library installed,
 or `GRADC_BLAS=openblas|mkl`, there is nothing to choose. Otherwise both run the shape on scratch operands,
-single-threaded and interleaved, and the lower median wins (OpenBLAS unless MKL is at least 3% faster). The
+single-threaded and interleaved, and the lower median wins. The
 choice is kept in memory and in `gemm-choices.json` beside the kernel cache, keyed by the host CPU, its
 features and the two libraries' versions: a machine measures each shape once and then always picks the same
 library, so results stay bitwise reproducible on it. A corrupt or foreign file is ignored and rewritten.
@@ -20,7 +20,6 @@ import numpy as np
 
 PROVIDERS = ("openblas", "mkl")
 CHOICES_FILE = "gemm-choices.json"
-MKL_MARGIN = 0.97  # MKL must be this much faster (time ratio) to replace the default
 BUDGET_S = 0.03  # measuring time per library and shape, about
 
 _lock = threading.Lock()
@@ -60,7 +59,7 @@ def choose(dtype: np.dtype, m: int, n: int, k: int, ta: bool, tb: bool) -> str:
         if key not in table:
             t_open, t_mkl = measure(dtype, m, n, k, ta, tb)
             _MEASURED[key] = (t_open, t_mkl)
-            table[key] = "mkl" if t_mkl < MKL_MARGIN * t_open else "openblas"
+            table[key] = "mkl" if t_mkl < t_open else "openblas"
             _save(table)
         return table[key]
 
