@@ -142,3 +142,19 @@ def test_a_cached_kernel_that_calls_mkl_loads_in_a_new_process(tmp_path):
     first, second = (r.stdout.split() for r in runs)
     assert first[:2] == ["1", "0"] and second[:2] == ["0", "1"]  # compiled, then loaded from disk
     assert second[-1] == "mkl"
+
+
+def test_perf_map_names_the_compiled_kernels(tmp_path):
+    import subprocess
+    import sys
+    program = ("import os, numpy as np, gradc\n"
+               "f = gradc.compile(lambda a, b: gradc.tanh(a @ b))\n"
+               "f(np.ones((8, 16), np.float32), np.ones((16, 9), np.float32))\n"
+               "print(open(f'/tmp/perf-{os.getpid()}.map').read())\n"
+               "os.remove(f'/tmp/perf-{os.getpid()}.map')\n")
+    env = dict(os.environ, GRADC_PERF_MAP="1", GRADC_CACHE="0")
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
+    assert rows and all(len(r) == 3 and r[2].startswith("gradc:") and int(r[0], 16) and int(r[1], 16) for r in rows)
+    assert any(r[2].endswith("_entry") for r in rows) and any("_k" in r[2] for r in rows)
