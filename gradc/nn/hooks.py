@@ -11,11 +11,11 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
+from gradc.autograd.hooks import RemovableHandle
 from gradc.device import check_device
 from gradc.ir.core import DType, float32, float64
 from gradc.nn.module import Module
 from gradc.tensor import Tensor
-from gradc.tensor_protocol import RemovableHandle
 
 
 def _table(module: Module, name: str) -> dict:
