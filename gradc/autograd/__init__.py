@@ -327,7 +327,8 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         targets = [t for t in capture.params if t.requires_grad]
     hooked = hooks.live()  # the one check of the plain path: no tensor anywhere has hooks
     if hooked:
-        grads = hooks.staged_backward(capture, grad_tensors, targets, retain_graph, create_graph)
+        targets, grads = hooks.staged_backward(capture, grad_tensors, targets, retain_graph, create_graph,
+                                               every_leaf=inputs is None)
     else:
         grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
     # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
@@ -358,7 +359,7 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
             raise RuntimeError("One of the differentiated Tensors does not require grad")
     capture = GraphCapture(outs, targets)
     if hooks.live():  # PyTorch runs tensor and module hooks (and retains grads) in autograd.grad too
-        grads = hooks.staged_backward(capture, grad_outputs, targets, retain_graph, create_graph)
+        _, grads = hooks.staged_backward(capture, grad_outputs, targets, retain_graph, create_graph)
         grads = [None if g is None else hooks.leaf_gradient(t, g) for t, g in zip(targets, grads)]
     else:
         grads = _compute(capture, grad_outputs, targets, retain_graph, create_graph)

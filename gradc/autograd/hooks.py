@@ -231,7 +231,8 @@ def _units(capture: Any, targets: Sequence[Tensor]) -> list[_Unit]:
         if k is None:
             k = by_key[key] = len(units)
             units.append(_Unit(table.group, position))
-        units[k].members.append(t)
+            # a group hands over all its members, those no gradient reaches (not in this graph) too
+            units[k].members = list(table.group.members) if table.group is not None else [t]
         units[k].last = position
         member_of[id(t)] = k
     if len(units) < 2:
@@ -272,11 +273,13 @@ def _units(capture: Any, targets: Sequence[Tensor]) -> list[_Unit]:
 
 
 def staged_backward(capture: Any, grad_tensors: Any, targets: list[Tensor], retain_graph: bool | None,
-                    create_graph: bool) -> list:
-    """The targets' gradients with every hook applied on the way (see the module docstring).
+                    create_graph: bool, every_leaf: bool = False) -> tuple[list[Tensor], list]:
+    """The targets and their gradients with every hook applied on the way (see the module docstring).
 
     Non-leaf targets get their gradient after their own hooks; leaves' gradient hooks are the caller's
-    (`leaf_gradient`, run as each leaf is accumulated). Tensors that retain_grad receive .grad.
+    (`leaf_gradient`, run as each leaf is accumulated). Tensors that retain_grad receive .grad. With
+    `every_leaf` (backward without inputs=), the targets grow by the leaves that a gradient a group
+    returned reaches outside the graph (a module input that the module did not use gets zeros, as in PyTorch).
     """
     from gradc.autograd import GraphCapture, _compute, _cotangents
     units = _units(capture, targets)
@@ -308,6 +311,10 @@ def staged_backward(capture: Any, grad_tensors: Any, targets: list[Tensor], reta
                 cotangents.append(g)
     rest = [t for t in targets if id(t) not in cut]
     last = GraphCapture(sources, [t for t in rest if t._record is not None], cut) if units else capture
+    if every_leaf and units:
+        known = {id(t) for t in targets}
+        extra = [p for p in last.params if p.requires_grad and id(p) not in cut and id(p) not in known]
+        targets, rest = targets + extra, rest + extra
     watched = [t for t in last.computed if _retains_grad(t)]
     if watched:
         last.taps = list(dict.fromkeys(last.taps + watched))
@@ -317,7 +324,7 @@ def staged_backward(capture: Any, grad_tensors: Any, targets: list[Tensor], reta
             t.grad = g if t.grad is None else t.grad + g
     by_target = dict(zip(map(id, rest), grads))
     by_target.update(final)
-    return [by_target.get(id(t)) for t in targets]
+    return targets, [by_target.get(id(t)) for t in targets]
 
 
 # ----------------------------------------------------------------------------- traced code
