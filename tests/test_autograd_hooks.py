@@ -101,6 +101,37 @@ def test_materialize_grads_traced_matches_torch_eager(materialize):
     assert step_log == [(None, None, None, "float32") if not materialize else ("float32",) * 2 + ("int64", "float32")]
 
 
+def test_materialize_grads_off_through_double_backward_matches_torch():
+    got = {}
+    for lib in (torch, gradc):
+        class Powers(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                ctx.set_materialize_grads(False)
+                return x * x, x * x * x
+
+            @staticmethod
+            def backward(ctx, a, b):
+                (x,) = ctx.saved_tensors
+                g = 0
+                if a is not None:
+                    g = g + a * 2 * x
+                if b is not None:
+                    g = g + b * 3 * x * x
+                return g
+
+        x = lib.tensor([1.5, -0.5], requires_grad=True)
+        results = []
+        for use in (lambda a, b: b.sum(), lambda a, b: (a + b).sum()):
+            (g,) = lib.autograd.grad(use(*Powers.apply(x)), x, create_graph=True)
+            (h,) = lib.autograd.grad(g.sum(), x)
+            results += [g, h]
+        got[lib.__name__] = results
+    for a, b in zip(got["gradc"], got["torch"]):
+        same(a, b)
+
+
 # ----------------------------------------------------------------------------- module full backward hooks
 
 def values(grads):
