@@ -254,6 +254,8 @@ def hook_error_cases(lib):
         "no input needs grad": (nn.Linear(2, 2), "hook", lambda m, gi, go: (lib.ones(2),), lib.ones(2)),
         "size": (nn.Linear(2, 2), "hook", lambda m, gi, go: (lib.ones(3),), x),
         "type": (nn.Identity(), "hook", lambda m, gi, go: (gi[0].double(),), x),
+        "not a tensor": (nn.Identity(), "hook", lambda m, gi, go: (5,), x),
+        "pre-hook not a tensor": (nn.Identity(), "pre", lambda m, go: (5,), x),
     }
     return cases
 

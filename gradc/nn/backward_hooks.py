@@ -49,7 +49,7 @@ def _checked(g: Any, like: Tensor) -> Tensor | None:
     if g is None:
         return None
     if not isinstance(g, Tensor):
-        raise TypeError(f"expected Tensor or None (got {type(g).__name__})")
+        raise TypeError(f"expected Variable, but hook returned '{type(g).__name__}'")  # PyTorch's words
     if g.dtype != like.dtype:
         raise RuntimeError(f"hook 'hook' has changed the type of value (was {_type_name(like)} got {_type_name(g)})")
     if g.shape != like.shape:
