@@ -397,3 +397,15 @@ def test_hook_tables_live_and_die_with_their_tensors(monkeypatch):
     w = gradc.ones(2, requires_grad=True)
     (w * 4).sum().backward()
     assert w.grad.tolist() == [4.0, 4.0]
+
+
+def test_traced_backward_hooks_with_mixed_dtypes_are_a_clear_error():
+    class Add(gradc.nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    m = Add()
+    m.register_full_backward_hook(lambda mod, gi, go: None)
+    x = np.ones(2, dtype=np.float32)
+    with pytest.raises(NotImplementedError, match="Add: inside gradc.grad / compile_step, full backward hooks"):
+        gradc.grad(lambda x: m(x, x.double()).sum())(x)

@@ -18,6 +18,7 @@ trace, on traced tensors, and the gradients they return are compiled in. Every f
 input counts as requiring grad there (a trace does not know which inputs are differentiated): an input
 that no gradient reaches (a data batch) sees zeros in grad_input, or, when no input is reached at all,
 the hooks run with all-None grad_input once AD is done, as PyTorch's do for inputs that need no grad.
+A module whose traced float inputs (or outputs) mix dtypes raises NotImplementedError there.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class BackwardCall:
 
     def _aliases(self, tensors: list[Tensor], traced: bool, kind: type) -> list[Tensor]:
         if traced:
+            if len({t.dtype for t in tensors}) > 1:  # one traced call packs them into one value
+                raise NotImplementedError(f"{type(self.module).__name__}: inside gradc.grad / compile_step, full "
+                                          "backward hooks need the module's floating point inputs (and outputs) "
+                                          "to share one dtype")
             return list(kind.apply(self, *tensors))
         node = Node("BackwardHookFunctionBackward", tuple(next_function(t) for t in tensors))
         group = _Group(self, kind is _Inputs)
