@@ -430,11 +430,6 @@ class Tensor:
         from gradc.autograd import backward
         backward([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
 
-    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], Any]) -> Any:
-        """hook(self) runs after backward accumulated into this leaf's .grad; returns a removable handle."""
-        from gradc.hooks import register_post_accumulate_grad_hook
-        return register_post_accumulate_grad_hook(self, hook)
-
     def _bump_version(self) -> None:
         self._version += 1
 

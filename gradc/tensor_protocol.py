@@ -1,6 +1,7 @@
 """The rest of the Python and PyTorch protocol of Tensor: index conversion, strides, .data, devices and
 dtype conversion (.to/.cpu/.type), item assignment recorded for autograd, clone, new_* factories,
-in-place updates (add_ with alpha, addcmul_, addcdiv_, lerp_, clamp_), hooks and retain_grad."""
+in-place updates (add_ with alpha, addcmul_, addcdiv_, lerp_, clamp_); hooks and retain_grad are in
+gradc.autograd.hooks."""
 
 from __future__ import annotations
 
@@ -202,49 +203,6 @@ def _lerp(x: Tensor, end: Any, weight: Any) -> Tensor:
     return F.add(x, F.mul(weight, F.sub(end, x)))
 
 
-def register_hook(self: Tensor, hook: Any) -> Any:
-    """A hook called with this tensor's gradient during backward (see gradc.autograd.hooks)."""
-    if self.is_traced:  # inside gradc.grad/compile_step: the hook is traced into the adjoint
-        if not self.dtype.is_float:
-            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
-        from gradc.autograd.hooks import traced_hooks
-        self._value = traced_hooks(self, [hook])
-        return RemovableHandle({})
-    if not self.requires_grad:
-        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
-    hooks = self.__dict__.setdefault("_hooks", {})
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    return handle
-
-
-def retain_grad(self: Tensor) -> None:
-    if not self.requires_grad:
-        raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
-    if self._record is not None:
-        self._retains_grad = True
-
-
-class RemovableHandle:
-    """What register_*hook returns: `.remove()` unregisters the hook."""
-
-    _next = 0
-
-    def __init__(self, table: dict) -> None:
-        self.table = table
-        self.id = RemovableHandle._next
-        RemovableHandle._next += 1
-
-    def remove(self) -> None:
-        self.table.pop(self.id, None)
-
-    def __enter__(self) -> RemovableHandle:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-
 BINDINGS = {
     "__index__": _index, "stride": _stride, "size": _size, "to": _to, "type": _type, "__setitem__": _setitem,
     "clone": _clone, "cpu": lambda self, *a, **k: self, "contiguous": lambda self, *a, **k: self,
@@ -253,7 +211,6 @@ BINDINGS = {
     "is_floating_point": lambda self: self.dtype.is_float,
     "add_": _inplace(F.add), "addcmul_": _inplace(_addcmul), "addcdiv_": _inplace(_addcdiv),
     "lerp_": _inplace(_lerp), "clamp_": _inplace(F.clamp), "clip_": _inplace(F.clamp),
-    "register_hook": register_hook, "retain_grad": retain_grad,
     "addcmul": _addcmul, "addcdiv": _addcdiv, "lerp": _lerp,
     "bool": lambda self: F.cast_op(self, bool_), "int": lambda self: _to(self, int32),
     "short": lambda self: _to(self, int16), "half": lambda self: _to(self, float16),
@@ -275,6 +232,5 @@ def _format(self: Tensor, spec: str) -> str:
 Tensor.__format__ = _format
 Tensor.device = property(lambda self: CPU)
 Tensor.is_cuda = property(lambda self: False)
-Tensor.retains_grad = property(lambda self: bool(self.__dict__.get("_retains_grad", False)))
 Tensor.itemsize = property(lambda self: np.dtype(self.dtype.numpy).itemsize)
 Tensor.element_size = lambda self: np.dtype(self.dtype.numpy).itemsize

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradc.api import argument_array, compile_function_or_interp, optimize
+from gradc.autograd.hooks import grad_hooks, traced_hooks
 from gradc.grad_mode import enable_grad
 from gradc.ir.builder import inline
 from gradc.ir.core import Function, TensorType, Value, float64
@@ -58,9 +59,9 @@ class substituted:
             if t._value is not None:
                 raise RuntimeError("a module parameter is already traced: nested compilation of one module")
             t._value = v
-            if t.__dict__.get("_hooks"):  # a parameter's hooks act on its gradient in the compiled step too
-                from gradc.autograd.hooks import traced_hooks
-                t._value = traced_hooks(t, list(t._hooks.values()))
+            hooks = grad_hooks(t)
+            if hooks:  # a parameter's hooks act on its gradient in the compiled step too
+                t._value = traced_hooks(t, hooks)
 
     def __exit__(self, *exc: Any) -> None:
         for t, _ in self.pairs:

@@ -168,7 +168,7 @@ def test_sampler_shuffle_shards_and_epochs():
 
 # --- the backward hooks DDP builds on
 def test_post_accumulate_grad_hook_and_end_of_backward_callback():
-    from gradc import hooks
+    from gradc.autograd import hooks
     w = gradc.ones(3, requires_grad=True)
     seen, ended = [], []
 

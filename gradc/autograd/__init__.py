@@ -15,8 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# not `hooks`: importing the submodule gradc.autograd.hooks binds that name in this package
-from gradc import hooks as accumulate_hooks
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gradc.ir.builder import Builder
 from gradc.ir.core import Function as IRFunction
@@ -327,18 +325,18 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
     else:
         capture = GraphCapture(outputs)
         targets = [t for t in capture.params if t.requires_grad]
-    if any(t.__dict__.get("_hooks") for t in capture.computed):  # hooks may change what flows on
-        from gradc.autograd.hooks import staged_backward
-        grads = staged_backward(capture, grad_tensors, targets, retain_graph, create_graph)
+    hooked = hooks.live()  # the one check of the plain path: no tensor anywhere has hooks
+    if hooked:
+        targets, grads = hooks.staged_backward(capture, grad_tensors, targets, retain_graph, create_graph,
+                                               every_leaf=inputs is None)
     else:
-        grads = retaining_backward(capture, grad_tensors, targets, retain_graph, create_graph)
+        grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
     # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
     for leaf, g in reversed(list(zip(targets, grads))):
         if g is None:
             continue
-        if leaf.__dict__.get("_hooks"):
-            from gradc.autograd.hooks import run_hooks
-            g = run_hooks(leaf, g)
+        if hooked:
+            g = hooks.leaf_gradient(leaf, g)
         if leaf.grad is None:
             leaf.grad = g if create_graph else Tensor._from_array(g._data.copy())
         elif create_graph:
@@ -346,21 +344,9 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
         else:
             leaf.grad._data += g._data  # accumulate in place, as PyTorch does
             leaf.grad._bump_version()
-        accumulate_hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
-    accumulate_hooks.backward_done()
-
-
-def retaining_backward(capture: GraphCapture, grad_tensors: Any, targets: list[Tensor], retain_graph: bool | None,
-                       create_graph: bool) -> list:
-    """The targets' gradients; non-leaf tensors that retain_grad get taps and receive theirs in .grad."""
-    watched = [t for t in capture.computed if t.__dict__.get("_retains_grad")]
-    if watched:
-        capture.taps = list(dict.fromkeys(capture.taps + watched))
-    grads = _compute(capture, grad_tensors, targets + watched, retain_graph, create_graph)
-    for t, g in zip(watched, grads[len(targets):]):
-        if g is not None:
-            t.grad = g if t.grad is None else t.grad + g
-    return grads[:len(targets)]
+        if hooked:
+            hooks.after_accumulate(leaf)  # e.g. DistributedDataParallel's bucketed allreduce
+    hooks.backward_done()
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
@@ -371,7 +357,12 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     for t in targets:
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    grads = _compute(GraphCapture(outs, targets), grad_outputs, targets, retain_graph, create_graph)
+    capture = GraphCapture(outs, targets)
+    if hooks.live():  # PyTorch runs tensor and module hooks (and retains grads) in autograd.grad too
+        _, grads = hooks.staged_backward(capture, grad_outputs, targets, retain_graph, create_graph)
+        grads = [None if g is None else hooks.leaf_gradient(t, g) for t, g in zip(targets, grads)]
+    else:
+        grads = _compute(capture, grad_outputs, targets, retain_graph, create_graph)
     if not allow_unused:
         for i, g in enumerate(grads):
             if g is None:
@@ -380,6 +371,7 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     return tuple(grads)
 
 
+from gradc.autograd import hooks  # noqa: E402  (binds Tensor.register_hook and the other hook methods)
 from gradc.autograd.function import Function, FunctionCtx, Variable, once_differentiable  # noqa: E402
 
 __all__ += ["Function", "FunctionCtx", "once_differentiable", "Variable"]

@@ -6,6 +6,10 @@ Its VJP rule (`CallRule.vjp`) runs the user's `backward` on traced tensors, so t
 whatever AD pass reaches it: the eager engine (which evaluates it), `value_and_grad`/`compile_step`
 (which compile it natively), or AD of AD (create_graph, hessians). There is no per-class special case:
 any caller-supplied VJP can use the same primitive.
+
+With several differentiable outputs, each output is a `custom_vjp` part of the call (`PartRule`): its VJP
+notes in the AD pass that this output received a cotangent, so that with `ctx.set_materialize_grads(False)`
+the backward gets None, as in PyTorch, for outputs no gradient reached (zeros when materializing).
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ class CallRule:
     so one cotangent reaches the rule and the user's backward sees all output gradients at once.
     """
 
-    def __init__(self, cls: type, ctx: FunctionCtx, args: tuple, outputs: list, differentiable: list[int]) -> None:
-        self.cls, self.ctx, self.args = cls, ctx, args
+    def __init__(self, cls: type, ctx: FunctionCtx, args: tuple, outputs: list, differentiable: list[int],
+                 traced: bool = False) -> None:
+        self.cls, self.ctx, self.args, self.traced = cls, ctx, args, traced
         self.n_inputs = sum(isinstance(a, Tensor) for a in args)
         self.n_saved = sum(t is not None for t in ctx.to_save)
         self.outputs = [(o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outputs]
@@ -71,6 +76,8 @@ class CallRule:
         self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
+        if self.traced:  # a traced call is AD'd where it stands; only eager adjoints are cached by this text
+            return f"{self.cls.__qualname__}Backward#{id(self):x}"
         return f"{self.cls.__qualname__}Backward#{self.fingerprint()}"
 
     def fingerprint(self) -> str:
@@ -108,18 +115,21 @@ class CallRule:
         return spans
 
     def _output_cotangents(self, b: Any, g: Any) -> list:
-        """One cotangent per output: slices of the value's cotangent, zeros (or None) for the others."""
+        """One cotangent per output: slices of the value's cotangent for the outputs a gradient reached,
+        zeros for the others (None for all of them with set_materialize_grads(False), as in PyTorch)."""
         if len(self.differentiable) == 1:
             by_position = {self.differentiable[0]: g}
         else:
+            reached = b.ad_notes.get(self)  # noted by the parts' VJPs; None: not inside an AD pass (fingerprint)
             by_position = {i: b.reshape_to(b.emit("slice", g, starts=(lo,), stops=(hi,), steps=(1,)),
                                            self.outputs[i][0])
-                           for i, (lo, hi) in zip(self.differentiable, self.offsets())}
+                           for i, (lo, hi) in zip(self.differentiable, self.offsets())
+                           if reached is None or i in reached}
         grads = []
         for i, spec in enumerate(self.outputs):
             if i in by_position:
                 grads.append(Tensor._from_value(by_position[i]))
-            elif spec is not None and self.ctx.materialize_grads and spec[1].is_float:
+            elif spec is not None and self.ctx.materialize_grads:  # of the output's dtype, ints too (PyTorch)
                 grads.append(Tensor._from_value(b.emit("const", value=0, shape=spec[0], dtype=spec[1])))
             else:
                 grads.append(None)
@@ -172,6 +182,40 @@ class CallRule:
                                    f"got {list(v.shape)} but expected shape compatible with {list(x.shape)}")
             v = unbroadcast(b, v, x.shape)
         return v
+
+
+class PartRule:
+    """The VJP of output `index` of a multi-output call: notes that a cotangent reached this output and
+    passes it on to the call's value (the flattened concatenation of the outputs) zero-padded."""
+
+    def __init__(self, call: CallRule, index: int, span: tuple[int, int]) -> None:
+        self.call, self.index, self.span = call, index, span
+
+    def __repr__(self) -> str:
+        return f"{self.call!r}.{self.index}"
+
+    def vjp(self, b: Any, g: Any, out: Any, value: Any, part: Any) -> tuple:
+        b.ad_notes.setdefault(self.call, set()).add(self.index)
+        lo, hi = self.span
+        flat = b.reshape_to(g, (hi - lo,))
+        return b.emit("pad", flat, lo=(lo,), hi=(value.shape[0] - hi,), interior=(0,)), None
+
+
+def _part(call: Tensor, rule: PartRule, shape: tuple, traced: bool) -> Tensor:
+    """Output `rule.index` of a multi-output call: a custom_vjp over the call and its slice of the value."""
+    lo, hi = rule.span
+    if traced:
+        trace = current_trace()
+        b = trace.builder
+        value = trace.lift(call)
+        piece = b.reshape_to(b.emit("slice", b.emit("stop_gradient", value), starts=(lo,), stops=(hi,), steps=(1,)),
+                             shape)
+        return Tensor._from_value(b.emit("custom_vjp", value, piece, rule=rule))
+    piece = Tensor._from_array(call._data[lo:hi].reshape(shape))
+    out = Tensor._from_array(piece._data)
+    out.requires_grad = True
+    out._record = Record(OPS["custom_vjp"], {"rule": rule}, (call, piece))
+    return out
 
 
 class FunctionMeta(type):
@@ -239,7 +283,7 @@ class Function(metaclass=FunctionMeta):
         # a saved input is the caller's tensor (PyTorch saves that one), so double backward flows through it
         originals = {id(s): a for s, a in zip(stopped, args) if isinstance(a, Tensor)}
         saved = [originals.get(id(t), t) for t in ctx.to_save if t is not None]
-        rule = CallRule(cls, ctx, args, outputs, differentiable)
+        rule = CallRule(cls, ctx, args, outputs, differentiable, traced)
         value = _packed([outputs[i] for i in differentiable], traced)
         operands = (*tensors, *saved, value)
         rule.operand_types = [t._type() for t in operands]
@@ -256,8 +300,7 @@ class Function(metaclass=FunctionMeta):
         for i, (lo, hi) in zip(differentiable, rule.offsets()):
             out = call
             if len(differentiable) > 1:
-                out = apply("reshape", apply("slice", call, starts=(lo,), stops=(hi,), steps=(1,)),
-                            shape=outputs[i].shape)
+                out = _part(call, PartRule(rule, i, (lo, hi)), outputs[i].shape, traced)
             if node is not None:
                 out.grad_fn = node
             results[i] = out

@@ -33,6 +33,10 @@ class Builder:
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
+        # scratch space shared by the VJP rules of one AD pass (keyed by rule): e.g. which outputs of a
+        # multi-output call received a cotangent, so a custom backward can tell "no gradient" from zero
+        self.ad_notes: dict = {}
+        self.after_ad: list[Callable[[], Any]] = []  # run once the AD pass has visited every op
 
     def emit(self, name: str, *inputs: Value, **attrs: Any) -> Value:
         opdef = OPS[name]

@@ -1,21 +1,18 @@
 """Module hooks (forward, forward pre, full backward) and Module.to/cpu for a CPU-only library.
 
-A module without hooks is called as before (`forward` directly). Full backward hooks ride on tensor
-hooks: the module's tensor inputs are passed through an alias node and its outputs get a hook, so the
-eager backward hands both gradients to `hook(module, grad_input, grad_output)` once per call, when the
-last of them is known.
+A module without hooks is called as before (`forward` directly). Full backward hooks and pre-hooks
+are gradc.nn.backward_hooks.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable
 
+from gradc.autograd.hooks import RemovableHandle
 from gradc.device import check_device
 from gradc.ir.core import DType, float32, float64
+from gradc.nn.backward_hooks import BackwardCall
 from gradc.nn.module import Module
-from gradc.tensor import Tensor
-from gradc.tensor_protocol import RemovableHandle
 
 
 def _table(module: Module, name: str) -> dict:
@@ -26,33 +23,31 @@ def _table(module: Module, name: str) -> dict:
     return table
 
 
-def register_forward_pre_hook(self: Module, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False) -> Any:
-    table = _table(self, "_forward_pre_hooks")
+def _add(table: dict, entry: Any, prepend: bool) -> RemovableHandle:
+    """Register `entry`; with prepend=True it runs before the hooks already there (PyTorch's order)."""
     handle = RemovableHandle(table)
-    table[handle.id] = (hook, with_kwargs)
+    table[handle.id] = entry
+    if prepend:
+        for key in [k for k in table if k != handle.id]:
+            table[key] = table.pop(key)
     return handle
+
+
+def register_forward_pre_hook(self: Module, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False) -> Any:
+    return _add(_table(self, "_forward_pre_hooks"), (hook, with_kwargs), prepend)
 
 
 def register_forward_hook(self: Module, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False,
                           always_call: bool = False) -> Any:
-    table = _table(self, "_forward_hooks")
-    handle = RemovableHandle(table)
-    table[handle.id] = (hook, with_kwargs)
-    return handle
+    return _add(_table(self, "_forward_hooks"), (hook, with_kwargs), prepend)
 
 
 def register_full_backward_hook(self: Module, hook: Callable, prepend: bool = False) -> Any:
-    table = _table(self, "_backward_hooks")
-    handle = RemovableHandle(table)
-    table[handle.id] = hook
-    return handle
+    return _add(_table(self, "_backward_hooks"), hook, prepend)
 
 
 def register_full_backward_pre_hook(self: Module, hook: Callable, prepend: bool = False) -> Any:
-    table = _table(self, "_backward_pre_hooks")
-    handle = RemovableHandle(table)
-    table[handle.id] = hook
-    return handle
+    return _add(_table(self, "_backward_pre_hooks"), hook, prepend)
 
 
 def _call(self: Module, *args: Any, **kwargs: Any) -> Any:
@@ -69,70 +64,17 @@ def _call(self: Module, *args: Any, **kwargs: Any) -> Any:
                 args = result if isinstance(result, tuple) else (result,)
     backward = list(d.get("_backward_hooks", {}).values())
     pre = list(d.get("_backward_pre_hooks", {}).values())
-    call = _BackwardCall(self, backward, pre) if backward or pre else None
+    call = BackwardCall(self, backward, pre) if backward or pre else None
     if call is not None:
-        args = call.watch_inputs(args)
+        args = call.setup_inputs(args)
     output = self.forward(*args, **kwargs)
     for hook, with_kwargs in list(d.get("_forward_hooks", {}).values()):
         result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
         if result is not None:
             output = result
     if call is not None:
-        call.watch_outputs(output)
+        output = call.setup_outputs(output)
     return output
-
-
-class _BackwardCall:
-    """The gradients of one module call's inputs and outputs, gathered for its full backward hooks."""
-
-    def __init__(self, module: Module, hooks: list, pre_hooks: list) -> None:
-        self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
-        self.inputs: list[Any] = []
-        self.outputs: list[Any] = []
-        self.pending = 0
-
-    def watch_inputs(self, args: tuple) -> tuple:
-        from gradc import functional as F
-        out = []
-        for a in args:
-            if isinstance(a, Tensor) and a.requires_grad and not a.is_traced:
-                alias = F.cast_op(a, a.dtype)  # a node of its own, so the gradient reaching it can be read
-                k = len(self.inputs)
-                self.inputs.append(None)
-                self.pending += 1
-                alias.register_hook(lambda g, k=k: self._arrived(self.inputs, k, g))
-                out.append(alias)
-            else:
-                if isinstance(a, Tensor):
-                    self.inputs.append(None)
-                out.append(a)
-        return tuple(out)
-
-    def watch_outputs(self, output: Any) -> None:
-        outs = [output] if isinstance(output, Tensor) else [o for o in output if isinstance(o, Tensor)] \
-            if isinstance(output, (tuple, list)) else []
-        if any(o.is_traced for o in outs):
-            warnings.warn(f"{type(self.module).__name__}: full backward hooks do not run inside gradc.compile / "
-                          "compile_step / grad (no Python callbacks in native code)", stacklevel=3)
-        self.outputs = [None] * len(outs)
-        for k, o in enumerate(outs):
-            if o.requires_grad and not o.is_traced:
-                self.pending += 1
-                o.register_hook(lambda g, k=k: self._arrived(self.outputs, k, g))
-
-    def _arrived(self, table: list, k: int, g: Tensor) -> None:
-        """One input or output gradient is known; the module's hooks run once all of them are."""
-        table[k] = g
-        self.pending -= 1
-        if self.pending:
-            return
-        grad_output = tuple(self.outputs)
-        for hook in self.pre_hooks:
-            if hook(self.module, grad_output) is not None:
-                raise NotImplementedError("gradc: a full backward pre-hook that returns new gradients is not supported")
-        for hook in self.hooks:
-            if hook(self.module, tuple(self.inputs), grad_output) is not None:
-                raise NotImplementedError("gradc: a full backward hook that returns new gradients is not supported")
 
 
 def _to(self: Module, *args: Any, **kwargs: Any) -> Module:

@@ -74,6 +74,8 @@ def ad(fn: Function, wrt: Sequence[int] | None = None, seed: str = "param") -> F
             if g is not None and v.dtype.is_float and (v.op is None or v.op in active):
                 accumulate(v, g)
 
+    for done in b.after_ad:  # e.g. a module's backward hooks whose inputs no gradient reached
+        done()
     grads = [adjoint.get(fn.params[i]) or b.scalar(0.0, params[i]) for i in wrt]
     joint = Function(f"{fn.name}_grad", params, b.ops, results + grads,
                      {"num_results": len(results), "wrt": tuple(wrt), "seed": seed})

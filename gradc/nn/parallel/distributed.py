@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from gradc import hooks
+from gradc.autograd import hooks
 from gradc.distributed import process_group as pg
 from gradc.nn.module import Module
 from gradc.tensor import Tensor
