@@ -1,14 +1,17 @@
-"""PyTorch's other dtype names. gradc tensors are float32, float64, int64 or bool, end to end (eager,
-IR and native code); the other names exist so that scripts can mention them, and using one for a
-tensor raises a TypeError that says what to use instead."""
+"""PyTorch's dtype names that gradc does not compute in.
+
+gradc tensors are float32, float64, int64, int32, int16, int8, uint8 or bool, end to end (eager, IR,
+the interpreter and native code); those dtypes live in gradc.ir.core. float16, bfloat16 and the complex
+dtypes exist here so that scripts can mention them: using one for a tensor raises a TypeError that says
+what to use instead.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-SUPPORTED = "float32, float64, int64 and bool"
-INSTEAD = {"int32": "int64 (.long())", "int16": "int64 (.long())", "int8": "int64 (.long())",
-           "uint8": "int64 (.long()) or bool", "float16": "float32 (.float())", "bfloat16": "float32 (.float())",
+SUPPORTED = "float32, float64, int64, int32, int16, int8, uint8 and bool"
+INSTEAD = {"float16": "float32 (.float())", "bfloat16": "float32 (.float())",
            "complex64": "two float32 tensors", "complex128": "two float64 tensors"}
 
 
@@ -35,10 +38,6 @@ class UnsupportedDType:
     __str__ = __repr__
 
 
-int32 = UnsupportedDType("int32", "i32")
-int16 = UnsupportedDType("int16", "i16")
-int8 = UnsupportedDType("int8", "i8")
-uint8 = UnsupportedDType("uint8", "u8")
 float16 = UnsupportedDType("float16", "f16")
 bfloat16 = UnsupportedDType("bfloat16", "bf16")
 complex64 = UnsupportedDType("complex64", "c64")
@@ -46,5 +45,6 @@ complex128 = UnsupportedDType("complex128", "c128")
 
 
 def refuse(dtype: Any) -> None:
+    """Raise the TypeError for an unsupported dtype name; anything else passes."""
     if isinstance(dtype, UnsupportedDType):
         dtype.numpy  # noqa: B018  (raises the TypeError)

@@ -10,14 +10,15 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.device import CPU, check_device, device
-from gradc.dtypes import float16, int16, int32, refuse, uint8
+from gradc.dtypes import float16, refuse
 from gradc.grad_mode import is_grad_enabled
-from gradc.ir.core import DType, bool_, float32, float64, int64
+from gradc.ir.core import DType, bool_, float32, float64, int8, int16, int32, int64, uint8
 from gradc.methods import _inplace, check_inplace
 from gradc.tensor import Tensor, apply, torch_op
 
 TYPE_NAMES = {float32: "torch.FloatTensor", float64: "torch.DoubleTensor", int64: "torch.LongTensor",
-              bool_: "torch.BoolTensor"}
+              int32: "torch.IntTensor", int16: "torch.ShortTensor", int8: "torch.CharTensor",
+              uint8: "torch.ByteTensor", bool_: "torch.BoolTensor"}
 DTYPE_BY_TYPE_NAME = {v: k for k, v in TYPE_NAMES.items()}
 
 
@@ -257,7 +258,7 @@ BINDINGS = {
     "addcmul": _addcmul, "addcdiv": _addcdiv, "lerp": _lerp,
     "bool": lambda self: F.cast_op(self, bool_), "int": lambda self: _to(self, int32),
     "short": lambda self: _to(self, int16), "half": lambda self: _to(self, float16),
-    "byte": lambda self: _to(self, uint8),
+    "byte": lambda self: _to(self, uint8), "char": lambda self: _to(self, int8),
 }
 
 for _name, _fn in BINDINGS.items():

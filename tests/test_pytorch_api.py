@@ -450,13 +450,12 @@ def test_default_dtype_and_dtype_queries():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: gradc.tensor([1, 2], dtype=gradc.int32), lambda: gradc.zeros(2, dtype=gradc.float16),
-    lambda: gradc.ones(2).to(gradc.bfloat16), lambda: gradc.ones(2).half(), lambda: gradc.ones(2).int(),
-    lambda: gradc.ones(2).type(gradc.int8), lambda: gradc.arange(3, dtype=gradc.uint8),
-    lambda: gradc.from_numpy(np.zeros(2, np.int32)),
+    lambda: gradc.zeros(2, dtype=gradc.float16), lambda: gradc.ones(2).to(gradc.bfloat16),
+    lambda: gradc.ones(2).half(), lambda: gradc.ones(2).type(gradc.complex64),
+    lambda: gradc.from_numpy(np.zeros(2, np.float16)),
 ])
-def test_dtypes_beyond_the_four_are_a_clear_type_error(make):
-    with pytest.raises(TypeError, match="int32|float16|bfloat16|int8|uint8"):
+def test_float16_bfloat16_and_complex_are_a_clear_type_error(make):
+    with pytest.raises(TypeError, match="float16|bfloat16|complex64"):
         make()
 
 
