@@ -127,11 +127,12 @@ def is_tensor(obj: object) -> builtins.bool:
     """torch.is_tensor."""
     return isinstance(obj, Tensor)
 
+from gradc.intdiv import FUNCTIONS as _INTDIV  # noqa: E402
 from gradc.movement import FUNCTIONS as _MOVEMENT  # noqa: E402
 from gradc.pointwise import FUNCTIONS as _POINTWISE  # noqa: E402
 from gradc.scans import FUNCTIONS as _SCANS  # noqa: E402
 
-globals().update({**_POINTWISE, **_SCANS, **_MOVEMENT})  # torch.floor, torch.cumsum, torch.sort, ...
+globals().update({**_POINTWISE, **_SCANS, **_MOVEMENT, **_INTDIV})  # torch.floor, torch.cumsum, torch.sort, ...
 
 __version__ = "0.1.0"
 

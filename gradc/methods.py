@@ -141,10 +141,11 @@ for _name, _fn in BINDINGS.items():
 Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, tensors stay hashable by identity
 Tensor.T = property(lambda x: F.permute(x, tuple(reversed(range(x.ndim)))))
 
-from gradc import movement, pointwise, scans  # noqa: E402  (their functions are Tensor methods too)
+from gradc import intdiv, movement, pointwise, scans  # noqa: E402  (their functions are Tensor methods too)
 
-for _module in (pointwise, scans, movement):
+for _module in (pointwise, scans, movement, intdiv):
     for _name, _fn in _module.METHODS.items():
         setattr(Tensor, _name, _fn)
     for _name in _module.INPLACE:
         setattr(Tensor, _name + "_", _inplace(_module.METHODS[_name]))
+Tensor.__ifloordiv__, Tensor.__imod__ = Tensor.floor_divide_, Tensor.remainder_
