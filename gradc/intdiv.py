@@ -1,14 +1,18 @@
 """Floor division and remainder: `//`, `%`, torch.floor_divide and torch.remainder.
 
 Composites of registry primitives, so they trace, compile and run natively like any front-end code (no
-integer division instruction is emitted, so a zero divisor cannot trap in native code). Floats: floor(a / b).
-Integers go through float64, which is exact for int32 and narrower: for |a|, |b| < 2**31 a quotient that is
-not an integer stays more than 1/|b| away from one, far beyond float64's rounding. int64 refines the float64
-quotient with the quotient of the (exact, small) remainder a - q*b, then corrects by one so that the
-remainder lies between 0 and b: exact over the whole range (INT64_MIN // -1 wraps, as in PyTorch). An integer zero divisor is PyTorch's
-RuntimeError("ZeroDivisionError") for eager tensors; traced code cannot check values, and gives an
-unspecified result there. `floor_divide` has no gradient (PyTorch's is not implemented); `remainder` has
-PyTorch's: 1 for a and -floor(a / b) for b.
+integer division instruction is emitted, so a zero divisor cannot trap in native code).
+
+Floats: floor(a / b). Integers go through float64, which is exact for int32 and narrower: for |a|, |b| <
+2**31 a quotient that is not an integer stays more than 1/|b| away from one, far beyond float64's rounding.
+int64 refines the float64 quotient with the quotient of the (exact, small) remainder a - q*b, then corrects
+by one so that the remainder lies between 0 and b: exact over the whole range (INT64_MIN // -1 wraps, as
+in PyTorch). An integer zero divisor is PyTorch's RuntimeError("ZeroDivisionError") for eager tensors;
+traced code cannot check values, and gives an unspecified result there.
+
+`floor_divide` has no gradient (PyTorch's is not implemented); `remainder` has PyTorch's: 1 for a and
+-floor(a / b) for b. A float remainder is a - b * floor(a / b), float32 evaluated in float64; PyTorch's
+exact fmod can differ from it in the last bits for quotients beyond 2**24 (float32) or 2**53 (float64).
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ def remainder(a: Any, b: Any) -> Tensor:
     x, y = F.promote(a, b)
     if not x.dtype.is_float:
         return F.sub(x, F.mul(floor_divide(x, y), y))
+    if x.dtype != float64:  # float32 in float64: (nearly always) exact, as PyTorch's fmod-based rule
+        return F.cast(remainder(F.cast(x, float64), F.cast(y, float64)), x.dtype)
     quotient = _floor_div(apply("stop_gradient", x), apply("stop_gradient", y))
     return F.sub(x, F.mul(quotient, y))
 

@@ -250,7 +250,10 @@ class Tensor:
     __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
 
     def __init__(self, data: Any = None, dtype: DType | None = None, requires_grad: bool = False) -> None:
-        array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
+        try:
+            array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
+        except OverflowError:  # a Python int that the integer dtype cannot hold
+            raise RuntimeError(f"value cannot be converted to type {dtype.name} without overflow") from None
         if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
             array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
         self._init(np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), None)
