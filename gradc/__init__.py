@@ -90,6 +90,8 @@ from gradc.ir.core import bool_ as bool  # noqa: F401
 from gradc.ir.core import float32, float64, int8, int16, int32, int64, uint8  # noqa: F401
 from gradc.loops import scan  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
+from gradc.promotion import promote_types  # noqa: F401
+from gradc.promotion import torch_result_type as result_type  # noqa: F401
 from gradc.random import Generator, default_generator, get_rng_state, initial_seed, seed, set_rng_state  # noqa: F401
 from gradc.serialization import load, save  # noqa: F401
 from gradc.shape_ops import (  # noqa: F401

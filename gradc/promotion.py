@@ -97,3 +97,8 @@ def wrap_number(value: Any, dtype: DType) -> np.ndarray:
         if not dtype.is_unsigned and value >= 1 << (bits - 1):
             value -= 1 << bits
     return np.asarray(value, dtype=dtype.numpy)
+
+
+def torch_result_type(tensor: Any, other: Any) -> DType:
+    """torch.result_type(tensor, other)."""
+    return result_type((tensor, other))
