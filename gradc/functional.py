@@ -15,7 +15,13 @@ import numpy as np
 
 from gradc.device import get_default_dtype
 from gradc.ir.core import DType, bool_, float32, float64, int32, int64  # noqa: F401  (F.float64 for methods)
-from gradc.promotion import SCALAR_NAMES, promote_types, result_type, wrap_number  # noqa: F401  (re-exported)
+from gradc.promotion import (  # noqa: F401  (SCALAR_NAMES and promote_types are re-exported)
+    SCALAR_NAMES,
+    checked_number,
+    promote_types,
+    result_type,
+    wrap_number,
+)
 from gradc.tensor import Tensor, apply, as_tensor_like, current_trace, torch_op
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -190,8 +196,18 @@ def compare(pred: str, a: Any, b: Any) -> Tensor:
     return apply("compare", x, y, pred=pred)
 
 
+def _check_fill(x: Any, *values: Any) -> None:
+    """A Python int that stands for values of the integer tensor x (where, clamp bounds) must fit its dtype."""
+    if isinstance(x, Tensor) and not x.dtype.is_float:
+        for v in values:
+            if isinstance(v, int):
+                checked_number(v, x.dtype)
+
+
 @torch_op("WhereBackward0")
 def where(condition: Any, a: Any, b: Any) -> Tensor:
+    _check_fill(a, b)
+    _check_fill(b, a)
     c = to_tensor(condition)
     if c.dtype != bool_:
         c = compare("ne", c, 0)
@@ -205,6 +221,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    _check_fill(x, min, max)
     out = x
     if min is not None:
         lo = promote(out, min)

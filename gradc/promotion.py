@@ -102,3 +102,18 @@ def wrap_number(value: Any, dtype: DType) -> np.ndarray:
 def torch_result_type(tensor: Any, other: Any) -> DType:
     """torch.result_type(tensor, other)."""
     return result_type((tensor, other))
+
+
+_C_NAMES = {"int32": "int", "int16": "int16_t", "int8": "int8_t", "uint8": "uint8_t"}  # as PyTorch's errors
+
+
+def checked_number(value: Any, dtype: DType) -> np.ndarray:
+    """A Python number stored into a tensor of dtype (fill_, x[i] = v, masked_fill): PyTorch refuses an int
+    the dtype cannot hold (uint8 takes -255..255, negatives wrapping), where arithmetic would wrap."""
+    if dtype.name in _C_NAMES and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        info = np.iinfo(dtype.numpy)
+        low = -int(info.max) if dtype.is_unsigned else int(info.min)
+        if not low <= int(value) <= int(info.max):
+            raise RuntimeError(f"value cannot be converted to type {_C_NAMES[dtype.name]} without overflow")
+        return wrap_number(value, dtype)
+    return np.asarray(value, dtype=dtype.numpy)

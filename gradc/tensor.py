@@ -467,5 +467,6 @@ def as_tensor_like(value: Any, like: Tensor | None = None) -> Tensor:
             dtype = like.dtype
             if isinstance(value, float) and not dtype.is_float:
                 dtype = float32
-            return Tensor._from_array(np.asarray(value, dtype=dtype.numpy))
+            from gradc.promotion import checked_number
+            return Tensor._from_array(checked_number(value, dtype))
     return Tensor(value)

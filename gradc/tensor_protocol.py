@@ -14,6 +14,7 @@ from gradc.dtypes import float16, refuse
 from gradc.grad_mode import is_grad_enabled
 from gradc.ir.core import DType, bool_, float32, float64, int8, int16, int32, int64, uint8
 from gradc.methods import _inplace, check_inplace
+from gradc.promotion import checked_number
 from gradc.tensor import Tensor, apply, torch_op
 
 TYPE_NAMES = {float32: "torch.FloatTensor", float64: "torch.DoubleTensor", int64: "torch.LongTensor",
@@ -163,7 +164,8 @@ def _setitem(self: Tensor, key: Any, value: Any) -> None:
         _inplace(torch_op(node)(lambda x, v: _scatter(x, key, v)))(self, value)
         return
     check_inplace(self)
-    self._data[key] = value._concrete("assignment") if isinstance(value, Tensor) else value
+    self._data[key] = value._concrete("assignment") if isinstance(value, Tensor) else \
+        checked_number(value, self.dtype) if isinstance(value, (int, np.integer)) else value
     self._bump_version()
 
 

@@ -324,3 +324,40 @@ def test_small_int_programs_print_as_mlir():
     for dialect in (builtin.Builtin, func.Func, arith.Arith, math.Math, linalg.Linalg, tensor.Tensor):
         ctx.load_dialect(dialect)
     Parser(ctx, text).parse_module().verify()
+
+
+def _stores(lib):
+    def setitem(x, v):
+        x[0] = v
+    return (lambda x, v: x.fill_(v), setitem, lambda x, v: x.masked_fill(lib.tensor([True, False, True]), v),
+            lambda x, v: lib.where(lib.tensor([True, False, True]), x, v), lambda x, v: x.clamp(min=v))
+
+
+@pytest.mark.parametrize("dtype, value", [("uint8", 300), ("uint8", -1), ("uint8", -256), ("int8", 128),
+                                          ("int8", -129), ("int16", 40000), ("int32", 2 ** 31), ("int8", 100)])
+def test_stored_numbers_are_checked_while_arithmetic_wraps(torch, dtype, value):
+    for t_store, g_store in zip(_stores(torch), _stores(gradc)):
+        tx, gx = torch.zeros(3, dtype=getattr(torch, dtype)), gradc.zeros(3, dtype=getattr(gradc, dtype))
+        try:
+            want = t_store(tx, value)
+        except RuntimeError as e:
+            with pytest.raises(RuntimeError, match=str(e)):
+                g_store(gx, value)
+            continue
+        got = g_store(gx, value)
+        same(tx if want is None else want, gx if got is None else got)
+    same(torch.zeros(3, dtype=getattr(torch, dtype)) + value, gradc.zeros(3, dtype=getattr(gradc, dtype)) + value)
+
+
+def test_in_place_results_are_only_cast_downwards(torch):
+    for lib in (torch, gradc):
+        x = lib.zeros(3, dtype=lib.uint8)
+        x += 300
+        assert x.tolist() == [44, 44, 44]
+        x += lib.ones(3, dtype=lib.int64)  # int64 -> uint8: the same category, allowed
+        assert x.tolist() == [45, 45, 45]
+        with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Byte"):
+            x += 1.5
+        with pytest.raises(RuntimeError, match="result type Long can't be cast to the desired output type Bool"):
+            b = lib.zeros(2, dtype=lib.bool)
+            b += 1
