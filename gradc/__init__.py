@@ -34,7 +34,7 @@ from gradc.device import (  # noqa: F401
     set_default_dtype,
     use_deterministic_algorithms,
 )
-from gradc.dtypes import bfloat16, complex64, complex128, float16  # noqa: F401
+from gradc.dtypes import bfloat16, complex64, complex128, finfo, float16, iinfo  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,
     eye,

@@ -361,3 +361,16 @@ def test_in_place_results_are_only_cast_downwards(torch):
         with pytest.raises(RuntimeError, match="result type Long can't be cast to the desired output type Bool"):
             b = lib.zeros(2, dtype=lib.bool)
             b += 1
+
+
+def test_iinfo_and_finfo_match_pytorch(torch):
+    for name in ("int64",) + SMALL:
+        t, g = torch.iinfo(getattr(torch, name)), gradc.iinfo(getattr(gradc, name))
+        assert (g.bits, g.min, g.max, g.dtype) == (t.bits, t.min, t.max, t.dtype) and repr(g) == repr(t)
+    for name in ("float32", "float64"):
+        t, g = torch.finfo(getattr(torch, name)), gradc.finfo(getattr(gradc, name))
+        assert (g.bits, g.eps, g.max, g.min, g.tiny, g.resolution, g.dtype) == (
+            t.bits, t.eps, t.max, t.min, t.tiny, t.resolution, t.dtype) and repr(g) == repr(t)
+    assert gradc.finfo().eps == torch.finfo().eps
+    with pytest.raises(TypeError):
+        gradc.iinfo(gradc.float32)
