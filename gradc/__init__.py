@@ -34,7 +34,7 @@ from gradc.device import (  # noqa: F401
     set_default_dtype,
     use_deterministic_algorithms,
 )
-from gradc.dtypes import bfloat16, complex64, complex128, float16, int8, int16, int32, uint8  # noqa: F401
+from gradc.dtypes import bfloat16, complex64, complex128, finfo, float16, iinfo  # noqa: F401
 from gradc.factories import (  # noqa: F401
     arange,
     eye,
@@ -87,9 +87,11 @@ from gradc.functional import (  # noqa: F401
 from gradc.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradc.indexing import index_select, multinomial, topk  # noqa: F401
 from gradc.ir.core import bool_ as bool  # noqa: F401
-from gradc.ir.core import float32, float64, int64  # noqa: F401
+from gradc.ir.core import float32, float64, int8, int16, int32, int64, uint8  # noqa: F401
 from gradc.loops import scan  # noqa: F401
 from gradc.printing import printoptions, set_printoptions  # noqa: F401
+from gradc.promotion import promote_types  # noqa: F401
+from gradc.promotion import torch_result_type as result_type  # noqa: F401
 from gradc.random import Generator, default_generator, get_rng_state, initial_seed, seed, set_rng_state  # noqa: F401
 from gradc.serialization import load, save  # noqa: F401
 from gradc.shape_ops import (  # noqa: F401
@@ -119,6 +121,7 @@ float = float32
 double = float64
 long = int64
 half, short, cfloat, cdouble = float16, int16, complex64, complex128
+int = int32  # noqa: A001  (torch.int is torch.int32)
 add, sub, mul, div, neg = functional.add, functional.sub, functional.mul, functional.div, functional.neg
 
 
@@ -126,11 +129,12 @@ def is_tensor(obj: object) -> builtins.bool:
     """torch.is_tensor."""
     return isinstance(obj, Tensor)
 
+from gradc.intdiv import FUNCTIONS as _INTDIV  # noqa: E402
 from gradc.movement import FUNCTIONS as _MOVEMENT  # noqa: E402
 from gradc.pointwise import FUNCTIONS as _POINTWISE  # noqa: E402
 from gradc.scans import FUNCTIONS as _SCANS  # noqa: E402
 
-globals().update({**_POINTWISE, **_SCANS, **_MOVEMENT})  # torch.floor, torch.cumsum, torch.sort, ...
+globals().update({**_POINTWISE, **_SCANS, **_MOVEMENT, **_INTDIV})  # torch.floor, torch.cumsum, torch.sort, ...
 
 __version__ = "0.1.0"
 

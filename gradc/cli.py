@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from gradc.ir.core import DTYPES
+
 
 def _median_us(fn: Callable[[], object], budget_s: float = 0.3, max_runs: int = 20000) -> float:
     fn()
@@ -102,8 +104,7 @@ class UsageError(Exception):
 
 STAGES = ("ir", "ad", "fused", "llvm", "asm", "mlir")
 NATIVE_STAGES = ("fused", "llvm", "asm")
-DTYPE_NAMES = {"f32": "float32", "float32": "float32", "f64": "float64", "float64": "float64",
-               "i64": "int64", "int64": "int64", "i1": "bool", "bool": "bool"}
+DTYPE_NAMES = {**{d.short: d.name for d in DTYPES}, **{d.name: d.name for d in DTYPES}}  # f32, i8, u8, ...
 ARG_SPEC = re.compile(r"^\s*([a-z0-9]+)\s*\[([^\]]*)\]\s*$")
 
 
@@ -112,7 +113,7 @@ def parse_arg_spec(spec: str) -> np.ndarray:
     m = ARG_SPEC.match(spec)
     if not m or m.group(1) not in DTYPE_NAMES:
         raise UsageError(f"bad --arg {spec!r}: expected DTYPE[DIMS] such as f32[64,784], i64[64] or f32[] "
-                         f"(dtypes: f32, f64, i64, i1)")
+                         f"(dtypes: {', '.join(d.short for d in DTYPES)})")
     dims = [d.strip() for d in m.group(2).split(",")] if m.group(2).strip() else []
     if any(not d.isdigit() for d in dims):
         raise UsageError(f"bad --arg {spec!r}: dimensions must be non-negative integers separated by commas")

@@ -8,6 +8,7 @@ import numpy as np
 
 from gradc.device import check_device, get_default_dtype
 from gradc.ir.core import DType, bool_, int64
+from gradc.promotion import checked_number
 from gradc.random import Generator, default_generator
 from gradc.tensor import Tensor
 
@@ -67,6 +68,8 @@ def full(size: Any, fill_value: Any, dtype: DType | None = None, requires_grad: 
          **kwargs: Any) -> Tensor:
     if dtype is None:  # PyTorch infers the dtype from the fill value
         dtype = bool_ if isinstance(fill_value, bool) else int64 if isinstance(fill_value, int) else None
+    elif isinstance(fill_value, int):
+        fill_value = checked_number(fill_value, dtype)  # PyTorch refuses a value the dtype cannot hold
     return _make(np.full(_shape((size,)), fill_value), dtype, requires_grad, device)
 
 

@@ -13,12 +13,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gradc.ir.core import DType, bool_, float32, float64, int64
+from gradc.device import get_default_dtype
+from gradc.ir.core import DType, bool_, float32, float64, int32, int64  # noqa: F401  (F.float64 for methods)
+from gradc.promotion import (  # noqa: F401  (SCALAR_NAMES and promote_types are re-exported)
+    SCALAR_NAMES,
+    checked_number,
+    promote_types,
+    result_type,
+    wrap_number,
+)
 from gradc.tensor import Tensor, apply, as_tensor_like, current_trace, torch_op
-
-DTYPE_RANK = {bool_: 0, int64: 1, float32: 2, float64: 3}
-SCALAR_NAMES = {bool_: "Bool", int64: "Long", float32: "Float", float64: "Double"}  # PyTorch's names in errors
-
 
 # ----------------------------------------------------------------------------- argument helpers
 
@@ -32,6 +36,15 @@ def to_tensor(x: Any, like: Tensor | None = None) -> Tensor:
 
 def cast(x: Tensor, dtype: DType) -> Tensor:
     return x if x.dtype == dtype else apply("cast", x, dtype=dtype)
+
+
+def long_index(index: Tensor, message: str, error: type = RuntimeError) -> Tensor:
+    """An index tensor as int64: PyTorch takes int32 indices too (widened here); other dtypes raise."""
+    if index.dtype == int64:
+        return index
+    if index.dtype == int32:
+        return cast(index, int64)
+    raise error(message)
 
 
 def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
@@ -52,42 +65,50 @@ def expand_to(x: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 _NUMBERS = (bool, int, float)
+# numpy kinds of tensors that a Python number of each type leaves alone (its category is not higher)
+_KEEPS_KIND = {bool: "biuf", int: "iuf", float: "f"}
 
 
 def _eager_scalar(value: Any, like: Tensor) -> Tensor:
-    """A Python number as a read-only eager tensor of like's shape (a stride-0 view: no copy)."""
+    """A Python number in like's dtype as a read-only eager tensor of like's shape (a stride-0 view)."""
     dtype = like._data.dtype
-    if isinstance(value, float) and dtype.kind != "f":
-        dtype = np.dtype(np.float32)
-    base = np.asarray(value, dtype=dtype)
+    base = wrap_number(value, like.dtype)
     view = np.ndarray(like._data.shape, dtype, base, strides=(0,) * like._data.ndim)
     view.flags.writeable = False
     return Tensor._from_array(view)
 
 
+def _is_number(x: Any, anchored: bool) -> bool:
+    return isinstance(x, (bool, int, float, np.number, np.bool_)) or (
+        isinstance(x, np.ndarray) and x.ndim == 0 and anchored)
+
+
 def promote(*args: Any, float_result: bool = False) -> list[Tensor]:
-    """Common dtype (bool < int64 < float32 < float64; Python numbers adapt) and common shape."""
+    """PyTorch's result dtype (gradc.promotion.result_type) and broadcast shape for all operands;
+    float_result: integer results become the default float dtype (true division, pow)."""
     if len(args) == 2:  # fast paths for the eager (tensor, tensor) and (tensor, number) cases
         a, b = args
         if isinstance(a, Tensor) and a._data is not None and (not float_result or a._data.dtype.kind == "f"):
             if isinstance(b, Tensor):
                 if b._data is not None and a._data.dtype == b._data.dtype and a._data.shape == b._data.shape:
                     return [a, b]
-            elif (type(b) in _NUMBERS and (type(b) is not float or a._data.dtype.kind == "f")
-                  and current_trace() is None):
+            elif type(b) in _NUMBERS and a._data.dtype.kind in _KEEPS_KIND[type(b)] and current_trace() is None:
                 return [a, _eager_scalar(b, a)]
         elif (isinstance(b, Tensor) and b._data is not None and type(a) in _NUMBERS and b._data.dtype.kind == "f"
               and current_trace() is None):
             return [_eager_scalar(a, b), b]
-    anchor = next((a for a in args if isinstance(a, Tensor)), None)
-    tensors = [to_tensor(a, anchor) for a in args]
-    dtype = builtins.max((t.dtype for t in tensors), key=DTYPE_RANK.__getitem__)
+    anchored = any(isinstance(a, Tensor) for a in args)
+    items = [(a.item() if isinstance(a, (np.ndarray, np.number, np.bool_)) else a) if _is_number(a, anchored)
+             else to_tensor(a) for a in args]
+    dtype = result_type(items)
     if float_result and not dtype.is_float:
-        dtype = float32
+        dtype = get_default_dtype()
+    tensors = [cast(t, dtype) if isinstance(t, Tensor) else Tensor._from_array(wrap_number(t, dtype))
+               for t in items]
     shape: tuple[int, ...] = ()
     for t in tensors:
         shape = broadcast_shapes(shape, t.shape)
-    return [expand_to(cast(t, dtype), shape) for t in tensors]
+    return [expand_to(t, shape) for t in tensors]
 
 
 def normalize_dim(dim: int, rank: int) -> int:
@@ -175,8 +196,18 @@ def compare(pred: str, a: Any, b: Any) -> Tensor:
     return apply("compare", x, y, pred=pred)
 
 
+def _check_fill(x: Any, *values: Any) -> None:
+    """A Python int that stands for values of the integer tensor x (where, clamp bounds) must fit its dtype."""
+    if isinstance(x, Tensor) and not x.dtype.is_float:
+        for v in values:
+            if isinstance(v, int):
+                checked_number(v, x.dtype)
+
+
 @torch_op("WhereBackward0")
 def where(condition: Any, a: Any, b: Any) -> Tensor:
+    _check_fill(a, b)
+    _check_fill(b, a)
     c = to_tensor(condition)
     if c.dtype != bool_:
         c = compare("ne", c, 0)
@@ -190,6 +221,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    _check_fill(x, min, max)
     out = x
     if min is not None:
         lo = promote(out, min)
@@ -213,7 +245,7 @@ def sum(x: Tensor, dim: Any = None, keepdim: bool = False, dtype: DType | None =
     x = to_tensor(x)
     if dtype is not None:
         x = cast(x, dtype)
-    elif x.dtype == bool_:
+    elif not x.dtype.is_float:  # bool and integers sum in int64, as PyTorch
         x = cast(x, int64)
     dims = normalize_dims(dim, x.ndim)
     return _keep(x, apply("reduce_sum", x, axes=dims), dims, keepdim)
@@ -401,9 +433,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     """torch.gather restricted to an index with size 1 along `dim` (one pick per row)."""
     d = normalize_dim(dim, x.ndim)
-    index = to_tensor(index)
-    if index.dtype != int64:
-        raise RuntimeError(f"gather(): Expected dtype int32/int64 for index, got {SCALAR_NAMES[index.dtype]}")
+    index = long_index(to_tensor(index), "gather(): Expected dtype int32/int64 for index")
     expected = x.shape[:d] + (1,) + x.shape[d + 1:]
     if index.shape != expected:
         raise RuntimeError(f"gradc.gather supports an index of shape {list(expected)} (one pick along dim "
@@ -508,7 +538,7 @@ def matmul(a: Any, b: Any) -> Tensor:
     x, y = to_tensor(a), to_tensor(b)
     if x.ndim == 0 or y.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {x.ndim}D and {y.ndim}D")
-    dtype = builtins.max((x.dtype, y.dtype, float32), key=DTYPE_RANK.__getitem__)
+    dtype = promote_types(promote_types(x.dtype, y.dtype), float32)
     x, y = cast(x, dtype), cast(y, dtype)
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else -1]:
         raise RuntimeError(_matmul_mismatch(x.shape, y.shape))

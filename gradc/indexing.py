@@ -9,13 +9,14 @@ repeated indices accumulate their gradients as PyTorch's IndexBackward0 does.
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any
 
 import numpy as np
 
 from gradc import functional as F
 from gradc.factories import generator as stream
-from gradc.ir.core import bool_, int64
+from gradc.ir.core import bool_, int32, int64, uint8
 from gradc.tensor import Tensor, apply, torch_op
 
 
@@ -29,9 +30,7 @@ def take_along(x: Tensor, d: int, index: Tensor) -> Tensor:
 
 def _normalized_index(index: Any, n: int, d: int, message: str | None) -> Tensor:
     idx = index if isinstance(index, Tensor) else Tensor(np.asarray(index, dtype=np.int64))
-    if idx.dtype != int64:
-        raise IndexError(f"tensors used as indices must be long, int, byte or bool tensors, got "
-                         f"{F.SCALAR_NAMES[idx.dtype]}")
+    idx = F.long_index(idx, "tensors used as indices must be long, int, byte or bool tensors", IndexError)
     if not idx.is_traced and idx._data.size:
         data = idx._data
         bad = data[(data < -n) | (data >= n)]
@@ -56,16 +55,14 @@ def index_select(x: Tensor, dim: int, index: Tensor) -> Tensor:
     index = F.to_tensor(index)
     if index.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
-    if index.dtype != int64:
-        raise RuntimeError(f"index_select(): Expected dtype int32 or int64 for index, got "
-                           f"{F.SCALAR_NAMES[index.dtype]}")
+    index = F.long_index(index, "index_select(): Expected dtype int32 or int64 for index")
     idx = _normalized_index(F.reshape(index, (-1,)), x.shape[d] if x.ndim else 1, d, "index out of range in self")
     return _select(x, d, idx)
 
 
 def _is_advanced(k: Any) -> bool:
     return isinstance(k, (Tensor, list, np.ndarray)) and not (isinstance(k, Tensor) and k.ndim == 0
-                                                              and k.dtype == int64 and not k.is_traced)
+                                                              and k.dtype in (int64, int32) and not k.is_traced)
 
 
 def _boolean_mask(x: Tensor, mask: Tensor) -> Tensor:
@@ -88,6 +85,10 @@ def _advanced_getitem(x: Tensor, key: Any) -> Tensor:
     """PyTorch's rules: the advanced indices (integer tensors/lists) broadcast together; their result dims
     replace the indexed dims in place when those are adjacent (after ints select), else they go first."""
     items = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, Tensor) and k.dtype == uint8 for k in items):
+        warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead.",
+                      UserWarning, stacklevel=3)
+        items = tuple(F.cast(k, bool_) if isinstance(k, Tensor) and k.dtype == uint8 else k for k in items)
     for k in items:
         if isinstance(k, Tensor) and k.dtype == bool_ or isinstance(k, np.ndarray) and k.dtype == np.bool_:
             if len(items) != 1:

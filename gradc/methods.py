@@ -8,6 +8,7 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.grad_mode import is_grad_enabled
+from gradc.promotion import SCALAR_NAMES, category, checked_number
 from gradc.tensor import Node, Tensor, next_function
 
 
@@ -39,6 +40,9 @@ def _inplace(fn):
             # ops recorded before now read `self` at this version: they now find its old value here
             self._history = {**getattr(self, "_history", {}), self._version: source}
         result = fn(source, *args, **kwargs)
+        if category(result.dtype) > category(self.dtype):  # PyTorch casts an in-place result only downwards
+            raise RuntimeError(f"result type {SCALAR_NAMES[result.dtype]} can't be cast to the desired output "
+                               f"type {SCALAR_NAMES[self.dtype]}")
         if result.shape != self.shape:
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
                                f"{list(result.shape)}")
@@ -87,7 +91,8 @@ def fill_(self: Tensor, value: Any) -> Tensor:
     check_inplace(self)
     if self._record is not None and self._record.opdef.name in SAVES_RESULT:
         self._record.overwritten = self._version + 1
-    self._data[...] = value._data if isinstance(value, Tensor) else value
+    self._data[...] = value._data if isinstance(value, Tensor) else checked_number(value, self.dtype) \
+        if isinstance(value, (int, np.integer)) else value
     self._bump_version()
     return self
 
@@ -141,10 +146,11 @@ for _name, _fn in BINDINGS.items():
 Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, tensors stay hashable by identity
 Tensor.T = property(lambda x: F.permute(x, tuple(reversed(range(x.ndim)))))
 
-from gradc import movement, pointwise, random_fill, scans  # noqa: E402  (their functions are Tensor methods too)
+from gradc import intdiv, movement, pointwise, random_fill, scans  # noqa: E402  (their functions are Tensor methods too)
 
-for _module in (pointwise, scans, movement, random_fill):
+for _module in (pointwise, scans, movement, intdiv, random_fill):
     for _name, _fn in _module.METHODS.items():
         setattr(Tensor, _name, _fn)
     for _name in _module.INPLACE:
         setattr(Tensor, _name + "_", _inplace(_module.METHODS[_name]))
+Tensor.__ifloordiv__, Tensor.__imod__ = Tensor.floor_divide_, Tensor.remainder_

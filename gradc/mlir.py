@@ -2,7 +2,7 @@
 
 Mapping (on tensors, destination-passing style with `tensor.empty` inits):
   elementwise ops      -> linalg.generic with identity maps and an arith/math body
-  reduce_sum/max       -> linalg.reduce over a linalg.fill'ed init (0 or -inf / INT64_MIN)
+  reduce_sum/max       -> linalg.reduce over a linalg.fill'ed init (0 or -inf / the integer minimum)
   matmul               -> linalg.matmul (rank 2); a batched matmul is a linalg.generic with a reduction dim
   broadcast_to         -> tensor.collapse_shape (drop expanded size-1 dims) + linalg.broadcast
   permute              -> linalg.transpose;   reshape -> tensor.reshape (tensor.collapse/expand_shape at rank 0)
@@ -22,11 +22,14 @@ import numpy as np
 from gradc.ir.core import Function, TensorType, Value, bool_, float32, float64
 from gradc.ir.printer import param_names
 
-INT64_MIN = -(1 << 63)
+
+def mlir_name(dtype) -> str:
+    """MLIR's integers are signless: uint8 is i8, and its ops say unsigned (maxui, cmpi ult, extui, uitofp)."""
+    return "i8" if dtype.name == "uint8" else dtype.short  # f32, f64, i64, i32, i16, i8, i1 are MLIR's names
 
 
 def elem(t: TensorType) -> str:
-    return t.dtype.short  # f32, f64, i64, i1 are MLIR's own names
+    return mlir_name(t.dtype)
 
 
 def ttype(t: TensorType) -> str:
@@ -74,7 +77,7 @@ class Printer:
 
     def constant(self, x, dtype) -> str:
         name = self.fresh("c")
-        self.emit(f"{name} = arith.constant {scalar_literal(x, dtype)} : {dtype.short}")
+        self.emit(f"{name} = arith.constant {scalar_literal(x, dtype)} : {mlir_name(dtype)}")
         return name
 
     def empty(self, t: TensorType) -> str:
@@ -127,6 +130,7 @@ FLOAT_UNARY = {"exp": "math.exp", "log": "math.log", "tanh": "math.tanh", "sqrt"
                "abs": "math.absf", "neg": "arith.negf", "sin": "math.sin", "cos": "math.cos"}
 FLOAT_PRED = {"lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge", "eq": "oeq", "ne": "une"}
 INT_PRED = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq", "ne": "ne"}
+UINT_PRED = {"lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge", "eq": "eq", "ne": "ne"}
 
 
 def scalar_body(p: Printer, op, args: list[str]) -> str:
@@ -135,6 +139,9 @@ def scalar_body(p: Printer, op, args: list[str]) -> str:
     ty = elem(x_type)
     is_float = x_type.dtype.is_float
     name = op.name
+    unsigned = x_type.dtype.name == "uint8"
+    if name == "maximum" and unsigned:
+        return p.scalar("arith.maxui", args[:2], ty)
     if name in FLOAT_BINARY and is_float or name in INT_BINARY and not is_float:
         return p.scalar((FLOAT_BINARY if is_float else INT_BINARY)[name], args[:2], ty)
     if name == "div" or name == "pow":
@@ -144,7 +151,7 @@ def scalar_body(p: Printer, op, args: list[str]) -> str:
     if name == "neg":
         return p.scalar("arith.subi", [p_const(p, 0, x_type.dtype), args[0]], ty)
     if name == "abs":
-        return p.scalar("math.absi", args[:1], ty)
+        return args[0] if unsigned else p.scalar("math.absi", args[:1], ty)
     if name == "recip":
         return p.scalar("arith.divf", [p_const(p, 1.0, x_type.dtype), args[0]], ty)
     if name == "sigmoid":  # 1 / (1 + exp(-x))
@@ -153,11 +160,12 @@ def scalar_body(p: Printer, op, args: list[str]) -> str:
                                        p.scalar("arith.addf", [p_const(p, 1.0, x_type.dtype), e], ty)], ty)
     if name == "relu":  # maximumf propagates NaN, as gradc's relu does
         zero = p_const(p, 0, x_type.dtype)
-        return p.scalar("arith.maximumf" if is_float else "arith.maxsi", [args[0], zero], ty)
+        return p.scalar("arith.maximumf" if is_float else "arith.maxui" if unsigned else "arith.maxsi",
+                        [args[0], zero], ty)
     if name == "stop_gradient":
         return args[0]
     if name == "compare":
-        pred = (FLOAT_PRED if is_float else INT_PRED)[op.attrs["pred"]]
+        pred = (FLOAT_PRED if is_float else UINT_PRED if unsigned else INT_PRED)[op.attrs["pred"]]
         return p.scalar("arith.cmpf" if is_float else "arith.cmpi", [pred, *args[:2]], ty)
     if name == "where":
         return p.scalar("arith.select", args[:3], ty)
@@ -168,24 +176,28 @@ def scalar_body(p: Printer, op, args: list[str]) -> str:
 
 def p_const(p: Printer, x, dtype) -> str:
     name = p.fresh("k")
-    p.emit(f"  {name} = arith.constant {scalar_literal(x, dtype)} : {dtype.short}")
+    p.emit(f"  {name} = arith.constant {scalar_literal(x, dtype)} : {mlir_name(dtype)}")
     return name
 
 
 def cast_body(p: Printer, x: str, src, dst) -> str:
     if src == dst:
         return x
-    s, d = src.short, dst.short
+    s, d = mlir_name(src), mlir_name(dst)
     if src.is_float and dst.is_float:
         return p.scalar("arith.extf" if dst == float64 else "arith.truncf", [x], f"{s} to {d}")
     if dst == bool_:  # numpy: x != 0
         pred, cmp = ("une", "arith.cmpf") if src.is_float else ("ne", "arith.cmpi")
         return p.scalar(cmp, [pred, x, p_const(p, 0, src)], s)
     if dst.is_float:
-        return p.scalar("arith.uitofp" if src == bool_ else "arith.sitofp", [x], f"{s} to {d}")
+        return p.scalar("arith.uitofp" if src.is_unsigned else "arith.sitofp", [x], f"{s} to {d}")
     if src.is_float:
         return p.scalar("arith.fptosi", [x], f"{s} to {d}")
-    return p.scalar("arith.extui", [x], f"{s} to {d}")  # bool -> int64
+    if s == d:  # int8 <-> uint8: the same bits
+        return x
+    if dst.bits < src.bits:
+        return p.scalar("arith.trunci", [x], f"{s} to {d}")
+    return p.scalar("arith.extui" if src.is_unsigned else "arith.extsi", [x], f"{s} to {d}")
 
 
 # ----------------------------------------------------------------------------- structured ops
@@ -262,8 +274,9 @@ def reduce_op(p: Printer, op, x: tuple[str, TensorType]) -> str:
     if op.name == "reduce_sum":
         start, combine = 0, ("arith.addf" if out.dtype.is_float else "arith.addi")
     else:
-        start = -np.inf if out.dtype.is_float else INT64_MIN
-        combine = "arith.maximumf" if out.dtype.is_float else "arith.maxsi"
+        start = -np.inf if out.dtype.is_float else int(np.iinfo(out.dtype.numpy).min)
+        combine = "arith.maximumf" if out.dtype.is_float else "arith.maxui" if out.dtype.name == "uint8" else \
+            "arith.maxsi"
     init, r = p.filled(out, start), p.fresh()
     a, acc = p.fresh("a"), p.fresh("a")
     p.emit(f"{r} = linalg.reduce ins({x[0]} : {ttype(x[1])}) outs({init} : {ttype(out)}) "

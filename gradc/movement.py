@@ -276,8 +276,7 @@ def _scatter_parts(x: Tensor, d: int, index: Tensor, src: Tensor, last_wins: boo
     """(sum of src over the hits, hit mask), both of x's shape: position k along d collects every src
     element whose index is k; with last_wins only the last of them along d (PyTorch's CPU loop writes
     duplicates in that order, so the last write stays)."""
-    if index.dtype != int64:
-        raise RuntimeError("scatter(): Expected dtype int64 for index")
+    index = F.long_index(index, "scatter(): Expected dtype int64 for index")
     if index.ndim != x.ndim or (src.ndim and src.ndim != x.ndim):
         raise RuntimeError("Index tensor must have the same number of dimensions as self tensor")
     for i, s in enumerate(index.shape):
@@ -347,9 +346,7 @@ def scatter_add(x: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
 
 
 def _index_along(x: Tensor, d: int, index: Any, source: Tensor, name: str) -> Tensor:
-    index = F.to_tensor(index)
-    if index.dtype != int64:
-        raise RuntimeError(f"{name}(): Expected dtype int32/int64 for index")
+    index = F.long_index(F.to_tensor(index), f"{name}(): Expected dtype int32/int64 for index")
     if index.ndim > 1:
         raise IndexError(f"{name}(): Index is supposed to be a vector")
     m = index.numel()

@@ -3,9 +3,9 @@
 The output matches PyTorch's repr character for character for the dtypes gradc has: 4 decimals,
 integer-valued floats as `1.`, scientific mode when the magnitudes span more than 1e3 (or leave
 [1e-4, 1e8]), `...` summaries beyond 1000 elements, line wrapping at 80 columns, and the
-`dtype=`, `requires_grad=True` and `grad_fn=<...>` suffixes. float64 prints `dtype=torch.float64`
-as PyTorch does, so that programs written with `import gradc as torch` print what they would
-print under PyTorch.
+`dtype=`, `requires_grad=True` and `grad_fn=<...>` suffixes. float64 and the small integer dtypes print
+`dtype=torch.float64`, `dtype=torch.int32`, ... as PyTorch does, so that programs written with
+`import gradc as torch` print what they would print under PyTorch.
 """
 
 from __future__ import annotations
@@ -191,8 +191,8 @@ def tensor_repr(t: Any) -> str:
         else:
             if not PRINT_OPTS.edgeitems:
                 suffixes.append(f"size={tuple(data.shape)}")
-            if t.dtype.name == "float64":
-                suffixes.append("dtype=torch.float64")
+            if t.dtype.name not in ("float32", "int64", "bool"):  # PyTorch's "default" dtypes print no suffix
+                suffixes.append(f"dtype=torch.{t.dtype.name}")
             body = array_str(data, indent)
     if t.grad_fn is not None:
         suffixes.append(f"grad_fn=<{t.grad_fn.name()}>")

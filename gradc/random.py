@@ -7,13 +7,13 @@ the same raw words. On top of them this module reproduces PyTorch's transformati
   rand / uniform_   float32: (w & (2^24 - 1)) * 2^-24; float64: 53 bits of a 64-bit draw (two words, high first),
                     scaled as x * (to - from) + from in double (float64: one fused multiply-add, as
                     PyTorch's AVX2/AVX-512 builds compile it)
-  random_           w % (to - from) + from; 64-bit draws for int64/float64 full ranges and spans >= 2^32
+  random_           w % (to - from) + from; 64-bit draws for int64/float64 full ranges and spans >= 2^28
   randn / normal_   float32 tensors of >= 16 elements: all uniforms first, then Box-Muller in blocks of 16
                     (u1 = 1 - data[j], u2 = data[j + 8]), a last partial block recomputed from 16 fresh draws;
                     float64 tensors of >= 16 elements: the same in double (53-bit uniforms);
                     otherwise the double normal_distribution (two 53-bit uniforms, r = sqrt(-2 log(1 - u2)),
                     theta = 2 pi u1, r cos theta, with r sin theta cached for the next draw)
-  randint           w % range + low (64-bit draws when range >= 2^32)
+  randint           w % range + low (64-bit draws when range >= 2^28: PyTorch 2.13's threshold, measured)
   randperm          Fisher-Yates from the front, z = w % (n - i) (n < 2^32 / 20)
 
 Tests compare each against torch (tests/test_pytorch_api.py, random streams). Vectorized PyTorch kernels may round
@@ -29,6 +29,7 @@ import numpy as np
 __all__ = ["Generator", "default_generator", "initial_seed", "seed", "get_rng_state", "set_rng_state"]
 
 TWO_PI = 2.0 * np.pi
+WIDE_RANGE = 1 << 28  # integer ranges from here on take 64-bit draws
 
 
 def _shape(size: Any) -> tuple[int, ...]:
@@ -156,7 +157,7 @@ class Generator:
         span = int(high) - int(low)
         if span <= 0:
             raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-        raw = self.words(n) if span < (1 << 32) else self.words64(n)
+        raw = self.words(n) if span < WIDE_RANGE else self.words64(n)
         return ((raw % np.uint64(span)).astype(np.int64) + int(low)).astype(dtype).reshape(shape)
 
     def permutation(self, n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from gradc.factories import generator as _generator
 from gradc.ir.core import bool_
+from gradc.random import WIDE_RANGE
 from gradc.tensor import Tensor
 
 # random_()'s default upper bound: the dtype's max + 1, or 2^digits + 1 for floats (every integer exact)
@@ -91,8 +92,8 @@ def random_(self: Tensor, *args: Any, generator: Any = None, **kwargs: Any) -> T
     gen, n, span = _generator(generator), self.numel(), high - low
     if to is _UNSET and self.dtype is bool_:
         values = (gen.words(n) & np.uint64(1)).astype(bool)
-    else:  # 64-bit draws for int64/float64's full range and for spans of 2^32 or more, as PyTorch
-        wide = span >= (1 << 32) or (to is _UNSET and self.dtype.name in ("int64", "float64"))
+    else:  # 64-bit draws for int64/float64's full range and for spans of 2^28 or more, as PyTorch
+        wide = self.dtype.name in ("int64", "float64") if to is _UNSET else span >= WIDE_RANGE
         raw = gen.words64(n) if wide else gen.words(n)
         values = np.array([int(w) % span + low for w in raw.tolist()], dtype=np.float64 if self.dtype.is_float
                           else np.int64) if span >= (1 << 63) else (raw % np.uint64(span)).astype(np.int64) + low

@@ -49,7 +49,7 @@ def _scan_input(x: Any, dim: int, dtype: DType | None) -> tuple[Tensor, int]:
     x = F.to_tensor(x)
     if dtype is not None:
         x = F.cast(x, dtype)
-    elif x.dtype == bool_:
+    elif not x.dtype.is_float:  # bool and integers accumulate in int64, as PyTorch's cumsum/cumprod/prod
         x = F.cast(x, int64)
     if x.ndim == 0:
         return x, -1

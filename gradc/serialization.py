@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradc.device import check_device, device
-from gradc.dtypes import bfloat16, complex64, complex128, float16, int8, int16, int32, uint8
+from gradc.dtypes import bfloat16, complex64, complex128, float16
 from gradc.ir.core import DTYPES, DType, dtype_of_numpy
 from gradc.tensor import Tensor
 
@@ -35,7 +35,7 @@ STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "Long
                   "CharStorage": np.int8, "ByteStorage": np.uint8, "HalfStorage": np.float16}
 STORAGE_BY_DTYPE = {np.dtype(v): k for k, v in STORAGE_DTYPES.items()}
 TORCH_DTYPES = {d.name: d for d in DTYPES}
-UNSUPPORTED_DTYPES = (int32, int16, int8, uint8, float16, bfloat16, complex64, complex128)
+UNSUPPORTED_DTYPES = (float16, bfloat16, complex64, complex128)
 
 
 def _c_order(a: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                 raise RuntimeError(f"Sizes of tensors must match except in dimension {d}. Expected size "
                                    f"{tensors[0].shape[axis]} but got size {t.shape[axis]} for tensor number "
                                    f"{i} in the list.")
-    dtype = builtins.max((t.dtype for t in tensors), key=F.DTYPE_RANK.__getitem__)
+    dtype = F.result_type(tensors)
     if len(tensors) == 1:  # a new tensor, as PyTorch's cat of one
         return apply("reshape", F.cast(tensors[0], dtype), shape=tensors[0].shape)
     total = builtins.sum(t.shape[d] for t in tensors)

@@ -250,7 +250,10 @@ class Tensor:
     __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
 
     def __init__(self, data: Any = None, dtype: DType | None = None, requires_grad: bool = False) -> None:
-        array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
+        try:
+            array = np.asarray(data if data is not None else [], dtype=dtype.numpy if dtype else None)
+        except OverflowError:  # a Python int that the integer dtype cannot hold
+            raise RuntimeError(f"value cannot be converted to type {dtype.name} without overflow") from None
         if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
             array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
         self._init(np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), None)
@@ -459,5 +462,6 @@ def as_tensor_like(value: Any, like: Tensor | None = None) -> Tensor:
             dtype = like.dtype
             if isinstance(value, float) and not dtype.is_float:
                 dtype = float32
-            return Tensor._from_array(np.asarray(value, dtype=dtype.numpy))
+            from gradc.promotion import checked_number
+            return Tensor._from_array(checked_number(value, dtype))
     return Tensor(value)

@@ -11,14 +11,16 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.device import CPU, check_device, device
-from gradc.dtypes import float16, int16, int32, refuse, uint8
+from gradc.dtypes import float16, refuse
 from gradc.grad_mode import is_grad_enabled
-from gradc.ir.core import DType, bool_, float32, float64, int64
+from gradc.ir.core import DType, bool_, float32, float64, int8, int16, int32, int64, uint8
 from gradc.methods import _inplace, check_inplace
+from gradc.promotion import checked_number
 from gradc.tensor import Tensor, apply, torch_op
 
 TYPE_NAMES = {float32: "torch.FloatTensor", float64: "torch.DoubleTensor", int64: "torch.LongTensor",
-              bool_: "torch.BoolTensor"}
+              int32: "torch.IntTensor", int16: "torch.ShortTensor", int8: "torch.CharTensor",
+              uint8: "torch.ByteTensor", bool_: "torch.BoolTensor"}
 DTYPE_BY_TYPE_NAME = {v: k for k, v in TYPE_NAMES.items()}
 
 
@@ -163,7 +165,8 @@ def _setitem(self: Tensor, key: Any, value: Any) -> None:
         _inplace(torch_op(node)(lambda x, v: _scatter(x, key, v)))(self, value)
         return
     check_inplace(self)
-    self._data[key] = value._concrete("assignment") if isinstance(value, Tensor) else value
+    self._data[key] = value._concrete("assignment") if isinstance(value, Tensor) else \
+        checked_number(value, self.dtype) if isinstance(value, (int, np.integer)) else value
     self._bump_version()
 
 
@@ -214,7 +217,7 @@ BINDINGS = {
     "addcmul": _addcmul, "addcdiv": _addcdiv, "lerp": _lerp,
     "bool": lambda self: F.cast_op(self, bool_), "int": lambda self: _to(self, int32),
     "short": lambda self: _to(self, int16), "half": lambda self: _to(self, float16),
-    "byte": lambda self: _to(self, uint8),
+    "byte": lambda self: _to(self, uint8), "char": lambda self: _to(self, int8),
 }
 
 for _name, _fn in BINDINGS.items():

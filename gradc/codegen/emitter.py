@@ -4,6 +4,10 @@ Float ops carry no fast-math flags at all (NaN and inf propagate as in numpy); m
 `llvm.maximum` (NaN-propagating, like np.maximum); exp/log/tanh/sigmoid come from
 gradc.codegen.math (branch-free, vectorizable) with LLVM intrinsics as a fallback; pow with a
 constant small integer exponent becomes multiplies, otherwise `llvm.pow`.
+
+LLVM integers have no signedness, so uint8 and int8 are both i8: the emitter's `unsigned` flag (set by
+the lowering from the operand's dtype before each rule) picks udiv/icmp_unsigned/umax/zext/uitofp.
+Integer constants are kept in their signed two's complement form (i8 200 is stored as -56).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from llvmlite import ir
 from gradc.ir.core import DType
 
 F32, F64, I64, I1, I8 = ir.FloatType(), ir.DoubleType(), ir.IntType(64), ir.IntType(1), ir.IntType(8)
-LL_TYPES = {"float32": F32, "float64": F64, "int64": I64, "bool": I1}
-NUMPY_OF = {F32: np.float32, F64: np.float64, I64: np.int64, I1: np.bool_}
+I32, I16 = ir.IntType(32), ir.IntType(16)
+LL_TYPES = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16, "int8": I8, "uint8": I8,
+            "bool": I1}
 
 
 def ll_type(dtype: DType) -> ir.Type:
@@ -39,17 +44,26 @@ def scalar_math(name: str):
 
 
 def constant(ty: ir.Type, value: Any) -> ir.Constant:
-    """An LLVM constant of type ty holding numpy-converted value."""
+    """An LLVM constant of type ty holding value (integers wrap to ty's width, stored signed)."""
     if ty == I1:
         return ir.Constant(I1, int(bool(value)))
-    if ty == I64:
-        return ir.Constant(I64, int(np.int64(value)))
-    return ir.Constant(ty, float(NUMPY_OF[ty](value)))
+    if isinstance(ty, ir.IntType):
+        bits = ty.width
+        v = int(value) & ((1 << bits) - 1)
+        return ir.Constant(ty, v - (1 << bits) if v >> (bits - 1) else v)
+    return ir.Constant(ty, float((np.float32 if ty == F32 else np.float64)(value)))
+
+
+def constant_array(c: ir.Constant, dtype: DType) -> np.ndarray:
+    """The numpy value of an LLVM constant of dtype (a signed i8 -56 is uint8 200)."""
+    if dtype.is_float or dtype.name == "bool":
+        return np.asarray(c.constant, dtype=dtype.numpy)
+    return np.asarray(int(c.constant), dtype=np.int64).astype(dtype.numpy)
 
 
 def fold_constant(op, args: list) -> ir.Constant:
     """Evaluate an op on constant operands with its numpy rule (exact numpy semantics)."""
-    arrays = [np.asarray(a.constant, dtype=NUMPY_OF[a.type]) for a in args]
+    arrays = [constant_array(a, v.dtype) for a, v in zip(args, op.inputs)]
     with np.errstate(all="ignore"):
         if op.name == "const":
             value = np.asarray(op.attrs["value"], dtype=op.result.dtype.numpy)
@@ -63,14 +77,16 @@ def is_float(x: ir.Value) -> bool:
 
 
 class ScalarEmitter:
-    """Scalar operations on LLVM values; the dtype is read off the LLVM type (f32/f64/i64/i1)."""
+    """Scalar operations on LLVM values; the dtype is read off the LLVM type (f32/f64/iN/i1), and
+    `unsigned` says whether integer operands are uint8/bool (the caller sets it per op)."""
 
     def __init__(self, low, builder: ir.IRBuilder):
         self.low, self.b = low, builder
+        self.unsigned = False
 
     def _intrinsic(self, base: str, x: ir.Value, nargs: int = 1, extra: tuple = ()) -> ir.Function:
         ty = x.type
-        suffix = {F32: "f32", F64: "f64", I64: "i64"}[ty]
+        suffix = "f32" if ty == F32 else "f64" if ty == F64 else f"i{ty.width}"
         return self.low.intrinsic(f"{base}.{suffix}", ty, [ty] * nargs + list(extra))
 
     def _math(self, name: str, x: ir.Value) -> ir.Value:
@@ -110,7 +126,7 @@ class ScalarEmitter:
     def abs(self, x):
         if is_float(x):
             return self.b.call(self._intrinsic("llvm.fabs", x), [x])
-        if x.type == I1:
+        if self.unsigned:  # bool and uint8
             return x
         return self.b.call(self._intrinsic("llvm.abs", x, 1, (I1,)), [x, ir.Constant(I1, 0)])
 
@@ -151,7 +167,7 @@ class ScalarEmitter:
             return self.b.call(self._intrinsic("llvm.maximum", x, 2), [x, y])
         if x.type == I1:
             return self.b.or_(x, y)
-        return self.b.call(self._intrinsic("llvm.smax", x, 2), [x, y])
+        return self.b.call(self._intrinsic("llvm.umax" if self.unsigned else "llvm.smax", x, 2), [x, y])
 
     def select(self, c, x, y):
         return self.b.select(c, x, y)
@@ -161,7 +177,7 @@ class ScalarEmitter:
         if is_float(x):
             # numpy: every comparison with NaN is False except !=, which is True
             return self.b.fcmp_unordered(op, x, y) if pred == "ne" else self.b.fcmp_ordered(op, x, y)
-        if x.type == I1:
+        if self.unsigned:  # bool and uint8
             return self.b.icmp_unsigned(op, x, y)
         return self.b.icmp_signed(op, x, y)
 
@@ -178,11 +194,19 @@ class ScalarEmitter:
                 return b.fpext(x, to) if to == F64 else b.fptrunc(x, to)
             if to == I1:
                 return b.fcmp_unordered("!=", x, constant(src, 0.0))  # NaN -> True, as numpy
-            # saturating: NaN -> 0 and out-of-range values clamp instead of being poison
-            return b.call(self.low.intrinsic(f"llvm.fptosi.sat.i64.{'f32' if src == F32 else 'f64'}",
-                                             I64, [src]), [x])
-        if src == I1:
-            return b.uitofp(x, to) if to in (F32, F64) else b.zext(x, to)
+            if to == I64:  # saturating: NaN -> 0 and out-of-range values clamp instead of being poison
+                return b.call(self.low.intrinsic(f"llvm.fptosi.sat.i64.{'f32' if src == F32 else 'f64'}",
+                                                 I64, [src]), [x])
+            # numpy's (and PyTorch's) C cast on x86: truncate to int32, where NaN and values out of its range
+            # give INT32_MIN, then keep the low bits (300.0 -> uint8 44, -1.0 -> uint8 255)
+            fits = b.and_(b.fcmp_ordered(">=", x, constant(src, -2.0 ** 31)),
+                          b.fcmp_ordered("<", x, constant(src, 2.0 ** 31)))
+            wide = b.select(fits, b.fptosi(b.select(fits, x, constant(src, 0.0)), I32), constant(I32, -2 ** 31))
+            return wide if to == I32 else b.trunc(wide, to)
         if to == I1:
-            return b.icmp_signed("!=", x, constant(src, 0))
-        return b.sitofp(x, to)
+            return b.icmp_unsigned("!=", x, constant(src, 0))
+        if to in (F32, F64):
+            return b.uitofp(x, to) if self.unsigned else b.sitofp(x, to)
+        if to.width > src.width:
+            return b.zext(x, to) if self.unsigned else b.sext(x, to)
+        return b.trunc(x, to)  # narrower: the low bits (wraps, as numpy's astype)

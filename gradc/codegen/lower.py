@@ -27,7 +27,7 @@ import numpy as np
 from llvmlite import ir
 
 from gradc.codegen import loops
-from gradc.codegen.emitter import ScalarEmitter, fold_constant, ll_type, mem_type
+from gradc.codegen.emitter import ScalarEmitter, constant, fold_constant, ll_type, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range, linear_index
 from gradc.ir.core import Function, TensorType, Value
 from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, Kernel, fuse, fused_text
@@ -331,6 +331,7 @@ class Evaluator:
                 args.append((yield (i, idx)))
             if all(isinstance(a, ir.Constant) for a in args):
                 return fold_constant(op, args)
+            self.em.unsigned = bool(x) and x[0].dtype.is_unsigned  # the operand's signedness (cast: the source)
             return op.opdef.lower(self.em, *args, **attrs)
         if name == "const":
             return fold_constant(op, [])
@@ -415,8 +416,7 @@ class Evaluator:
 
 
 def fold_constant_like(v: Value, value: float) -> ir.Constant:
-    return ir.Constant(ll_type(v.dtype), False if v.dtype.name == "bool" else
-                       (float(np.dtype(v.dtype.numpy).type(value)) if v.dtype.is_float else int(value)))
+    return constant(ll_type(v.dtype), False if v.dtype.name == "bool" else value)
 
 
 def store_element(b: ir.IRBuilder, base: ir.Value, idx: list, v: Value, x: ir.Value) -> None:
@@ -440,13 +440,14 @@ class LoopKernelLowerer:
             return fold_constant_like(r, 0)
         if r.dtype.is_float:
             return ir.Constant(ll_type(r.dtype), float("-inf"))
-        return ir.Constant(ll_type(r.dtype), -(2 ** 63))
+        return fold_constant_like(r, np.iinfo(r.dtype.numpy).min)
 
     def combine(self, em: ScalarEmitter, r: Value, acc: ir.Value, x: ir.Value, reassoc: bool) -> ir.Value:
         if r.op.name == "reduce_sum":
             if r.dtype.is_float:
                 return em.b.fadd(acc, x, flags=REDUCE_FLAGS if reassoc else ())
             return em.b.add(acc, x)
+        em.unsigned = r.dtype.is_unsigned
         return em.maximum(acc, x)
 
     def kept(self, r: Value, idx: list) -> list:

@@ -33,13 +33,27 @@ class DType:
 
     __str__ = __repr__
 
+    @property
+    def is_unsigned(self) -> bool:
+        """uint8 (and bool): native code compares, divides, widens and converts these as unsigned."""
+        return np.dtype(self.numpy).kind in "ub"
+
+    @property
+    def bits(self) -> int:
+        return 1 if self.numpy is np.bool_ else 8 * np.dtype(self.numpy).itemsize
+
 
 float32 = DType("float32", "f32", np.float32, True)
 float64 = DType("float64", "f64", np.float64, True)
 int64 = DType("int64", "i64", np.int64, False)
+int32 = DType("int32", "i32", np.int32, False)
+int16 = DType("int16", "i16", np.int16, False)
+int8 = DType("int8", "i8", np.int8, False)
+uint8 = DType("uint8", "u8", np.uint8, False)
 bool_ = DType("bool", "i1", np.bool_, False)
 
-DTYPES = (float32, float64, int64, bool_)
+DTYPES = (float32, float64, int64, int32, int16, int8, uint8, bool_)
+INTEGER_DTYPES = (int64, int32, int16, int8, uint8)
 DTYPE_BY_SHORT = {d.short: d for d in DTYPES}
 DTYPE_BY_NUMPY = {np.dtype(d.numpy): d for d in DTYPES}
 

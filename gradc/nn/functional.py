@@ -10,7 +10,7 @@ from typing import Any
 
 from gradc import functional as F
 from gradc.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
-from gradc.ir.core import int64
+from gradc.ir.core import int64, uint8
 from gradc.nn.attention import scaled_dot_product_attention  # noqa: F401
 from gradc.nn.cnn_functional import *  # noqa: F401,F403  (conv, pooling, normalization, pad, interpolate)
 from gradc.nn.embedding_fn import embedding  # noqa: F401
@@ -82,7 +82,7 @@ def _check_labels(input: Tensor, target: Tensor, ignore_index: int) -> None:
         raise ValueError("Expected 1 or more dimensions (got 0)")
     if input.ndim <= 2 and target.ndim > 1:
         raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
-    if target.dtype != int64:
+    if target.dtype not in (int64, uint8):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {F.SCALAR_NAMES[target.dtype]}")
     expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
     if target.shape != expected:
@@ -110,6 +110,7 @@ def _nll_terms(input: Tensor, target: Tensor, weight: Any, ignore_index: int) ->
     """Per-item -w[y] * input[y] and per-item weight w[y] (0 where the label is ignored)."""
     scores = _classes_last(input)
     classes = scores.shape[-1]
+    target = F.cast(target, int64)  # a uint8 target (PyTorch takes Byte too) is compared as int64
     valid = F.compare("ne", target, ignore_index)
     safe_target = F.unsqueeze(F.where(valid, target, 0), -1)
     picked = F.squeeze(F.gather(scores, -1, safe_target), -1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from gradc import functional as F
 from gradc.factories import generator
-from gradc.ir.core import TensorType, Value, float64, int64
+from gradc.ir.core import TensorType, Value, float64
 from gradc.tensor import Tensor, apply, torch_op
 
 _local = threading.local()
@@ -108,9 +108,8 @@ def embedding(indices: Any, weight: Tensor, padding_idx: int | None = None) -> T
     """weight[indices] as a one-hot matmul (exact: each output is 1.0 * one row plus zeros);
     the padding_idx row receives no gradient."""
     idx = F.to_tensor(indices)
-    if idx.dtype != int64:
-        raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got {F.SCALAR_NAMES[idx.dtype]} instead")
+    idx = F.long_index(idx, f"Expected tensor for argument #1 'indices' to have one of the following scalar "
+                            f"types: Long, Int; but got {F.SCALAR_NAMES[idx.dtype]} instead")
     rows, dim = weight.shape
     if not idx.is_traced and idx._data.size and (idx._data.min() < -rows or idx._data.max() >= rows):
         raise IndexError("index out of range in self")

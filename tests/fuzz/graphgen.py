@@ -19,13 +19,29 @@ from typing import Any, Callable
 import numpy as np
 
 from gradc.ir.builder import Builder
-from gradc.ir.core import DType, Function, ShapeError, TensorType, Value, float32, float64, int64
+from gradc.ir.core import (
+    DType,
+    Function,
+    ShapeError,
+    TensorType,
+    Value,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+)
 from gradc.ir.ops import OPS
 
 SIZES = (1, 7, 8, 9, 17, 33)
 MAX_ELEMENTS = 2048  # per value: keeps interpreter, torch and finite differences cheap
 MAX_ABS = 1e4  # a float value beyond this is "unhealthy" (refused)
 MARGIN = 1e-3  # relative distance kept from a kink (unless exactly on it)
+
+
+SMALL_INTS = [int32, int16, int8, uint8]  # reached through casts of int64 and float values
 
 
 class Choices:
@@ -272,16 +288,21 @@ class GraphGen:
         return self.emit("where", c, a, b)
 
     def op_cast(self) -> Value:
-        way = self.ch.integer(0, 3)
+        way = self.ch.integer(0, 5)
         if way == 0 and self.ints:
             return self.emit("cast", self.ch.pick(self.ints), dtype=self.ch.pick([float32, float64]))
         if way == 1 and self.bools:
             return self.emit("cast", self.ch.pick(self.bools), dtype=self.ch.pick([float32, float64, int64]))
+        if way == 4 and self.ints:  # through a small integer dtype and back: wraps (int8 200 is -56)
+            small = self.emit("cast", self.ch.pick(self.ints), dtype=self.ch.pick(SMALL_INTS))
+            return self.emit("cast", small, dtype=int64)
         x = self.pick_float()
-        if way == 2:  # float -> int64 truncates: keep away from integers
+        if way in (2, 5):  # float -> int truncates: keep away from integers
             xs = self.vals[x]
             if near_kink(xs - np.trunc(xs), 1.0) or near_kink(xs - np.trunc(xs) - np.sign(xs), 1.0):
                 raise Reject("cast to int near an integer")
+            if way == 5:
+                return self.emit("cast", self.emit("cast", x, dtype=self.ch.pick(SMALL_INTS)), dtype=int64)
             return self.emit("cast", x, dtype=int64)
         return self.emit("cast", x, dtype=float64 if x.dtype == float32 else float32)
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gradc.ir.core import Function, Value, bool_, float32, float64, int64
+from gradc.ir.core import Function, Value
 from gradc.ir.interp import run
 
 RTOL32, RTOL64 = 2e-3, 1e-9
@@ -59,7 +59,7 @@ def eager(fn: Function, args: Sequence[np.ndarray], wrt: Sequence[int], cts: Seq
 # ----------------------------------------------------------------------------------------- torch
 
 def _torch_dtype(torch, dtype):
-    return {float32: torch.float32, float64: torch.float64, int64: torch.int64, bool_: torch.bool}[dtype]
+    return getattr(torch, dtype.name)  # gradc's dtype names are PyTorch's
 
 
 def torch_replay(fn: Function, args: Sequence[np.ndarray], wrt: Sequence[int], cts: Sequence[np.ndarray],

@@ -1,8 +1,8 @@
 """All op-table rows: one module per area; add an area by adding its import here."""
 
-from . import bad_inputs, layout, merged_areas, nn, pointwise, reductions, tensor_api
+from . import bad_inputs, layout, merged_areas, nn, pointwise, reductions, small_ints, tensor_api
 
-AREAS = (pointwise, reductions, layout, nn, tensor_api, bad_inputs, merged_areas)
+AREAS = (pointwise, reductions, layout, nn, tensor_api, bad_inputs, merged_areas, small_ints)
 ROWS = [r for area in AREAS for r in area.ROWS]
 
 
