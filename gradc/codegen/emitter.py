@@ -194,9 +194,12 @@ class ScalarEmitter:
                 return b.fpext(x, to) if to == F64 else b.fptrunc(x, to)
             if to == I1:
                 return b.fcmp_unordered("!=", x, constant(src, 0.0))  # NaN -> True, as numpy
-            if to == I64:  # saturating: NaN -> 0 and out-of-range values clamp instead of being poison
-                return b.call(self.low.intrinsic(f"llvm.fptosi.sat.i64.{'f32' if src == F32 else 'f64'}",
-                                                 I64, [src]), [x])
+            if to == I64:  # numpy's and PyTorch's x86 cast: NaN and out-of-range values give INT64_MIN
+                fits = b.and_(b.fcmp_ordered(">=", x, constant(src, -2.0 ** 63)),
+                              b.fcmp_ordered("<", x, constant(src, 2.0 ** 63)))
+                exact = b.call(self.low.intrinsic(f"llvm.fptosi.sat.i64.{'f32' if src == F32 else 'f64'}",
+                                                  I64, [src]), [x])  # never poison, whatever x is
+                return b.select(fits, exact, constant(I64, -2 ** 63))
             # numpy's (and PyTorch's) C cast on x86: truncate to int32, where NaN and values out of its range
             # give INT32_MIN, then keep the low bits (300.0 -> uint8 44, -1.0 -> uint8 255)
             fits = b.and_(b.fcmp_ordered(">=", x, constant(src, -2.0 ** 31)),
