@@ -17,8 +17,11 @@ Paths:
   eager             loss.backward() with DDP's bucketed Iallreduce hooks, then optimizer.step()
 
 The paths are interleaved round by round, so a burst of load from elsewhere on a shared machine hits them
-alike. Beside the steps: the compiled-buffer Allreduce timed after a barrier (without waiting for the other
-rank's compute) and a bare mpi4py Allreduce of the same bytes timed alone in the same launch.
+alike; at R > 1 ranks each round also times `local` and `eager-local` on rank 0 alone while the other ranks
+sleep (an idle barrier, not MPI's spinning one): a 1-rank baseline under the same outside load as the R-rank
+steps beside it, which the separate 1-rank launch minutes earlier is not. Beside the steps: the
+compiled-buffer Allreduce timed after a barrier (without waiting for the other rank's compute), each
+followed by a bare mpi4py Allreduce of the same bytes, so that both see the same load from elsewhere.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from gradc.bench.runner import thread_environment
 
 PATHS = ("local", "compiled-buffer", "compiled-buckets", "eager-local", "eager")
 COMPILED = ("compiled-buffer", "compiled-buckets")
+SOLO = ("local", "eager-local")  # timed again at R > 1 ranks on rank 0 alone while the others sleep
 BUCKET_CAP_MB = 0.25
 SWEEP_BYTES = (4_000, 40_000, 400_000, 4_000_000, 40_000_000)
 
@@ -156,6 +160,13 @@ def _bare_allreduce(comm: Any, MPI: Any, buffer: np.ndarray, count: int, warmup:
     return times
 
 
+def _idle_barrier(comm: Any, poll: float = 1e-3) -> None:
+    """A barrier that sleeps while it waits (MPI's blocking Barrier spins, taking a core from rank 0)."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll)
+
+
 def _stats(seconds: np.ndarray, rounds: int) -> dict[str, float]:
     """Median over all steps and the best round's median (a round whose steps no outside load hit)."""
     per_round = np.array_split(seconds, rounds)
@@ -171,21 +182,34 @@ def measure(name: str, counts: Counts, comm: Any, MPI: Any) -> dict[str, Any]:
         for _ in range(counts.warmup - path.startswith("eager")):
             step()
     n_compiled, n_eager = counts.steps[name]
+    size = comm.Get_size()
     times: dict[str, list[float]] = {p: [] for p in PATHS}
     comm_times: dict[str, list[float]] = {p: [] for p in PATHS}
+    solo: dict[str, list[float]] = {p: [] for p in SOLO}
     for _ in range(counts.rounds):
         for path, (step, comm_seconds, _) in steps.items():
             comm.Barrier()
-            for _ in range(n_eager if path.startswith("eager") else n_compiled):
+            count = n_eager if path.startswith("eager") else n_compiled
+            for _ in range(count):
                 c0, t0 = comm_seconds(), time.perf_counter()
                 step()
                 times[path].append(time.perf_counter() - t0)
                 comm_times[path].append(comm_seconds() - c0)
+            if path in SOLO and size > 1:  # rank 0 alone, the others asleep: 1 rank under the same outside load
+                comm.Barrier()
+                if comm.Get_rank() == 0:
+                    for _ in range(count):
+                        t0 = time.perf_counter()
+                        step()
+                        solo[path].append(time.perf_counter() - t0)
+                _idle_barrier(comm)
     grad_bytes = sum(p._data.nbytes for p in make().parameters())
     entry: dict[str, Any] = {"grad_bytes": grad_bytes, "paths": {}}
     for path in PATHS:
         entry["paths"][path] = {"step_s": _stats(_slowest(comm, times[path]), counts.rounds),
                                 "allreduce_s": _stats(_slowest(comm, comm_times[path]), counts.rounds)}
+    if size > 1:
+        entry["solo"] = {p: _stats(np.array(comm.bcast(solo[p], root=0)), counts.rounds) for p in SOLO}
     # the compiled-buffer Allreduce alone (a barrier first absorbs the ranks' compute imbalance), each one
     # followed by a bare mpi4py Allreduce of the same bytes, so that both see the same load from elsewhere
     compiled = steps["compiled-buffer"][2]
@@ -198,8 +222,9 @@ def measure(name: str, counts: Counts, comm: Any, MPI: Any) -> dict[str, Any]:
         alone.append(compiled.timings["allreduce"] - a0)
         bare.append(_bare_allreduce(comm, MPI, buffer, 1)[0])
     compiled.measure_wait = False
-    entry["in_step_allreduce_s"] = _stats(_slowest(comm, alone), 1)
-    entry["bare_allreduce_s"] = _stats(_slowest(comm, bare), 1)
+    alone_s, bare_s = _slowest(comm, alone), _slowest(comm, bare)
+    entry["in_step_allreduce_s"], entry["bare_allreduce_s"] = _stats(alone_s, 1), _stats(bare_s, 1)
+    entry["allreduce_ratio_paired"] = float(np.median(alone_s / bare_s))  # each pair ran back to back
     return entry
 
 
@@ -304,34 +329,41 @@ def format_report(doc: dict[str, Any]) -> str:
     lines = [f"data-parallel weak scaling on MPI: {meta['machine']}; 1 thread per rank; load average "
              f"{meta['load_average_before']} before the run{' (quick: few steps, noisy)' if meta['quick'] else ''}",
              "steps/s = 1 / median step of the slowest rank [best round's median]; eff. = steps/s at R ranks / "
-             "at 1 rank, per path (median [best round]);",
-             "comm eff. = steps/s / the same R ranks' step without communication (local or eager-local) run "
-             "side by side: what communication costs beyond 2 processes sharing 2 cores",
-             f"{'workload':8} {'path':16} {'ranks':>5} {'steps/s':>15} {'eff.':>11} {'comm eff.':>9} "
-             f"{'allreduce ms/step':>17} {'grad MB':>7} {'moved MB':>8}"]
+             "at 1 rank (the mpiexec -n 1 launch), per path, median [best round];",
+             "eff. interleaved = the same against rank 0 stepping alone (the others asleep) in rounds interleaved "
+             "with the R-rank steps of the same launch: the same outside load on both sides;",
+             "comm eff. = steps/s / the R ranks' step without communication (local or eager-local) run side by "
+             "side: what communication costs beyond R processes sharing the cores",
+             f"{'workload':8} {'path':16} {'ranks':>5} {'steps/s':>15} {'eff.':>11} {'eff. interleaved':>16} "
+             f"{'comm eff.':>9} {'allreduce ms/step':>17} {'grad MB':>7} {'moved MB':>8}"]
     for r, run in doc["runs"].items():
         ranks = int(r)
         for name, entry in run["workloads"].items():
             for path in PATHS:
                 p = entry["paths"][path]
                 speed = f"{1 / p['step_s']['median']:.1f} [{1 / p['step_s']['best_round']:.1f}]"
-                eff = comm_eff = comm = ""
+                eff = inter = comm_eff = comm = ""
                 if ranks > 1:
                     best = efficiency(doc, ranks, name, path, "best_round")
                     eff = f"{efficiency(doc, ranks, name, path):.0%} [{best:.0%}]"
-                    if path not in ("local", "eager-local"):
-                        base = entry["paths"]["eager-local" if path == "eager" else "local"]["step_s"]["median"]
-                        comm_eff = f"{base / p['step_s']['median']:.0%}"
+                    base = "eager-local" if path.startswith("eager") else "local"
+                    solo = entry["solo"][base]
+                    inter = (f"{solo['median'] / p['step_s']['median']:.0%} "
+                             f"[{solo['best_round'] / p['step_s']['best_round']:.0%}]")
+                    if path != base:
+                        comm_eff = f"{entry['paths'][base]['step_s']['median'] / p['step_s']['median']:.0%}"
                         comm = f"{1e3 * p['allreduce_s']['median']:.3f}"
-                lines.append(f"{name:8} {path:16} {ranks:>5} {speed:>15} {eff:>11} {comm_eff:>9} {comm:>17} "
-                             f"{entry['grad_bytes'] / 1e6:>7.2f} {moved_bytes(ranks, entry['grad_bytes']) / 1e6:>8.2f}")
+                lines.append(f"{name:8} {path:16} {ranks:>5} {speed:>15} {eff:>11} {inter:>16} {comm_eff:>9} "
+                             f"{comm:>17} {entry['grad_bytes'] / 1e6:>7.2f} "
+                             f"{moved_bytes(ranks, entry['grad_bytes']) / 1e6:>8.2f}")
             if ranks > 1:
                 alone, bare = entry["in_step_allreduce_s"], entry["bare_allreduce_s"]
                 lines.append(f"{name:8} allreduce of {entry['grad_bytes'] / 1e6:.2f} MB at {ranks} ranks: in the "
                              f"compiled step (after a barrier) {1e3 * alone['median']:.3f} ms median, "
                              f"{1e3 * alone['min']:.3f} best; bare mpi4py Allreduce alone "
                              f"{1e3 * bare['median']:.3f} ms median, {1e3 * bare['min']:.3f} best: "
-                             f"{alone['median'] / bare['median']:.2f}x")
+                             f"{alone['median'] / bare['median']:.2f}x (median of the back-to-back pairs' "
+                             f"ratios {entry['allreduce_ratio_paired']:.2f}x)")
     for r, run in doc["runs"].items():
         sweep = run.get("allreduce_sweep_s")
         if sweep:
