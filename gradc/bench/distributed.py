@@ -185,15 +185,17 @@ def measure(name: str, counts: Counts, comm: Any, MPI: Any) -> dict[str, Any]:
     size = comm.Get_size()
     times: dict[str, list[float]] = {p: [] for p in PATHS}
     comm_times: dict[str, list[float]] = {p: [] for p in PATHS}
+    cpu_times: dict[str, list[float]] = {p: [] for p in PATHS}  # this process's CPU seconds per step
     solo: dict[str, list[float]] = {p: [] for p in SOLO}
     for _ in range(counts.rounds):
         for path, (step, comm_seconds, _) in steps.items():
             comm.Barrier()
             count = n_eager if path.startswith("eager") else n_compiled
             for _ in range(count):
-                c0, t0 = comm_seconds(), time.perf_counter()
+                c0, p0, t0 = comm_seconds(), time.process_time(), time.perf_counter()
                 step()
                 times[path].append(time.perf_counter() - t0)
+                cpu_times[path].append(time.process_time() - p0)
                 comm_times[path].append(comm_seconds() - c0)
             if path in SOLO and size > 1:  # rank 0 alone, the others asleep: 1 rank under the same outside load
                 comm.Barrier()
@@ -207,7 +209,8 @@ def measure(name: str, counts: Counts, comm: Any, MPI: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"grad_bytes": grad_bytes, "paths": {}}
     for path in PATHS:
         entry["paths"][path] = {"step_s": _stats(_slowest(comm, times[path]), counts.rounds),
-                                "allreduce_s": _stats(_slowest(comm, comm_times[path]), counts.rounds)}
+                                "allreduce_s": _stats(_slowest(comm, comm_times[path]), counts.rounds),
+                                "cpu_s": _stats(_slowest(comm, cpu_times[path]), counts.rounds)}
     if size > 1:
         entry["solo"] = {p: _stats(np.array(comm.bcast(solo[p], root=0)), counts.rounds) for p in SOLO}
     # the compiled-buffer Allreduce alone (a barrier first absorbs the ranks' compute imbalance), each one
@@ -292,6 +295,7 @@ def run(ranks: list[int], workloads: list[str] | None = None, quick: bool = Fals
             raise ValueError(f"unknown distributed workload {name!r}; choose from {', '.join(WORKLOADS)}")
     order = sorted(set(ranks) | {1})
     doc: dict[str, Any] = {"meta": {"machine": machine(), "quick": quick, "load_average_before": _load(),
+                                    "cpu_pressure_before": _cpu_pressure(), "autogroup": _autogroup(),
                                     "date": time.strftime("%Y-%m-%d %H:%M")}, "runs": {}}
     for r in order:
         if progress is not None:
@@ -301,6 +305,28 @@ def run(ranks: list[int], workloads: list[str] | None = None, quick: bool = Fals
         doc["runs"][str(r)] = launch(r, workloads, quick)
         doc["runs"][str(r)]["seconds"] = round(time.perf_counter() - started, 1)
     return doc
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _autogroup() -> bool:
+    """Linux groups a session's processes for the scheduler: all ranks of one mpiexec share one CPU share."""
+    return (_read("/proc/sys/kernel/sched_autogroup_enabled") or "0").strip() == "1"
+
+
+def _cpu_pressure() -> float | None:
+    """% of the last 60 s in which some runnable task waited for a CPU (Linux PSI), None where unknown."""
+    text = _read("/proc/pressure/cpu") or ""
+    for field in text.split():
+        if field.startswith("avg60="):
+            return float(field[6:])
+    return None
 
 
 def _load() -> float:
@@ -323,26 +349,43 @@ def moved_bytes(ranks: int, nbytes: int) -> float:
     return 2 * (ranks - 1) / ranks * nbytes
 
 
+def _load_note(meta: dict[str, Any]) -> list[str]:
+    """Why R ranks get less than R cores on a busy machine (say so beside the numbers it lowers)."""
+    busy = meta["load_average_before"] > 0.5 * (os.cpu_count() or 1)
+    if not busy:
+        return []
+    note = (f"busy machine: load {meta['load_average_before']} on {os.cpu_count()} CPUs"
+            + (f", CPU pressure {meta['cpu_pressure_before']:g}% (tasks waiting for a CPU)"
+               if meta.get("cpu_pressure_before") is not None else ""))
+    if meta.get("autogroup"):
+        note += ("; the kernel's autogroup scheduling shares the CPUs between sessions, so the ranks of one "
+                 "mpiexec share ONE session's share: 2 ranks get less than twice one rank's CPU")
+    return [note + "; efficiencies are lower than on an idle machine"]
+
+
 def format_report(doc: dict[str, Any]) -> str:
     """The measured table, the Allreduce sweep and the threads check."""
     meta = doc["meta"]
     lines = [f"data-parallel weak scaling on MPI: {meta['machine']}; 1 thread per rank; load average "
              f"{meta['load_average_before']} before the run{' (quick: few steps, noisy)' if meta['quick'] else ''}",
+             *_load_note(meta),
              "steps/s = 1 / median step of the slowest rank [best round's median]; eff. = steps/s at R ranks / "
              "at 1 rank (the mpiexec -n 1 launch), per path, median [best round];",
              "eff. interleaved = the same against rank 0 stepping alone (the others asleep) in rounds interleaved "
              "with the R-rank steps of the same launch: the same outside load on both sides;",
+             "CPU eff. = CPU seconds per step (the slower rank's) at 1 rank / at R ranks: the efficiency if every "
+             "rank had a core to itself (time spent descheduled left out; MPI's spinning waits counted in);",
              "comm eff. = steps/s / the R ranks' step without communication (local or eager-local) run side by "
              "side: what communication costs beyond R processes sharing the cores",
              f"{'workload':8} {'path':16} {'ranks':>5} {'steps/s':>15} {'eff.':>11} {'eff. interleaved':>16} "
-             f"{'comm eff.':>9} {'allreduce ms/step':>17} {'grad MB':>7} {'moved MB':>8}"]
+             f"{'CPU eff.':>8} {'comm eff.':>9} {'allreduce ms/step':>17} {'grad MB':>7} {'moved MB':>8}"]
     for r, run in doc["runs"].items():
         ranks = int(r)
         for name, entry in run["workloads"].items():
             for path in PATHS:
                 p = entry["paths"][path]
                 speed = f"{1 / p['step_s']['median']:.1f} [{1 / p['step_s']['best_round']:.1f}]"
-                eff = inter = comm_eff = comm = ""
+                eff = inter = cpu_eff = comm_eff = comm = ""
                 if ranks > 1:
                     best = efficiency(doc, ranks, name, path, "best_round")
                     eff = f"{efficiency(doc, ranks, name, path):.0%} [{best:.0%}]"
@@ -350,11 +393,13 @@ def format_report(doc: dict[str, Any]) -> str:
                     solo = entry["solo"][base]
                     inter = (f"{solo['median'] / p['step_s']['median']:.0%} "
                              f"[{solo['best_round'] / p['step_s']['best_round']:.0%}]")
+                    cpu_one = doc["runs"]["1"]["workloads"][name]["paths"][path]["cpu_s"]["median"]
+                    cpu_eff = f"{cpu_one / p['cpu_s']['median']:.0%}"
                     if path != base:
                         comm_eff = f"{entry['paths'][base]['step_s']['median'] / p['step_s']['median']:.0%}"
                         comm = f"{1e3 * p['allreduce_s']['median']:.3f}"
-                lines.append(f"{name:8} {path:16} {ranks:>5} {speed:>15} {eff:>11} {inter:>16} {comm_eff:>9} "
-                             f"{comm:>17} {entry['grad_bytes'] / 1e6:>7.2f} "
+                lines.append(f"{name:8} {path:16} {ranks:>5} {speed:>15} {eff:>11} {inter:>16} {cpu_eff:>8} "
+                             f"{comm_eff:>9} {comm:>17} {entry['grad_bytes'] / 1e6:>7.2f} "
                              f"{moved_bytes(ranks, entry['grad_bytes']) / 1e6:>8.2f}")
             if ranks > 1:
                 alone, bare = entry["in_step_allreduce_s"], entry["bare_allreduce_s"]
