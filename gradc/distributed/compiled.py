@@ -11,10 +11,11 @@ The step is split in two compiled functions around the communication:
 mode="buckets" instead allreduces ~bucket_cap_mb buckets (reverse parameter order) with Iallreduce
 and runs a compiled update per bucket as soon as that bucket arrives, overlapping the later buckets'
 communication with the earlier buckets' updates. `gradc bench --ranks 2` (gradc.bench.distributed)
-measures both: the single buffer was not slower for W7 in any full 2-rank run here (2.6 vs 2.5 steps/s,
-68% vs 59% weak-scaling efficiency; W7's gradient is 98% one tensor, fc1.weight, which a bucket cannot
-split) and faster for W6 (476 vs 430 steps/s), because MPICH progresses a nonblocking collective only
-inside MPI calls and the native update makes none, so the buckets only add calls; it is the default.
+measures both: over four full 2-rank runs here neither was consistently faster (W7 2.1/2.2, 2.6/2.5,
+4.0/4.4, 3.1/3.0 steps/s buffer/buckets; W6 200/180, 476/430, 439/441, 275/321), because W7's gradient is
+98% one tensor (fc1.weight, which a bucket cannot split) and MPICH progresses a nonblocking collective
+only inside MPI calls, which the native update makes none of. The single buffer, one MPI call, is the
+default.
 """
 
 from __future__ import annotations
