@@ -201,6 +201,8 @@ def bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.s
 
     if args.model:
         return model_bench(args, out, progress)
+    if args.ranks is not None:
+        return ranks_bench(args, out, progress)
     try:
         workloads.select(args.workloads)
         run.resolve_engines(args.engines, args.quick)
@@ -222,6 +224,31 @@ def bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.s
         print("gradc bench: some engines disagreed with the numpy reference or failed (see the table)",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def ranks_bench(args: argparse.Namespace, out: Any = sys.stdout, progress: Any = sys.stderr) -> int:
+    """`gradc bench --ranks N`: W6 and W7 data-parallel on 1 and N MPI ranks (gradc.bench.distributed)."""
+    from gradc import extras
+    from gradc.bench import distributed, scaling
+
+    if args.ranks < 2:
+        raise UsageError("--ranks must be at least 2 (1 rank always runs as the weak-scaling baseline)")
+    names = [w.strip() for w in (args.workloads or ",".join(distributed.WORKLOADS)).split(",") if w.strip()]
+    unknown = [w for w in names if w not in distributed.WORKLOADS]
+    if unknown:
+        raise UsageError(f"--ranks runs the workloads {', '.join(distributed.WORKLOADS)}, not {', '.join(unknown)}")
+    extras.require("mpi4py", "--ranks", prog="gradc bench")
+    if distributed.mpiexec() is None:
+        print('gradc bench: error: --ranks needs mpiexec (an MPI library such as mpich): '
+              'pip install -e ".[distributed]"', file=sys.stderr)
+        return 2
+    doc = distributed.run([1, args.ranks], names, quick=args.quick, progress=progress)
+    out.write(distributed.format_report(doc) + "\n\n" + scaling.table(doc) + "\n")
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
     return 0
 
 
@@ -274,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="thread limit for every engine (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG bar chart (needs matplotlib)")
+    p.add_argument("--ranks", type=int, default=None, metavar="N",
+                   help="data-parallel weak scaling instead: W6 and W7 on 1 and N MPI ranks of 1 thread "
+                        "(needs the distributed extra: mpi4py, mpich)")
     p.add_argument("--model", default=None, metavar="FILE.py:NAME",
                    help="benchmark your own PyTorch model file (an nn.Module subclass or a factory) on torch "
                         "eager, torch.compile, gradc eager, gradc compile_step and gradc's interpreter")

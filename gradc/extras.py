@@ -16,6 +16,7 @@ PEERS: dict[str, tuple[str, str]] = {
     "autograd": ("HIPS autograd", "compare"),
     "sklearn": ("scikit-learn", "examples"),
     "matplotlib": ("matplotlib", "examples"),
+    "mpi4py": ("mpi4py", "distributed"),
 }
 
 

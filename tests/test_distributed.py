@@ -28,7 +28,8 @@ TIMEOUT = 90  # seconds for one launch; a hang fails the test
 WORKER_CHECKS = ["collectives_all_reduce", "collectives_broadcast_gather_scatter", "collectives_reduce_gather_objects",
                  "collectives_mismatch_raises_before_communicating", "ddp_broadcasts_rank0_at_construction",
                  "ddp_shape_mismatch_names_the_parameter", "ddp_eager_equals_one_process",
-                 "ddp_compiled_equals_one_process", "ddp_compiled_param_groups_and_frozen_parameters",
+                 "ddp_compiled_equals_one_process", "ddp_compiled_cnn_step_equals_one_process",
+                 "ddp_compiled_param_groups_and_frozen_parameters",
                  "ddp_no_sync_accumulation_equals_one_process",
                  "ddp_with_distributed_sampler_equals_one_process",
                  "ddp_unused_parameter_gets_the_same_grad_everywhere"]

@@ -94,6 +94,9 @@ CHECKS: dict[str, Check] = {
         C(r"\[torch\]", r"gradc compile_step: [\d.]+x PyTorch eager", "saved gpt.png", env=EXAMPLES_TORCH,
           quick="python examples/train_char_gpt.py --engine both --plot gpt.png --quick"),
     "mpiexec -n 2 python examples/train_ddp.py --quick": C(DDP_EPOCH, env=DISTRIBUTED),
+    "gradc bench --ranks 2": C(r"W7 +compiled-buffer +2 +[\d.]+ \[[\d.]+\] +\d+% \[\d+%\] +\d+% \[\d+%\]",
+                               r"W6 +eager +2 ", r"W7 +allreduce of 4\.80 MB at 2 ranks: .*bare mpi4py Allreduce",
+                               r"W7 .* shm +\d+%  <- T_ar", env=DISTRIBUTED, quick="gradc bench --ranks 2 --quick"),
     "gradc bench --model examples/models/mlp.py:MLP --input 'f32[64,784]' --target 'i64[64]:10'":
         C(r"\| gradc-step \| [\d.,]+ (us|ms) \|", r"cross-check: loss and every gradient", env=BASE,
           quick="gradc bench --model examples/models/mlp.py:MLP --input 'f32[64,784]' --target 'i64[64]:10' "

@@ -10,10 +10,12 @@ The step is split in two compiled functions around the communication:
 
 mode="buckets" instead allreduces ~bucket_cap_mb buckets (reverse parameter order) with Iallreduce
 and runs a compiled update per bucket as soon as that bucket arrives, overlapping the later buckets'
-communication with the earlier buckets' updates. benchmarks/bench_distributed.py measures both: the
-single buffer was never slower in any 2-rank run here (W6 209 vs 150 steps/s, W4's MLP step 8.2 vs 8.0),
-because MPICH progresses a nonblocking collective only inside MPI calls and the native update makes
-none, so the buckets only add calls; it is the default.
+communication with the earlier buckets' updates. `gradc bench --ranks 2` (gradc.bench.distributed)
+measures both: over four full 2-rank runs here neither was consistently faster (W7 2.1/2.2, 2.6/2.5,
+4.0/4.4, 3.1/3.0 steps/s buffer/buckets; W6 200/180, 476/430, 439/441, 275/321), because W7's gradient is
+98% one tensor (fc1.weight, which a bucket cannot split) and MPICH progresses a nonblocking collective
+only inside MPI calls, which the native update makes none of. The single buffer, one MPI call, is the
+default.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class DistributedCompiledStep(CompiledStep):
         self.comm = pg.comm()
         self.world_size = self.comm.Get_size()
         self.segments = self._segments()
-        # seconds spent per phase, summed over steps (benchmarks/bench_distributed.py reads them)
+        # seconds spent per phase, summed over steps (gradc.bench.distributed reads them)
         self.timings = {"backward": 0.0, "allreduce": 0.0, "wait": 0.0, "step": 0.0, "steps": 0}
         self.measure_wait = False
 

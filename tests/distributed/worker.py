@@ -260,6 +260,49 @@ def ddp_compiled_equals_one_process():
 
 
 @check
+def ddp_compiled_cnn_step_equals_one_process():
+    """W7 (PyTorch's MNIST example CNN + Adam, as `gradc bench --ranks`): each rank's compiled step on its
+    shard; the mean of the ranks' losses is the whole-batch loss of one process, step by step, and the
+    weights move as there (relative L2: an elementwise Adam check fails on float32 noise, see cnn_step)."""
+    from gradc.bench import cnn_step
+    from gradc.distributed.compiled import compile_ddp_step
+
+    r, n = rank_world()
+    x, y, state = cnn_step.initial()
+    per = 4
+    X, Y = x[:per * n], y[:per * n]
+    shard = slice(r * per, (r + 1) * per)
+    loss_fn = nn.functional.nll_loss
+    ref = cnn_step.net(gradc)
+    ref.load_state_dict(state)
+    step_ref = gradc.compile_step(ref, loss_fn, gradc.optim.Adam(ref.parameters(), lr=1e-3))
+    ref_losses = [float(step_ref(X, Y)) for _ in range(3)]
+    for mode in ("buffer", "buckets"):
+        model = cnn_step.net(gradc)
+        model.load_state_dict(state)
+        ddp = DDP(model)
+        step = compile_ddp_step(ddp, loss_fn, gradc.optim.Adam(ddp.parameters(), lr=1e-3), mode=mode,
+                                bucket_cap_mb=0.25)
+        assert mode == "buffer" or len(step.segments) > 2, len(step.segments)  # several buckets
+        local = [float(step(X[shard], Y[shard])) for _ in range(3)]
+        losses = np.mean(_gather(local), axis=0)
+        np.testing.assert_allclose(losses, ref_losses, rtol=2e-6, err_msg=f"{mode}: mean of the ranks' losses")
+        assert ref_losses[2] < ref_losses[0] - 1e-3  # training moved the loss
+        for (name, p), q in zip(ref.named_parameters(), model.parameters()):
+            moved = p._data.astype(np.float64) - state[name]
+            err = np.linalg.norm(q._data - p._data) / np.linalg.norm(moved)
+            # float32 rounding: ~1e-6; gradients summed instead of averaged: 1e-3 (Adam is nearly scale-invariant)
+            assert err < 1e-4, f"{mode}: {name} moved {err:.2e} (relative L2) away from the one-process step"
+        assert_same_on_every_rank(model)
+
+
+def _gather(values):
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, values)
+    return out
+
+
+@check
 def ddp_compiled_param_groups_and_frozen_parameters():
     r, n = rank_world()
     X, Y = data(4 * n)
