@@ -45,9 +45,18 @@ def resolve_inputs(record: Any) -> tuple:
     inputs = record.inputs
     for x, version in zip(inputs, record.versions):
         if x._version != version:
-            return tuple(x if x._version == v else x._history.get(v, x) if hasattr(x, "_history") else x
-                         for x, v in zip(inputs, record.versions))
+            return tuple(as_of(x, v) for x, v in zip(inputs, record.versions))
     return inputs
+
+
+def as_of(x: Tensor, version: int) -> Tensor:
+    """x as autograd saw it at `version`: the copy taken by the first recorded in-place op at or after that
+    version (writes that recorded nothing, e.g. into a constant, kept its history as it was), else x."""
+    history = getattr(x, "_history", None)
+    if x._version == version or not history:
+        return x
+    later = [k for k in history if k >= version]
+    return history[min(later)] if later else x
 
 
 class GraphCapture:
