@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 from typing import Any, Callable
 
@@ -334,7 +335,7 @@ class Tensor:
         return self.ndim
 
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def grad_fn(self) -> Node | None:
