@@ -75,3 +75,27 @@ def test_native_eager_matches_pytorch(backend):
     pt.nn.functional.cross_entropy(pt.tanh(x @ w1 + b1) @ w2, labels).backward()
     for g, t in zip(grads, (w1, b1, w2)):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_native_adjoint_reads_the_saved_forward_values_as_pytorch(backend):
+    """A leaf changed through numpy between forward and backward (no version bump): the compiled adjoint
+    reads tanh's recorded output as PyTorch's TanhBackward reads its saved result; recomputing the forward
+    from the changed leaf would give other gradients."""
+    pt = pytest.importorskip("torch")
+    backend("native")
+    rng = np.random.default_rng(5)
+    w0, x0 = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+
+    def run(lib):
+        w = lib.tensor(w0.copy(), requires_grad=True)
+        x = lib.tensor(x0.copy(), requires_grad=True)
+        loss = (lib.tanh(x @ w) * 3.0).sum()
+        w.detach().numpy()[...] = 0.5  # shares w's memory: PyTorch's matmul node sees the new w
+        loss.backward()
+        return x.grad.numpy().copy(), w.grad.numpy().copy()
+    for _ in range(TIER_UP_AFTER):
+        got = run(torch)
+    assert entry_of_last_graph().native is not None and entry_of_last_graph().saved
+    want = run(pt)
+    for g, t in zip(got, want):
+        np.testing.assert_allclose(g, t, rtol=1e-5, atol=1e-6)
