@@ -99,3 +99,24 @@ def test_native_adjoint_reads_the_saved_forward_values_as_pytorch(backend):
     want = run(pt)
     for g, t in zip(got, want):
         np.testing.assert_allclose(g, t, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_matmul_uses_gradcs_single_threaded_blas_but_not_under_interp(backend, monkeypatch):
+    from gradc import eager_blas
+    from gradc.codegen import blas
+    if not blas.available():
+        pytest.skip("scipy-openblas32 is not installed")
+    rng = np.random.default_rng(6)
+    a, w = rng.standard_normal((64, 300)).astype(np.float32), rng.standard_normal((20, 300)).astype(np.float32)
+    calls = []
+    real = eager_blas._load()
+    monkeypatch.setattr(eager_blas, "_gemm", lambda x, y: calls.append(x.shape) or real(x, y))
+    backend("auto")
+    got = (torch.from_numpy(a) @ torch.from_numpy(w).t()).numpy()
+    assert calls == [(64, 300)]
+    np.testing.assert_array_equal(got, a @ w.T)  # the same OpenBLAS kernels: bit for bit numpy's product
+    small = torch.ones(4, 5) @ torch.ones(5, 3)
+    assert calls == [(64, 300)] and small.numpy().tolist() == [[5.0] * 3] * 4  # small products stay numpy's
+    backend("interp")
+    np.testing.assert_array_equal((torch.from_numpy(a) @ torch.from_numpy(w).t()).numpy(), a @ w.T)
+    assert calls == [(64, 300)]  # the interpreter backend is numpy's reference
