@@ -5,9 +5,10 @@ and the optimizer update, whose GEMMs use gradc's OpenBLAS copy at one thread, s
 threads: codegen/blas.py). numpy's OpenBLAS pool at 2 threads on 2 cores then waits at its barriers
 for a core that another busy thread holds: measured on W6, the eager forward took 17-45 ms per step
 instead of 1.2-1.7 ms with that pool at one thread. So eager products of at least MIN_MACS
-multiply-adds go to gradc's copy (the same OpenBLAS kernels, one thread, ~7 us of checks per call);
-smaller ones (OpenBLAS runs them on one thread anyway), batched or integer ones, and everything under
-`gradc.set_backend("interp")` (the numpy reference) stay on np.matmul.
+multiply-adds go to gradc's copy (the same OpenBLAS kernels, one thread, ~12 us more per call than
+np.matmul); smaller ones (OpenBLAS runs products under 65536 * 4 multiply-adds on one thread anyway),
+batched or integer ones, and everything under `gradc.set_backend("interp")` (the numpy reference) stay
+on np.matmul.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-MIN_MACS = 1 << 16
+MIN_MACS = 1 << 18  # OpenBLAS's own threshold for using its threads (SMP_THRESHOLD_MIN * 4)
 _gemm: Callable[..., np.ndarray] | None | bool = None  # None: not looked up yet; False: unavailable
 
 

@@ -108,6 +108,7 @@ def test_eager_matmul_uses_gradcs_single_threaded_blas_but_not_under_interp(back
         pytest.skip("scipy-openblas32 is not installed")
     rng = np.random.default_rng(6)
     a, w = rng.standard_normal((64, 300)).astype(np.float32), rng.standard_normal((20, 300)).astype(np.float32)
+    assert 64 * 300 * 20 >= eager_blas.MIN_MACS
     calls = []
     real = eager_blas._load()
     monkeypatch.setattr(eager_blas, "_gemm", lambda x, y: calls.append(x.shape) or real(x, y))
