@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 from typing import Any, Callable
 
 import numpy as np
 
+from gradc import eager_blas
 from gradc.grad_mode import is_grad_enabled
 from gradc.ir.builder import Builder, canonical_attr
 from gradc.ir.core import DTYPE_BY_NUMPY, DType, TensorType, Value, dtype_of_numpy, float32
@@ -178,6 +180,7 @@ def next_function(t: Any) -> tuple:
 # ----------------------------------------------------------------------------- dispatch
 
 QUIET_KINDS = frozenset({"layout", "index", "source"})  # ops that never raise numpy floating point warnings
+EAGER_EVALS = {"matmul": eager_blas.matmul}  # eager-only eval rules (same values; see eager_blas.py)
 
 
 def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
@@ -193,11 +196,12 @@ def apply(name: str, *inputs: Tensor, **attrs: Any) -> Tensor:
     if attrs:
         attrs = {k: canonical_attr(k, v) for k, v in attrs.items()}
     result_type = opdef.shape([t._type() for t in inputs], attrs)
+    evaluate = EAGER_EVALS.get(name, opdef.eval)
     if opdef.kind in QUIET_KINDS or _grouping.depth:
-        data = opdef.eval(*(t._data for t in inputs), **attrs)
+        data = evaluate(*(t._data for t in inputs), **attrs)
     else:
         with np.errstate(all="ignore"):  # NaN and inf are values, as in native code
-            data = opdef.eval(*(t._data for t in inputs), **attrs)
+            data = evaluate(*(t._data for t in inputs), **attrs)
     out = Tensor._from_array(np.asarray(data, dtype=result_type.dtype.numpy))
     if opdef.kind == "layout" and np.may_share_memory(out._data, inputs[0]._data):
         out._versions = inputs[0]._versions  # a view: changing either in place changes both (PyTorch)
@@ -337,7 +341,7 @@ class Tensor:
         return self.ndim
 
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def grad_fn(self) -> Node | None:

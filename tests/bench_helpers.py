@@ -12,7 +12,7 @@ from gradc.bench import runner
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = runner.Budget(seconds=0.0, min_runs=1, warmup=1)
 COLUMNS = {"workload", "engine", "status", "note", "median_us", "min_us", "first_call_ms", "runs", "max_rel_err",
-           "version", "native_speedup", "percent_of_limit", "first_call_cached_ms"}
+           "version", "native_speedup", "percent_of_limit", "first_call_cached_ms", "second_call_ms"}
 
 
 def gradc_cli(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:

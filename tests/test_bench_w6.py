@@ -110,7 +110,7 @@ def test_check_training_refuses_wrong_counts_names_and_nan():
 
 
 def test_engines_without_a_training_step_are_skipped_with_a_note():
-    assert {n for n, e in engines.ENGINES.items() if e.trains()} == {"gradc-native", "torch", "jax"}
+    assert {n for n, e in engines.ENGINES.items() if e.trains()} == {"gradc-native", "gradc-eager", "torch", "jax"}
     result = runner.run_one(engines.get("numpy"), W6, TINY)
     assert result.status == "skipped" and "numpy has no training step" in result.note
     assert engines.get("numpy").unsupported(workloads.WORKLOADS["W2"]) is None
@@ -156,3 +156,35 @@ def test_bench_w6_fails_loudly_on_a_wrong_engine(numpy_adam, tmp_path):
     assert rows["numpy-adam"]["status"] == "ok" and rows["numpy-adam"]["median_us"] > 0
     assert rows["wrong-adam"]["status"] == "mismatch" and rows["wrong-adam"]["median_us"] is None
     assert rows["numpy"]["status"] == "skipped"
+
+
+def test_gradc_eager_row_runs_the_torch_rows_loop_and_matches_the_reference(monkeypatch):
+    """gradc-eager and torch run ONE plain loop (eager_loop.plain_step): count its calls per library."""
+    from gradc.bench import eager_loop
+    built = []
+    real = eager_loop.plain_step
+
+    def spy(model, loss_fn, opt, inputs, target):
+        built.append(type(model).__module__.split(".")[0])
+        return real(model, loss_fn, opt, inputs, target)
+    monkeypatch.setattr(eager_loop, "plain_step", spy)
+    result = runner.run_one(engines.get("gradc-eager"), W6, TINY)
+    assert result.status == "ok", result.note
+    assert result.max_rel_err < 1e-3 and result.first_call_ms > 0 and result.second_call_ms > 0
+    assert built == ["gradc"]
+    pytest.importorskip("torch")
+    assert runner.run_one(engines.get("torch"), W6, TINY).status == "ok" and built == ["gradc", "torch"]
+
+
+def test_report_gives_the_eager_rows_ratios_to_torch_and_compile_step():
+    rows = [("gradc-native", 400.0), ("gradc-eager", 800.0), ("torch", 1000.0)]
+    doc = {"meta": {"date": "d", "machine": "m", "threads": 2, "thread_settings": "s", "timing": "t"},
+           "results": [runner.Result("W6", e, "ok", median_us=t, min_us=t, first_call_ms=1.0, second_call_ms=2.0,
+                                     max_rel_err=1e-5).to_json() for e, t in rows]}
+    text = report.format_table(report.add_derived(doc))
+    assert "1.25x torch eager's steps/s, 2.00x compile_step's step time" in text and "2.0 ms" in text
+
+
+def test_gradc_eager_engine_runs_the_value_and_grad_workloads_eagerly():
+    result = runner.run_one(engines.get("gradc-eager"), workloads.WORKLOADS["W2"], TINY)
+    assert result.status == "ok" and result.max_rel_err < 1e-3, result.note

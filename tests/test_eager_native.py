@@ -75,3 +75,49 @@ def test_native_eager_matches_pytorch(backend):
     pt.nn.functional.cross_entropy(pt.tanh(x @ w1 + b1) @ w2, labels).backward()
     for g, t in zip(grads, (w1, b1, w2)):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_native_adjoint_reads_the_saved_forward_values_as_pytorch(backend):
+    """A leaf changed through numpy between forward and backward (no version bump): the compiled adjoint
+    reads tanh's recorded output as PyTorch's TanhBackward reads its saved result; recomputing the forward
+    from the changed leaf would give other gradients."""
+    pt = pytest.importorskip("torch")
+    backend("native")
+    rng = np.random.default_rng(5)
+    w0, x0 = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+
+    def run(lib):
+        w = lib.tensor(w0.copy(), requires_grad=True)
+        x = lib.tensor(x0.copy(), requires_grad=True)
+        loss = (lib.tanh(x @ w) * 3.0).sum()
+        w.detach().numpy()[...] = 0.5  # shares w's memory: PyTorch's matmul node sees the new w
+        loss.backward()
+        return x.grad.numpy().copy(), w.grad.numpy().copy()
+    for _ in range(TIER_UP_AFTER):
+        got = run(torch)
+    assert entry_of_last_graph().native is not None and entry_of_last_graph().saved
+    want = run(pt)
+    for g, t in zip(got, want):
+        np.testing.assert_allclose(g, t, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_matmul_uses_gradcs_single_threaded_blas_but_not_under_interp(backend, monkeypatch):
+    from gradc import eager_blas
+    from gradc.codegen import blas
+    if not blas.available():
+        pytest.skip("scipy-openblas32 is not installed")
+    rng = np.random.default_rng(6)
+    a, w = rng.standard_normal((64, 300)).astype(np.float32), rng.standard_normal((20, 300)).astype(np.float32)
+    assert 64 * 300 * 20 >= eager_blas.MIN_MACS
+    calls = []
+    real = eager_blas._load()
+    monkeypatch.setattr(eager_blas, "_gemm", lambda x, y: calls.append(x.shape) or real(x, y))
+    backend("auto")
+    got = (torch.from_numpy(a) @ torch.from_numpy(w).t()).numpy()
+    assert calls == [(64, 300)]
+    np.testing.assert_array_equal(got, a @ w.T)  # the same OpenBLAS kernels: bit for bit numpy's product
+    small = torch.ones(4, 5) @ torch.ones(5, 3)
+    assert calls == [(64, 300)] and small.numpy().tolist() == [[5.0] * 3] * 4  # small products stay numpy's
+    backend("interp")
+    np.testing.assert_array_equal((torch.from_numpy(a) @ torch.from_numpy(w).t()).numpy(), a @ w.T)
+    assert calls == [(64, 300)]  # the interpreter backend is numpy's reference

@@ -39,6 +39,11 @@ NOTHING_SAVED = frozenset({"add", "sub", "neg", "reshape", "permute", "broadcast
                            "pad", "cast", "stop_gradient"})
 
 
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """`a`, or a C-contiguous copy of it (np.ascontiguousarray would turn a 0-d array into shape (1,))."""
+    return a if a.flags.c_contiguous else a.copy()
+
+
 def resolve_inputs(record: Any) -> tuple:
     """The record's inputs as they were when it ran: a tensor overwritten in place since then
     stands for the copy that took over its old value and history (see methods._inplace)."""
@@ -101,7 +106,8 @@ class GraphCapture:
         return index
 
     def inputs(self) -> list[np.ndarray]:
-        return [p._data for p in self.params] + [np.zeros(t.shape, t.dtype.numpy) for t in self.taps]
+        # contiguous: a broadcast or transposed leaf would send every native call down its slow path
+        return [contiguous(p._data) for p in self.params] + [np.zeros(t.shape, t.dtype.numpy) for t in self.taps]
 
     def active(self, targets: Sequence[Tensor]) -> list[Tensor]:
         """The computed tensors that a gradient flows through on its way to some target."""
@@ -212,12 +218,13 @@ TIER_UP_AFTER = 2  # backend "auto": a graph shape's second backward compiles it
 
 
 class JointEntry:
-    """A cached joint Function with its forward plan, and (once tiered up) its native adjoint."""
+    """A cached joint Function with its forward plan, and (once tiered up) its native adjoint with the
+    positions (in capture.computed) of the recorded forward values that the adjoint reads."""
 
-    __slots__ = ("joint", "plan", "uses", "native")
+    __slots__ = ("joint", "plan", "uses", "native", "saved")
 
     def __init__(self, joint: IRFunction, plan: list[int]) -> None:
-        self.joint, self.plan, self.uses, self.native = joint, plan, 0, None
+        self.joint, self.plan, self.uses, self.native, self.saved = joint, plan, 0, None, ()
 
 
 def joint_function(capture: GraphCapture, wrt: list[int]) -> JointEntry:
@@ -244,10 +251,36 @@ def native_adjoint(entry: JointEntry, num_outputs: int) -> Any:
     entry.uses += 1
     if entry.native is None and (backend == "native" or entry.uses >= TIER_UP_AFTER) and api.native_available():
         from gradc.codegen import compile_function
-        joint = entry.joint
-        grads_only = IRFunction(f"{joint.name}_adjoint", joint.params, joint.ops, joint.results[num_outputs:])
-        entry.native = compile_function(api.optimize(dce(grads_only)))
+        adjoint, entry.saved = reading_saved_values(entry.joint, entry.plan, num_outputs)
+        entry.native = compile_function(api.optimize(dce(adjoint)))
     return entry.native
+
+
+def reading_saved_values(joint: IRFunction, plan: list[int], num_outputs: int) -> tuple[IRFunction, tuple]:
+    """The gradients-only adjoint of `joint` whose forward values come in as arguments, as PyTorch's nodes
+    read their saved tensors: each planned non-layout op the gradients need becomes a parameter after
+    the joint's own (its recorded tensor's position in capture.computed is returned), so the forward's
+    GEMMs are not run a second time. Layout ops (views) and unplanned ops are recomputed in the kernels."""
+    results = joint.results[num_outputs:]
+    live = set(results)
+    reads: dict[Value, int] = {}
+    for op, k in reversed(list(zip(joint.ops, plan))):
+        if op.result not in live:
+            continue
+        if k >= 0 and op.opdef.kind != "layout":
+            reads[op.result] = k
+        else:
+            live.update(op.inputs)
+    b = Builder()
+    env: dict[Value, Value] = {p: Value(p.type, name=p.name) for p in joint.params}
+    saved = [(v, k) for op, k in zip(joint.ops, plan) if (v := op.result) in reads]
+    for i, (v, _) in enumerate(saved):
+        env[v] = Value(v.type, name=f"saved{i}")
+    for op in joint.ops:
+        if op.result in live and op.result not in reads:
+            env[op.result] = b.emit(op.opdef.name, *(env[x] for x in op.inputs), **op.attrs)
+    params = [env[p] for p in joint.params] + [env[v] for v, _ in saved]
+    return b.function(f"{joint.name}_adjoint", params, [env[r] for r in results]), tuple(k for _, k in saved)
 
 
 def evaluate(joint: IRFunction, plan: list[int], capture: GraphCapture, args: list[Any]) -> list[Any]:
@@ -313,8 +346,10 @@ def _compute(capture: GraphCapture, grad_outputs: Any, targets: list[Tensor], re
         with enable_grad():
             params = capture.params + [Tensor._from_array(a) for a in inputs[len(capture.params):]]
             results = evaluate(joint, plan, capture, params + cotangents)
-    elif native is not None:  # one native call: forward recomputed in fused kernels, then the adjoint
-        results = [Tensor._from_array(a) for a in native(*inputs, *(c._data for c in cotangents))]
+    elif native is not None:  # one native call: the adjoint, reading the recorded forward values it needs
+        computed = capture.computed
+        saved = [contiguous(computed[k]._data) for k in entry.saved]
+        results = [Tensor._from_array(a) for a in native(*inputs, *(c._data for c in cotangents), *saved)]
     else:
         results = [Tensor._from_array(np.array(a)) for a in
                    evaluate(joint, plan, capture, inputs + [c._data for c in cotangents])]
@@ -340,14 +375,18 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool | None =
                                                every_leaf=inputs is None)
     else:
         grads = _compute(capture, grad_tensors, targets, retain_graph, create_graph)
+    taken: set[int] = set()  # gradients already stored as some leaf's .grad (a target listed twice)
     # leaves in reverse order of use, the order a reverse-mode walk completes them (and PyTorch runs their hooks)
     for leaf, g in reversed(list(zip(targets, grads))):
         if g is None:
             continue
+        # _compute's results are fresh arrays nobody else holds; a transposed one is copied to C order
+        owned = not hooked and id(g) not in taken and g._data.flags.c_contiguous
         if hooked:
             g = hooks.leaf_gradient(leaf, g)
         if leaf.grad is None:
-            leaf.grad = g if create_graph else Tensor._from_array(g._data.copy())
+            leaf.grad = g if create_graph or owned else Tensor._from_array(g._data.copy())
+            taken.add(id(g))
         elif create_graph:
             leaf.grad = leaf.grad + g
         else:

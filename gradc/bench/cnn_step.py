@@ -156,51 +156,52 @@ def gradc_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
     return TrainStep(lambda: step(x, labels), model.state_dict)
 
 
-def _torch_step(x: np.ndarray, labels: np.ndarray, state: State, compiled: bool) -> TrainStep:
+def torch_compile_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
+    """torch.compile of the loss (inductor; backward by AOTAutograd), torch.optim's Adam eager."""
     import torch
 
     model = net(torch)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
     tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
-
-    if compiled:
-        # torch.compile (torch 2.13 CPU, inductor) returned all-zero conv gradients here when the inputs are
-        # nn.Parameters (torch.compile(model), or the loss as a function of the parameters); plain leaf
-        # tensors sharing the parameters' storage give the right ones, handed to torch.optim as .grad
-        params = [dict(model.named_parameters())[k] for k in NAMES]
-        leaves = [p.detach().requires_grad_(True) for p in params]
-        compiled_loss = torch.compile(lambda x, y, *p: cnn_loss(torch, x, y, *p), dynamic=False)
-
-        def step() -> Any:
-            opt.zero_grad()
-            loss = compiled_loss(tx, ty, *leaves)
-            for p, g in zip(params, torch.autograd.grad(loss, leaves)):
-                p.grad = g
-            opt.step()
-            return loss.detach()
-        return TrainStep(step, lambda: {k: v.numpy() for k, v in model.state_dict().items()})
-
-    def loss_fn(x: Any, y: Any) -> Any:
-        return torch.nn.functional.nll_loss(model(x), y)
+    # torch.compile (torch 2.13 CPU, inductor) returned all-zero conv gradients here when the inputs are
+    # nn.Parameters (torch.compile(model), or the loss as a function of the parameters); plain leaf
+    # tensors sharing the parameters' storage give the right ones, handed to torch.optim as .grad
+    params = [dict(model.named_parameters())[k] for k in NAMES]
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    compiled_loss = torch.compile(lambda x, y, *p: cnn_loss(torch, x, y, *p), dynamic=False)
 
     def step() -> Any:
         opt.zero_grad()
-        loss = loss_fn(tx, ty)
-        loss.backward()
+        loss = compiled_loss(tx, ty, *leaves)
+        for p, g in zip(params, torch.autograd.grad(loss, leaves)):
+            p.grad = g
         opt.step()
         return loss.detach()
     return TrainStep(step, lambda: {k: v.numpy() for k, v in model.state_dict().items()})
 
 
+def eager_step(lib_name: str, x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
+    """The plain eager loop (eager_loop.plain_step) with nll_loss and Adam on `lib_name` ("torch", "gradc")."""
+    from gradc.bench.eager_loop import library, load_state, numpy_state, plain_step, tensors
+
+    lib = library(lib_name)
+    model = net(lib)
+    load_state(lib, model, state)
+    opt = lib.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    tx, ty = tensors(lib, x, labels)
+    step = plain_step(model, lib.nn.functional.nll_loss, opt, [tx], ty)
+    return TrainStep(step, lambda: numpy_state(model))
+
+
 def torch_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
-    """PyTorch eager (oneDNN convolutions): zero_grad, forward, backward, Adam step."""
-    return _torch_step(x, labels, state, compiled=False)
+    """PyTorch eager (oneDNN convolutions): the plain loop on torch."""
+    return eager_step("torch", x, labels, state)
 
 
-def torch_compile_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
-    """torch.compile of the loss (inductor; backward by AOTAutograd), torch.optim's Adam eager."""
-    return _torch_step(x, labels, state, compiled=True)
+def gradc_eager_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
+    """gradc eager: the identical plain loop on gradc (no compile_step)."""
+    return eager_step("gradc", x, labels, state)
 
 
 def jax_forward(params: dict, x: Any) -> Any:
@@ -226,7 +227,8 @@ def jax_step(x: np.ndarray, labels: np.ndarray, state: State) -> TrainStep:
     return train_step.jax_step(x, labels, state, LR, loss)
 
 
-STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "torch": torch_step,
+STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
+                                              "torch": torch_step,
                                               "torch-compile": torch_compile_step, "jax": jax_step}
 
 

@@ -108,6 +108,41 @@ class GradcEngine(Engine):
         return self.backend == "native"
 
 
+class GradcEagerEngine(GradcEngine):
+    """The plain PyTorch-style loop (eager_loop.plain_step) run by gradc's eager engine, no compile_step:
+    the same code as the torch row (W6-W9); for W1-W5 the same eager forward + autograd.grad as torch's."""
+
+    def __init__(self) -> None:
+        self.backend = "auto"
+        self.name = "gradc-eager"
+        self.description = "gradc eager (import gradc as torch): the torch row's code, run by gradc"
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
+        import gradc
+        return eager_grad_step(gradc, workload, arrays)
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
+        return getattr(state, "steps", train_step.STEPS)["gradc-eager"](x, labels, state)
+
+    def trains(self) -> bool:
+        return True
+
+
+def eager_grad_step(lib: Any, workload: Workload, arrays: list[np.ndarray]) -> Step:
+    """The workload's loss run eagerly on `lib` (torch or gradc) with lib.autograd.grad wrt the parameters."""
+    tensors = [lib.from_numpy(a.copy()) for a in arrays]
+    params = [tensors[i].requires_grad_(True) for i in workload.argnums()]
+    fn = workload.bind(lib)
+
+    def step() -> Any:
+        loss = fn(*tensors)
+        return loss.detach(), lib.autograd.grad(loss, params)
+    return step
+
+
 class NumpyEngine(Engine):
     name = "numpy"
     description = "hand-written numpy forward + backward"
@@ -129,11 +164,11 @@ class TorchEngine(Engine):
     def prepare(self, workload: Workload, arrays: list[np.ndarray]) -> Step:
         import torch
 
+        if not self.compiled:
+            return eager_grad_step(torch, workload, arrays)
         tensors = [torch.from_numpy(a.copy()) for a in arrays]
         params = [tensors[i].requires_grad_(True) for i in workload.argnums()]
-        fn = workload.bind(torch)
-        if self.compiled:
-            fn = torch.compile(fn, dynamic=False)
+        fn = torch.compile(workload.bind(torch), dynamic=False)
 
         def step() -> Any:
             loss = fn(*tensors)
@@ -196,8 +231,8 @@ class AutogradEngine(Engine):
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
-    GradcEngine("native"), GradcEngine("interp"), NumpyEngine(), TorchEngine(), TorchCompileEngine(),
-    JaxEngine(), AutogradEngine())}
+    GradcEngine("native"), GradcEagerEngine(), GradcEngine("interp"), NumpyEngine(), TorchEngine(),
+    TorchCompileEngine(), JaxEngine(), AutogradEngine())}
 
 
 def load_custom(spec: str) -> Engine:

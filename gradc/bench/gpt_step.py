@@ -217,6 +217,10 @@ class GPTWorkload:
     def ctypes_pointers(self) -> int:
         return 2 + 1 + 4 * len(_names(CONFIG)) + 1 + 4 * len(_names(CONFIG))
 
+    def build(self, engine: Any, idx: np.ndarray, targets: np.ndarray, state: State) -> TrainStep:
+        """The engine's step (`gradc bench` calls this for every training workload; GPTState names STEPS)."""
+        return engine.train_step(idx, targets, state)
+
 
 W8 = GPTWorkload()
 
@@ -239,9 +243,26 @@ def gradc_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfi
     return TrainStep(lambda: step(idx, targets), lambda: {k: v._data for k, v in model.named_parameters()})
 
 
+def eager_step(lib_name: str, idx: np.ndarray, targets: np.ndarray, state: State,
+               cfg: GPTConfig = CONFIG) -> TrainStep:
+    """The plain eager loop (eager_loop.plain_step) with the model's loss and AdamW on `lib_name`."""
+    from gradc.bench.eager_loop import library, load_state, plain_step, tensors
+    from gradc.nn.gpt import make_gpt
+
+    lib = library(lib_name)
+    model = make_gpt(lib)(cfg)
+    load_state(lib, model, state, strict=False)
+    opt = lib.optim.AdamW(_groups(model), lr=LR, betas=BETAS, eps=EPS)
+    ti, tt = tensors(lib, idx, targets)
+    step = plain_step(model, model.loss, opt, [ti], tt)
+    return TrainStep(step, lambda: {k: v.detach().numpy() for k, v in model.named_parameters()})
+
+
 def torch_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig = CONFIG,
                compiled: bool = False) -> TrainStep:
-    """PyTorch eager (or torch.compile of the model's loss): zero_grad, forward, backward, AdamW step."""
+    """PyTorch eager (the plain loop) or torch.compile of the model's loss: zero_grad, backward, AdamW step."""
+    if not compiled:
+        return eager_step("torch", idx, targets, state, cfg)
     import torch
 
     from gradc.nn.gpt import make_gpt
@@ -249,9 +270,7 @@ def torch_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfi
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False)
     opt = torch.optim.AdamW(_groups(model), lr=LR, betas=BETAS, eps=EPS)
     ti, tt = torch.from_numpy(idx), torch.from_numpy(targets)
-    forward = (lambda i, t: model.loss(model(i), t))
-    if compiled:
-        forward = torch.compile(forward)
+    forward = torch.compile(lambda i, t: model.loss(model(i), t))
 
     def step() -> Any:
         opt.zero_grad()
@@ -260,6 +279,11 @@ def torch_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfi
         opt.step()
         return loss.detach()
     return TrainStep(step, lambda: {k: v.detach().numpy() for k, v in model.named_parameters()})
+
+
+def gradc_eager_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig = CONFIG) -> TrainStep:
+    """gradc eager: the identical plain loop on gradc (no compile_step)."""
+    return eager_step("gradc", idx, targets, state, cfg)
 
 
 def jax_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig = CONFIG) -> TrainStep:
@@ -316,7 +340,8 @@ def jax_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig 
     return TrainStep(run, lambda: {k: np.asarray(a) for k, a in current[0].items()})
 
 
-STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "torch": torch_step, "jax": jax_step}
+STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
+                                              "torch": torch_step, "jax": jax_step}
 
 
 # ----------------------------------------------------------------------------- the attention row

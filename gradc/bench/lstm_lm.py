@@ -76,8 +76,10 @@ def gradc_step(x: np.ndarray, y: np.ndarray, state: State) -> TrainStep:
 
 def torch_step(x: np.ndarray, y: np.ndarray, state: State, compiled: bool = False,
                dtype: str = "float32") -> TrainStep:
-    """PyTorch eager (its native LSTM kernels) or torch.compile of the model; zero_grad, backward, Adam."""
+    """PyTorch eager (its native LSTM kernels) or torch.compile of the model; the plain loop (eager_loop.py)."""
     import torch
+
+    from gradc.bench.eager_loop import plain_step
 
     model = _torch_model(torch).to(getattr(torch, dtype))
     model.load_state_dict({k: torch.from_numpy(v.astype(dtype)) for k, v in state.items()})
@@ -85,14 +87,21 @@ def torch_step(x: np.ndarray, y: np.ndarray, state: State, compiled: bool = Fals
     loss_fn = torch.nn.CrossEntropyLoss()
     forward = torch.compile(model) if compiled else model
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    return TrainStep(plain_step(forward, loss_fn, opt, [tx], ty),
+                     lambda: {k: v.detach().numpy() for k, v in model.state_dict().items()})
 
-    def step() -> Any:
-        opt.zero_grad()
-        loss = loss_fn(forward(tx), ty)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-    return TrainStep(step, lambda: {k: v.numpy() for k, v in model.state_dict().items()})
+
+def gradc_eager_step(x: np.ndarray, y: np.ndarray, state: State) -> TrainStep:
+    """gradc eager: the plain loop (eager_loop.plain_step) on the same model class built from gradc.nn."""
+    import gradc
+    from gradc.bench.eager_loop import load_state, numpy_state, plain_step, tensors
+
+    model = _torch_model(gradc)
+    load_state(gradc, model, state)
+    opt = gradc.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    tx, ty = tensors(gradc, x, y)
+    step = plain_step(model, gradc.nn.CrossEntropyLoss(), opt, [tx], ty)
+    return TrainStep(step, lambda: numpy_state(model))
 
 
 def jax_step(x: np.ndarray, y: np.ndarray, state: State) -> TrainStep:
@@ -148,6 +157,7 @@ def jax_step(x: np.ndarray, y: np.ndarray, state: State) -> TrainStep:
 
 
 ENGINES: dict[str, Callable[..., TrainStep]] = {
+    "gradc-eager": gradc_eager_step,
     "gradc-native": gradc_step, "torch": torch_step,
     "torch-compile": lambda x, y, s: torch_step(x, y, s, compiled=True), "jax": jax_step}
 

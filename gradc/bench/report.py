@@ -38,6 +38,20 @@ def add_derived(doc: dict) -> dict:
     return doc
 
 
+def eager_ratios(doc: dict, wid: str) -> str | None:
+    """gradc-eager against torch eager (steps/s ratio) and compile_step (step-time ratio), same run."""
+    ok = {r["engine"]: r["median_us"] for r in doc["results"]
+          if r["workload"] == wid and r["status"] == "ok" and r["median_us"]}
+    if "gradc-eager" not in ok:
+        return None
+    parts = []
+    if "torch" in ok:
+        parts.append(f"{ok['torch'] / ok['gradc-eager']:.2f}x torch eager's steps/s")
+    if NATIVE in ok:
+        parts.append(f"{ok['gradc-eager'] / ok[NATIVE]:.2f}x compile_step's step time")
+    return f"gradc-eager (the torch row's loop, run by gradc): {', '.join(parts)}" if parts else None
+
+
 def _limits_line(row: dict) -> str:
     parts = []
     if "gemm_bound_us" in row:
@@ -68,7 +82,8 @@ def format_table(doc: dict) -> str:
                      f"BLAS: {limits['blas']}")
     for note in meta.get("notes", []):
         lines.append(f"note: {note}")
-    header = f"  {'engine':<15}{'median':>12}{'min':>12}{'first call':>13}{'cached':>10}{'native x':>10}  check"
+    header = (f"  {'engine':<15}{'median':>12}{'min':>12}{'first call':>13}{'2nd call':>11}{'cached':>10}"
+              f"{'native x':>10}  check")
     for wid in dict.fromkeys(r["workload"] for r in doc["results"]):
         w = by_id(wid)
         lines += ["", f"{wid} {w.name if w else ''} ({w.stresses if w else ''})"]
@@ -84,13 +99,17 @@ def format_table(doc: dict) -> str:
             else:
                 check = f"{r['status'].upper()}: {r['note']}"
             cached = "-" if r.get("first_call_cached_ms") is None else f"{r['first_call_cached_ms']:,.1f} ms"
+            second = "-" if r.get("second_call_ms") is None else f"{r['second_call_ms']:,.1f} ms"
             lines.append(f"  {r['engine']:<15}{_fmt_us(r['median_us']):>12}{_fmt_us(r['min_us']):>12}"
-                         f"{first:>13}{cached:>10}{speedup:>10}  {check}")
+                         f"{first:>13}{second:>11}{cached:>10}{speedup:>10}  {check}")
         if w is not None and w.kind == "train":
             rates = [f"{r['engine']} {1e6 / r['median_us']:,.0f}" for r in doc["results"]
                      if r["workload"] == wid and r["status"] == "ok" and r["median_us"]]
             if rates:
                 lines.append(f"  steps/s (median): {', '.join(rates)}")
+            eager = eager_ratios(doc, wid)
+            if eager:
+                lines.append(f"  {eager}")
         native = next((r for r in doc["results"] if r["workload"] == wid and r["engine"] == NATIVE), None)
         if native and native.get("percent_of_limit") is not None and lrow:
             above = (" (faster than the measured limit: the data stay in cache between calls, or the limit's "
@@ -105,6 +124,7 @@ def format_table(doc: dict) -> str:
         lines += ["", "targets of BENCHMARKS.md (gradc-native, this run):"] + [f"  {t}" for t in targets]
     lines.append("")
     lines.append("first call: prepare + first call (trace + AD + compile; gradc with an empty on-disk cache); "
+                 "2nd call: the second training step alone (an eager engine's warm-up); "
                  "cached: gradc-native's first call in a new process with the on-disk cache filled.")
     lines.append("native x: how many times faster gradc-native is than the engine (engine median / gradc median). "
                  "Medians of steady-state calls; min is the best call. The machine is shared: expect +-20% noise.")

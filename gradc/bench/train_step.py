@@ -7,9 +7,10 @@ same arrays load into gradc, PyTorch and JAX. The optimizer is Adam(lr=1e-3) wit
 * `initial()` -> (x, labels, state): the data and the initial parameters (float32, a fresh copy each call);
 * `reference(x, labels, state, steps)` -> (losses, state): hand-written numpy forward, backward and Adam in
   float64, the cross-check for every engine;
-* `gradc_step`, `torch_step`, `jax_step`: a `TrainStep` (call it for one step; `.parameters()` reads the
-  current parameters back as numpy arrays) for gradc.compile_step, PyTorch eager (zero_grad, forward,
-  backward, step) and jax.jit of the whole step (parameters and Adam state donated).
+* `gradc_step`, `torch_step`, `gradc_eager_step`, `jax_step`: a `TrainStep` (call it for one step;
+  `.parameters()` reads the current parameters back as numpy arrays) for gradc.compile_step, the plain eager
+  loop (zero_grad, forward, backward, step; eager_loop.py) on PyTorch and on gradc, and jax.jit of the whole
+  step (parameters and Adam state donated).
 
 `gradc bench` (engines.py), benchmarks/test_train_step.py and examples/bench_train_step.py all use these.
 """
@@ -152,24 +153,30 @@ def gradc_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) 
     return TrainStep(lambda: step(x, labels), model.state_dict)
 
 
+def eager_step(lib_name: str, x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) -> TrainStep:
+    """The plain eager loop (eager_loop.plain_step: zero_grad, forward, backward, Adam step) on `lib_name`'s
+    nn and optim ("torch": torch.optim's default Adam; "gradc": the same code under `import gradc as torch`)."""
+    from gradc.bench.eager_loop import library, load_state, numpy_state, plain_step, tensors
+
+    lib = library(lib_name)
+    nn = lib.nn
+    model = nn.Sequential(nn.Linear(x.shape[1], state["0.weight"].shape[0]), nn.ReLU(),
+                          nn.Linear(state["2.weight"].shape[1], state["2.weight"].shape[0]))
+    load_state(lib, model, state)
+    opt = lib.optim.Adam(model.parameters(), lr=lr, betas=BETAS, eps=EPS)
+    tx, ty = tensors(lib, x, labels)
+    step = plain_step(model, nn.CrossEntropyLoss(), opt, [tx], ty)
+    return TrainStep(step, lambda: numpy_state(model))
+
+
 def torch_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) -> TrainStep:
-    """PyTorch eager: zero_grad, forward, backward, Adam step (torch.optim's default implementation)."""
-    import torch
+    """PyTorch eager: the plain loop on torch."""
+    return eager_step("torch", x, labels, state, lr)
 
-    model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], state["0.weight"].shape[0]), torch.nn.ReLU(),
-                                torch.nn.Linear(state["2.weight"].shape[1], state["2.weight"].shape[0]))
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS, eps=EPS)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
 
-    def step() -> Any:
-        opt.zero_grad()
-        loss = loss_fn(model(tx), ty)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-    return TrainStep(step, lambda: {k: v.numpy() for k, v in model.state_dict().items()})
+def gradc_eager_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) -> TrainStep:
+    """gradc eager: the identical plain loop on gradc (no compile_step)."""
+    return eager_step("gradc", x, labels, state, lr)
 
 
 def _mlp_loss(params: dict, x: Any, y: Any) -> Any:
@@ -212,4 +219,5 @@ def jax_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR,
     return TrainStep(run, lambda: {k: np.asarray(a) for k, a in current[0].items()})
 
 
-STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "torch": torch_step, "jax": jax_step}
+STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
+                                              "torch": torch_step, "jax": jax_step}

@@ -7,6 +7,7 @@ Nothing here knows about numpy evaluation, AD or code generation: those live in 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ class TensorType:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # exact Python ints; np.prod costs ~3 us per eager op
 
     def __str__(self) -> str:
         return f"{self.dtype.short}[{','.join(str(d) for d in self.shape)}]"

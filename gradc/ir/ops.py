@@ -403,8 +403,15 @@ _unary("recip", np.reciprocal, lambda b, g, out, x: (b.neg(b.mul(g, b.mul(out, o
 _unary("sigmoid", stable_sigmoid,
        lambda b, g, out, x: (b.mul(g, b.mul(out, b.sub(b.scalar(1.0, x), out))),),
        lambda em, x: em.sigmoid(x))
+def eval_relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) (np.maximum passes NaN through); += 0 turns -0.0 into +0.0, as the native select does."""
+    out = np.maximum(x, 0)
+    out += 0
+    return out
+
+
 # relu'(0) = 0, as PyTorch; NaN passes through
-_unary("relu", lambda x: np.where(x > 0, x, np.where(np.isnan(x), x, 0)).astype(x.dtype),
+_unary("relu", eval_relu,
        lambda b, g, out, x: (b.where(b.gt(x, b.scalar(0, x)), g, b.scalar(0, g)),),
        lambda em, x: em.select(em.compare("le", x, em.const(0, x)), em.const(0, x), x), float_only=False)
 # abs'(0) = 0, as PyTorch's sign(x)
