@@ -538,7 +538,10 @@ def matmul(a: Any, b: Any) -> Tensor:
     x, y = to_tensor(a), to_tensor(b)
     if x.ndim == 0 or y.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {x.ndim}D and {y.ndim}D")
-    dtype = promote_types(promote_types(x.dtype, y.dtype), float32)
+    if x.dtype == y.dtype and not x.dtype.is_float and x.dtype is not bool_:
+        dtype = x.dtype  # integer products stay integer and wrap, as PyTorch's
+    else:  # gradc is lenient where PyTorch wants one dtype: mixed operands promote, to a float at least
+        dtype = promote_types(promote_types(x.dtype, y.dtype), float32)
     x, y = cast(x, dtype), cast(y, dtype)
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else -1]:
         raise RuntimeError(_matmul_mismatch(x.shape, y.shape))

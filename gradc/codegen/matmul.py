@@ -84,7 +84,7 @@ def blas_library() -> str | None:
 
 def use_blas(k: Kernel) -> bool:
     batch, m, n, kk = dims(k)
-    if m * n * kk < BLAS_MIN_MNK or max(m, n, kk) >= 2 ** 31:
+    if not k.matmul.dtype.is_float or m * n * kk < BLAS_MIN_MNK or max(m, n, kk) >= 2 ** 31:
         return False
     return blas_library() is not None
 
@@ -264,7 +264,15 @@ def emit_inline(low, k: Kernel) -> ir.Function:
     func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}", [("a", base_a), ("b", base_b), ("c", c)],
                                        {("c", c)})
     pa, pb, pc = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", c)]
-    zero = constant(ty, 0.0)
+    zero = constant(ty, 0)
+    if isinstance(ty, ir.IntType):  # integer products wrap, as numpy's and PyTorch's
+        def fmul(x, y, flags=()):
+            return bld.mul(x, y)
+
+        def fadd(x, y, flags=()):
+            return bld.add(x, y)
+    else:
+        fmul, fadd = bld.fmul, bld.fadd
 
     def at(ptr, *terms):
         off = const_i64(0)
@@ -293,8 +301,8 @@ def emit_inline(low, k: Kernel) -> ir.Function:
 
                     def col(j, _c):
                         cp = at(pc, (bt, m * n), (i, n), (j, 1))
-                        prod = bld.fmul(a, load(b_at(bt, p, j)), flags=MUL_FLAGS)
-                        bld.store(bld.fadd(load(cp), prod, flags=MUL_FLAGS), cp, align=size)
+                        prod = fmul(a, load(b_at(bt, p, j)), flags=MUL_FLAGS)
+                        bld.store(fadd(load(cp), prod, flags=MUL_FLAGS), cp, align=size)
                         return []
                     for_range(bld, 0, n, col, name="j")
                     return []
@@ -305,8 +313,8 @@ def emit_inline(low, k: Kernel) -> ir.Function:
             def row(i, _c):
                 def col(j, _c):
                     def dot(p, acc):
-                        prod = bld.fmul(load(a_at(bt, i, p)), load(b_at(bt, p, j)), flags=MUL_FLAGS)
-                        return [bld.fadd(acc[0], prod, flags=("reassoc", "contract"))]
+                        prod = fmul(load(a_at(bt, i, p)), load(b_at(bt, p, j)), flags=MUL_FLAGS)
+                        return [fadd(acc[0], prod, flags=("reassoc", "contract"))]
                     (s,) = for_range(bld, 0, kk, dot, carried=[zero], name="p")
                     bld.store(s, at(pc, (bt, m * n), (i, n), (j, 1)), align=size)
                     return []

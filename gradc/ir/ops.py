@@ -208,8 +208,8 @@ def iota_shape(types: list[TensorType], attrs: dict) -> TensorType:
 
 def matmul_shape(types: list[TensorType], attrs: dict) -> TensorType:
     a, b = types
-    if a.dtype != b.dtype or not a.dtype.is_float:
-        raise ShapeError(f"matmul needs two floating point operands of one dtype, got {a} and {b}")
+    if a.dtype != b.dtype or a.dtype.name == "bool":
+        raise ShapeError(f"matmul needs two operands of one numeric dtype, got {a} and {b}")
     if a.rank < 2 or a.rank != b.rank or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
         raise ShapeError(f"matmul shapes do not fit: {a} @ {b}")
     return TensorType(a.shape[:-1] + b.shape[-1:], a.dtype)

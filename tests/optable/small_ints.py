@@ -37,6 +37,15 @@ def _one(dtype, lo=None, hi=None):
     return build(make)
 
 
+def _matmul(dtype):
+    def make(rng):
+        return [(full_range(rng, dtype, (3, 9)), full_range(rng, dtype, (9, 7))),
+                (full_range(rng, dtype, (2, 7, 17)), full_range(rng, dtype, (17,))),
+                (full_range(rng, dtype, (9,)), full_range(rng, dtype, (9,))),
+                (full_range(rng, dtype, (33, 40)), full_range(rng, dtype, (40, 17)))]
+    return build(make)
+
+
 def _reduce(dtype, whole: bool = True):
     return build(lambda rng: [(full_range(rng, dtype, (3, 17)),)] * whole + [
         (full_range(rng, dtype, (3, 17)), 1), (full_range(rng, dtype, (9, 8)), 0)])
@@ -56,4 +65,6 @@ ROWS = [
       for r in rows("Tensor.int Tensor.short Tensor.byte Tensor.char", _one(d, -1000.0, 1000.0), grad=False)],
     *[r for d in SMALL for r in rows("torch.sum torch.amax torch.argmax", _reduce(d), grad=False)],
     *[r for d in SMALL for r in rows("torch.cumsum torch.prod", _reduce(d, whole=False), grad=False)],
+    # integer products stay integer and wrap (inline loops natively: BLAS is for floats)
+    *[r for d in SMALL + (np.int64,) for r in rows("torch.matmul Tensor.__matmul__", _matmul(d), grad=False)],
 ]
