@@ -142,7 +142,8 @@ def nll_loss(input: Tensor, target: Tensor, weight: Any = None, ignore_index: in
     if weight is None and not target.is_traced and not input.is_traced and not (target._data == ignore_index).any():
         # eager, unweighted, no ignored label (the common case): every item weighs 1, so the mask ops of
         # _nll_terms are skipped; the same values bit for bit (x * 1 and a float32 count of N < 2**24)
-        picked = F.neg(F.squeeze(F.gather(_classes_last(input), -1, F.unsqueeze(target, -1)), -1))
+        index = target if target.dtype == int64 else F.cast(target, int64)  # PyTorch takes a Byte target too
+        picked = F.neg(F.squeeze(F.gather(_classes_last(input), -1, F.unsqueeze(index, -1)), -1))
         return F.div(F.sum(picked), float(picked.numel())) if reduction == "mean" else reduce(picked, reduction)
     loss, per_item = _nll_terms(input, target, weight, ignore_index)
     if reduction == "mean":
