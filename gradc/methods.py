@@ -115,7 +115,7 @@ BINDINGS = {
     "neg": F.neg, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "tanh": F.tanh, "sigmoid": F.sigmoid,
     "relu": F.relu, "abs": F.abs, "reciprocal": F.reciprocal, "clamp": F.clamp, "clip": F.clamp,
     "maximum": F.maximum, "minimum": F.minimum,
-    "sum": F.sum, "mean": F.mean, "max": F.max, "min": F.min, "amax": F.amax, "argmax": F.argmax,
+    "sum": F.sum, "mean": F.mean, "max": F.max, "min": F.min, "amax": F.amax, "amin": F.amin, "aminmax": F.aminmax, "argmax": F.argmax,
     "reshape": F.reshape, "view": F.reshape, "permute": F.permute, "transpose": F.transpose, "t": F.t,
     "expand": F.expand, "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
     "gather": F.gather, "softmax": F.softmax, "log_softmax": F.log_softmax,
