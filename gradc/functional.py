@@ -367,8 +367,8 @@ AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])
 
 def aminmax(x: Any, *, dim: int | None = None, keepdim: bool = False) -> AminmaxResult:
     """torch.aminmax: (amin, amax) over one dim or all."""
-    node = torch_op("AminmaxBackward0")(_amax)
-    return AminmaxResult(node(x, () if dim is None else dim, keepdim, -1), node(x, () if dim is None else dim, keepdim, 1))
+    node, dims = torch_op("AminmaxBackward0")(_amax), () if dim is None else dim
+    return AminmaxResult(node(x, dims, keepdim, -1), node(x, dims, keepdim, 1))
 
 
 def argmax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
