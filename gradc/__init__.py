@@ -53,6 +53,8 @@ from gradc.factories import (  # noqa: F401
 from gradc.functional import (  # noqa: F401
     abs,
     amax,
+    amin,
+    aminmax,
     argmax,
     clamp,
     exp,

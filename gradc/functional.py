@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gradc.device import get_default_dtype
-from gradc.ir.core import DType, bool_, float32, float64, int32, int64  # noqa: F401  (F.float64 for methods)
+from gradc.ir.core import DType, bool_, float32, float64, int32, int64, uint8  # noqa: F401  (F.float64 for methods)
 from gradc.promotion import (  # noqa: F401  (SCALAR_NAMES and promote_types are re-exported)
     SCALAR_NAMES,
     checked_number,
@@ -150,10 +150,22 @@ div = torch_op("DivBackward0")(lambda a, b: _binary("div", a, b, float_result=Tr
 maximum = torch_op("MaximumBackward0")(lambda a, b: _binary("maximum", a, b))
 
 
+def order_flip(x: Tensor) -> Tensor:
+    """An order-reversing involution, so a minimum is flip(max(flip(.))): negation for floats (NaN stays NaN,
+    the gradient passes through); for integers all-ones minus x (~x), since -x overflows at the type's minimum
+    and wraps for unsigned types."""
+    if x.dtype.is_float:
+        return apply("neg", x)
+    ones = int(np.iinfo(x.dtype.numpy).max) if np.iinfo(x.dtype.numpy).min == 0 else -1
+    return apply("sub", scalar_like(ones, x), x)
+
+
 @torch_op("MinimumBackward0")
 def minimum(a: Any, b: Any) -> Tensor:
     x, y = promote(a, b)
-    return apply("neg", apply("maximum", apply("neg", x), apply("neg", y)))
+    if x.dtype == bool_:
+        return cast(minimum(cast(x, uint8), cast(y, uint8)), bool_)
+    return order_flip(apply("maximum", order_flip(x), order_flip(y)))
 
 
 def _pow_node(a: Any, b: Any) -> str:
@@ -272,8 +284,12 @@ def _argmax(x: Tensor, dim: int, keepdim: bool, best: Tensor) -> Tensor:
     # the first index holding the maximum, as numpy and PyTorch: max over (n-1-i) where x == best
     n = x.shape[dim]
     iota = apply("iota", shape=x.shape, axis=dim)
-    hit = apply("compare", x, expand_to(apply("reshape", best, shape=tuple(
-        1 if i == dim else d for i, d in enumerate(x.shape))), x.shape), pred="eq")
+    wide_best = expand_to(apply("reshape", best, shape=tuple(1 if i == dim else d for i, d in enumerate(x.shape))),
+                          x.shape)
+    hit = apply("compare", x, wide_best, pred="eq")
+    if x.dtype.is_float:  # a NaN maximum is found at the first NaN (NaN != NaN)
+        hit = apply("where", apply("compare", x, x, pred="ne"), apply("compare", wide_best, wide_best, pred="ne"),
+                    hit)
     flipped = apply("sub", scalar_like(n - 1, iota), iota)
     score = apply("where", hit, flipped, scalar_like(-1, iota))
     index = apply("sub", scalar_like(n - 1, best_index := apply("reduce_max", score, axes=(dim,))), best_index)
@@ -282,19 +298,22 @@ def _argmax(x: Tensor, dim: int, keepdim: bool, best: Tensor) -> Tensor:
 
 def _max_min(x: Tensor, dim: Any, keepdim: bool, sign: int) -> Any:
     x = to_tensor(x)
-    y = x if sign > 0 else apply("neg", x)
+    if x.dtype == bool_:  # bools order as 0 < 1: reduce them as uint8
+        out = _max_min(cast(x, uint8), dim, keepdim, sign)
+        return cast(out, bool_) if dim is None else MaxResult(cast(out.values, bool_), out.indices)
+    y = x if sign > 0 else order_flip(x)
     if dim is None:
         if x.numel() == 0:
             raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0. "
                                "Specify the reduction dim with the 'dim' argument.")
         best = apply("reduce_max", y, axes=tuple(range(x.ndim)))
-        return best if sign > 0 else apply("neg", best)
+        return best if sign > 0 else order_flip(best)
     d = normalize_dim(dim, x.ndim)
     best = apply("reduce_max", y, axes=(d,))
     index = _argmax(y, d, False, best)
     # the values are picked at the index, so the gradient goes to that element only (as PyTorch)
     values = apply("gather", x, index, axis=d) if x.dtype.is_float else (
-        best if sign > 0 else apply("neg", best))
+        best if sign > 0 else order_flip(best))
     return MaxResult(_keep(x, values, (d,), keepdim), _keep(x, index, (d,), keepdim))
 
 
@@ -330,15 +349,32 @@ def min(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
     return MaxResult(_named("MinBackward0", x, result.values), result.indices)
 
 
-@torch_op("AmaxBackward0")
-def amax(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
+def _amax(x: Any, dim: Any, keepdim: bool, sign: int) -> Tensor:
+    # ties share the gradient (reduce_max's rule), as PyTorch's amax/amin
     x = to_tensor(x)
+    if x.dtype == bool_:
+        return cast(_amax(cast(x, uint8), dim, keepdim, sign), bool_)
     dims = normalize_dims(None if dim == () else dim, x.ndim)
-    return _keep(x, apply("reduce_max", x, axes=dims), dims, keepdim)
+    if sign > 0:
+        return _keep(x, apply("reduce_max", x, axes=dims), dims, keepdim)
+    return _keep(x, order_flip(apply("reduce_max", order_flip(x), axes=dims)), dims, keepdim)
+
+
+amax = torch_op("AmaxBackward0")(lambda x, dim=(), keepdim=False: _amax(x, dim, keepdim, 1))
+amin = torch_op("AminBackward0")(lambda x, dim=(), keepdim=False: _amax(x, dim, keepdim, -1))
+AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])
+
+
+def aminmax(x: Any, *, dim: int | None = None, keepdim: bool = False) -> AminmaxResult:
+    """torch.aminmax: (amin, amax) over one dim or all."""
+    node, dims = torch_op("AminmaxBackward0")(_amax), () if dim is None else dim
+    return AminmaxResult(node(x, dims, keepdim, -1), node(x, dims, keepdim, 1))
 
 
 def argmax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = to_tensor(x)
+    if x.dtype == bool_:
+        raise RuntimeError("argmax(): does not support bool input")
     if dim is None:
         return _max_min(reshape(x, (-1,)), 0, False, 1).indices
     return _max_min(x, dim, keepdim, 1).indices

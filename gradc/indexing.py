@@ -17,6 +17,7 @@ import numpy as np
 from gradc import functional as F
 from gradc.factories import generator as stream
 from gradc.ir.core import bool_, int32, int64, uint8
+from gradc.movement import _eager_permutation
 from gradc.tensor import Tensor, apply, torch_op
 
 
@@ -155,10 +156,14 @@ def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     n = x.shape[d] if x.ndim else 1
     if not 0 <= k <= n:
         raise RuntimeError(f"selected index k out of range (k = {k}, size of dim {d} = {n})")
+    if x.dtype == bool_:
+        raise RuntimeError("topk does not support bool dtypes on CPU")
     data = x._concrete("topk")
-    keys = -data if largest else data
-    order = np.argsort(keys, axis=d, kind="stable")
-    indices = np.ascontiguousarray(np.take(order, np.arange(k), axis=d)).astype(np.int64)
+    if data.ndim:
+        order = np.moveaxis(_eager_permutation(np.moveaxis(data, d, -1), largest), -1, d)
+        indices = np.ascontiguousarray(np.take(order, np.arange(k), axis=d)).astype(np.int64)
+    else:
+        indices = np.zeros((), np.int64)
     idx = Tensor(indices)
     return TopK(take_along(x, d, idx) if x.ndim else x, idx)
 

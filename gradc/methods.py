@@ -115,6 +115,7 @@ BINDINGS = {
     "neg": F.neg, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "tanh": F.tanh, "sigmoid": F.sigmoid,
     "relu": F.relu, "abs": F.abs, "reciprocal": F.reciprocal, "clamp": F.clamp, "clip": F.clamp,
     "maximum": F.maximum, "minimum": F.minimum,
+    "amin": F.amin, "aminmax": F.aminmax,
     "sum": F.sum, "mean": F.mean, "max": F.max, "min": F.min, "amax": F.amax, "argmax": F.argmax,
     "reshape": F.reshape, "view": F.reshape, "permute": F.permute, "transpose": F.transpose, "t": F.t,
     "expand": F.expand, "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,

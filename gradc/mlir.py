@@ -158,6 +158,8 @@ def scalar_body(p: Printer, op, args: list[str]) -> str:
         e = p.scalar("math.exp", [p.scalar("arith.negf", args[:1], ty)], ty)
         return p.scalar("arith.divf", [p_const(p, 1.0, x_type.dtype),
                                        p.scalar("arith.addf", [p_const(p, 1.0, x_type.dtype), e], ty)], ty)
+    if name == "erfc":  # 1 - erf (upstream MLIR has math.erfc; xDSL's math dialect has only math.erf)
+        return p.scalar("arith.subf", [p_const(p, 1.0, x_type.dtype), p.scalar("math.erf", args[:1], ty)], ty)
     if name == "relu":  # maximumf propagates NaN, as gradc's relu does
         zero = p_const(p, 0, x_type.dtype)
         return p.scalar("arith.maximumf" if is_float else "arith.maxui" if unsigned else "arith.maxsi",

@@ -195,13 +195,16 @@ def _traced_permutation(x: Tensor, descending: bool) -> Tensor:
 
 
 def _eager_permutation(data: np.ndarray, descending: bool) -> np.ndarray:
+    """Stable sort permutation along the last axis, NaN the largest value (as PyTorch)."""
     nan = np.isnan(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
     key = np.where(nan, 0, data)
     if data.dtype == np.bool_:
         key = key.astype(np.int64)
     if descending:
-        return np.lexsort((-key, ~nan)) if data.ndim == 1 else np.stack(
-            [np.lexsort((-k, ~m)) for k, m in zip(key.reshape(-1, key.shape[-1]), nan.reshape(-1, key.shape[-1]))]
+        # ~key reverses integer order without the overflow of -key at the type's minimum
+        key = -key if key.dtype.kind == "f" else np.invert(key)
+        return np.lexsort((key, ~nan)) if data.ndim == 1 else np.stack(
+            [np.lexsort((k, ~m)) for k, m in zip(key.reshape(-1, key.shape[-1]), nan.reshape(-1, key.shape[-1]))]
         ).reshape(data.shape)
     flat_k, flat_m = key.reshape(-1, key.shape[-1]), nan.reshape(-1, key.shape[-1])
     return np.stack([np.lexsort((k, m)) for k, m in zip(flat_k, flat_m)]).reshape(data.shape) \
@@ -240,6 +243,8 @@ def msort(x: Any) -> Tensor:
 
 def argmin(x: Any, dim: int | None = None, keepdim: bool = False) -> Tensor:
     x = F.to_tensor(x)
+    if x.dtype == F.bool_:
+        raise RuntimeError("argmin(): does not support bool input")
     if dim is None:
         return F._max_min(F.reshape(x, (-1,)), 0, False, -1).indices
     return F._max_min(x, dim, keepdim, -1).indices

@@ -190,7 +190,6 @@ _ERF_SERIES = [(-1) ** n / (math.factorial(n) * (2 * n + 1)) * 2 / math.sqrt(mat
 
 
 def _erf_float64(x: Tensor) -> Tensor:
-    from gradc.nn.ops import _erfc_nonnegative
     ax = F.abs(x)
     x2 = F.mul(x, x)
     series = F.mul(x2, _ERF_SERIES[-1])
@@ -198,7 +197,7 @@ def _erf_float64(x: Tensor) -> Tensor:
         series = F.mul(x2, F.add(series, c))
     series = F.mul(x, F.add(series, _ERF_SERIES[0]))
     # series near 0 (no cancellation), 1 - erfc(|x|) with x's sign elsewhere
-    tail = F.rsub(_erfc_nonnegative(F.where(F.compare("lt", ax, 0.5), F.add(ax, 0.5), ax)), 1.0)
+    tail = F.rsub(apply("erfc", F.where(F.compare("lt", ax, 0.5), F.add(ax, 0.5), ax)), 1.0)
     signed = F.where(F.compare("lt", x, 0), F.neg(tail), tail)
     return F.where(F.compare("lt", ax, 0.5), series, signed)
 
@@ -213,7 +212,10 @@ def erf(x: Any) -> Tensor:
 @torch_op("ErfcBackward0")
 def erfc(x: Any) -> Tensor:
     x = _float(x)
-    return F.cast(F.rsub(_erf_float64(F.cast(x, float64)), 1.0), x.dtype)
+    wide = F.cast(x, float64)
+    # 1 - erf's series near 0 (more accurate there); erfc itself elsewhere (1 - erf cancels in the right tail)
+    near = F.compare("lt", F.abs(wide), 0.5)
+    return F.cast(F.where(near, F.rsub(_erf_float64(wide), 1.0), apply("erfc", wide)), x.dtype)
 
 
 # ----------------------------------------------------------------------------- float classes

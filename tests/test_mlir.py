@@ -22,7 +22,7 @@ USES = {
     "recip": lambda b, x, y, i: b.recip(x), "sigmoid": lambda b, x, y, i: b.sigmoid(x),
     "relu": lambda b, x, y, i: b.relu(x), "abs": lambda b, x, y, i: b.abs(x),
     "stop_gradient": lambda b, x, y, i: b.stop_gradient(x),
-    "sin": lambda b, x, y, i: b.sin(x), "cos": lambda b, x, y, i: b.cos(x),
+    "sin": lambda b, x, y, i: b.sin(x), "cos": lambda b, x, y, i: b.cos(x), "erfc": lambda b, x, y, i: b.erfc(x),
     "custom_vjp": lambda b, x, y, i: b.exp(b.emit("custom_vjp", x, y, b.mul(x, y), rule=None)),
     "add": lambda b, x, y, i: b.add(x, y), "sub": lambda b, x, y, i: b.sub(x, y),
     "mul": lambda b, x, y, i: b.mul(x, y), "div": lambda b, x, y, i: b.div(x, y),

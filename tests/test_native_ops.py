@@ -18,9 +18,10 @@ from gradc.ir.ops import COMPARE_PREDICATES, OPS
 
 SIZES = (1, 7, 8, 9, 15, 17, 33)
 DTYPES = (float32, float64)
-UNARY_FLOAT = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient", "sin", "cos")
+UNARY_FLOAT = ("neg", "exp", "log", "tanh", "sqrt", "recip", "sigmoid", "relu", "abs", "stop_gradient", "sin", "cos",
+               "erfc")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum")
-TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "pow", "sin", "cos"}
+TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "pow", "sin", "cos", "erfc"}
 
 
 class Case:

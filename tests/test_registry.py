@@ -225,7 +225,7 @@ def scan_cases(rng):
 
 
 SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
-    "sin": unary(normal), "cos": unary(normal), "custom_vjp": custom_vjp_cases,
+    "sin": unary(normal), "cos": unary(normal), "erfc": unary(normal), "custom_vjp": custom_vjp_cases,
     "neg": unary(normal), "exp": unary(normal), "log": unary(positive), "tanh": unary(normal),
     "sqrt": unary(positive), "recip": unary(away_from_zero), "sigmoid": unary(normal),
     "relu": unary(away_from_zero), "abs": unary(away_from_zero), "stop_gradient": unary(normal),

@@ -229,3 +229,20 @@ def test_traced_layers_hold_one_scan_per_layer_and_direction(kind):
     assert sum(op.name == "scan" for op in fn.ops) == 4
     from gradc.ir.interp import run
     close(run(fn, x)[0], t(torch.tensor(x))[0].detach().numpy(), 1e-12)
+
+
+def test_eager_layers_record_one_scan_per_layer_and_direction(monkeypatch):
+    # the eager graph holds the loop once, so its backward compiles one native loop, not T unrolled steps
+    import gradc.loops
+    calls = []
+    real = gradc.loops.scan
+    monkeypatch.setattr(gradc.loops, "scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g, t = pair("LSTM", {"num_layers": 2, "bidirectional": True}, "float64")
+    x = np.random.default_rng(8).standard_normal((40, 2, 3))
+    gx, tx = gradc.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    for _ in range(3):  # the third backward runs the compiled adjoint (tiered)
+        gx.grad, tx.grad = None, None
+        g(gx)[0].sum().backward()
+        t(tx)[0].sum().backward()
+        close(gx.grad.numpy(), tx.grad.numpy(), 1e-10)
+    assert len(calls) == 3 * 4

@@ -104,6 +104,52 @@ def torch_or_gradc(t):
     return gradc if isinstance(t, gradc.Tensor) else __import__("torch")
 
 
+def with_extremes(dtype: str, shape: tuple) -> np.ndarray:
+    """Random values of the dtype with its minimum, maximum (NaN for floats) and 0 planted in every row."""
+    x = full_range(dtype, shape)
+    if dtype == "bool":
+        return x
+    if dtype.startswith("float"):
+        specials = [np.nan, 0.0, -0.0, np.inf, -np.inf]
+    else:
+        info = np.iinfo(dtype)
+        specials = [info.min, info.max, 0, info.min + 1, info.max - 1]
+    for row in x.reshape(-1, x.shape[-1]):
+        row[rng.permutation(x.shape[-1])[:len(specials)]] = specials
+    return x
+
+
+ORDER_OPS = {  # name: (torch or gradc module, tensor) -> result; bools raise in both where PyTorch raises
+    "min": lambda m, a: a.min(), "max": lambda m, a: a.max(), "min_dim": lambda m, a: a.min(1),
+    "max_dim": lambda m, a: a.max(0), "argmin": lambda m, a: a.argmin(1), "argmax": lambda m, a: a.argmax(),
+    "minimum": lambda m, a: m.minimum(a, a.flip(1)), "maximum": lambda m, a: m.maximum(a, a.flip(0)),
+    "amax": lambda m, a: m.amax(a, 1), "clamp": lambda m, a: a.clamp(max=a[0, 0]),
+    "sort_desc": lambda m, a: a.sort(dim=1, descending=True, stable=True),
+    "sort": lambda m, a: a.sort(dim=0, stable=True),
+    "argsort_desc": lambda m, a: a.argsort(dim=1, descending=True, stable=True),
+    "topk": lambda m, a: a.topk(3, 1).values, "topk_smallest": lambda m, a: a.topk(2, 0, largest=False).values,
+    "amin": lambda m, a: m.amin(a, 0), "aminmax": lambda m, a: tuple(m.aminmax(a, dim=1)),
+    "aminmax_all": lambda m, a: tuple(m.aminmax(a)),
+}
+
+
+@pytest.mark.parametrize("dtype", NAMES)
+@pytest.mark.parametrize("op", ORDER_OPS)
+def test_order_ops_at_the_type_extremes_match_pytorch(torch, dtype, op):
+    # a minimum taken as -max(-x) overflows at the integer minimum and wraps for uint8; NaN is the largest value
+    tx, gx = both(torch, with_extremes(dtype, (4, 9)))
+    fn = ORDER_OPS[op]
+    try:
+        want = fn(torch, tx)
+    except RuntimeError as error:
+        with pytest.raises(RuntimeError, match=str(error).split(":")[0].split(" ")[0]):
+            fn(gradc, gx)
+        return
+    got = fn(gradc, gx)
+    for w, g in (zip(want, got) if isinstance(want, tuple) else [(want, got)]):
+        same(w, g)
+
+
 @pytest.mark.parametrize("src", NAMES)
 def test_casts_match_pytorch(torch, src):
     x = full_range(src, (17,))

@@ -117,6 +117,10 @@ class ScalarEmitter:
     def sqrt(self, x):
         return self.b.call(self._intrinsic("llvm.sqrt", x), [x])
 
+    def erfc(self, x):
+        from gradc.codegen.math import emit_erfc
+        return emit_erfc(self.b, x)
+
     def sin(self, x):
         return self.b.call(self._intrinsic("llvm.sin", x), [x])
 

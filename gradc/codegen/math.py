@@ -55,6 +55,8 @@ from typing import Callable
 
 from llvmlite import ir
 
+from gradc.ir.ops import ERFC_POLY
+
 __all__ = ["emit_exp", "emit_log", "emit_tanh", "emit_sigmoid", "emit_expm1", "emit_log1p", "SCALAR_MATH",
            "MAX_ULP_ERROR"]
 
@@ -301,6 +303,23 @@ def _sigmoid(e: _Emit, x):
     err = e.add(e.sub(e.f(1.0), d), ex)
     inv_d = e.b.select(pos, q, e.sub(e.f(1.0), q))
     return e.sub(q, e.mul(e.mul(q, err), inv_d, True), True)
+
+
+def _erfc(e: _Emit, x):
+    z = e.abs(x)
+    t = e.div(e.f(1.0), e.add(e.mul(z, e.f(0.5)), e.f(1.0)))
+    r = e.mul(t, _exp(e, e.sub(e.poly(t, ERFC_POLY), e.mul(z, z))))
+    return e.sel("oge", x, e.f(0.0), r, e.sub(e.f(2.0), r))   # NaN: 2 - NaN
+
+
+def emit_erfc(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """erfc(x) to 1.2e-7 relative error, evaluated in double (float32 rounds once at the end):
+    z^2 in the exponent would lose float32's relative accuracy in the tail. erfc(inf) = 0, erfc(-inf) = 2."""
+    elem = x.type.element if isinstance(x.type, ir.VectorType) else x.type
+    if isinstance(elem, ir.FloatType):
+        wide = ir.VectorType(ir.DoubleType(), x.type.count) if isinstance(x.type, ir.VectorType) else ir.DoubleType()
+        return builder.fptrunc(_erfc(_Emit(builder, wide), builder.fpext(x, wide)), x.type)
+    return _erfc(_Emit(builder, x.type), x)
 
 
 def _wrap(impl: Callable, name: str) -> Callable[[ir.IRBuilder, ir.Value], ir.Value]:

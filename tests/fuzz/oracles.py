@@ -98,7 +98,7 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
               "recip": torch.reciprocal, "sigmoid": torch.sigmoid, "relu": torch.relu, "abs": torch.abs,
               "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
               "maximum": torch.maximum, "matmul": torch.matmul, "where": torch.where, "sin": torch.sin,
-              "cos": torch.cos}
+              "cos": torch.cos, "erfc": torch.erfc}
     if name in simple:
         return simple[name](*xs)
     if name == "scan":

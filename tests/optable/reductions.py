@@ -43,6 +43,7 @@ def _argmax(rng):
 
 ROWS = [
     *both("sum", reduction(DIMS)), *both("mean", reduction(DIMS)), *both("amax", reduction(DIMS)),
+    *both("amin", reduction(DIMS)),
     row("torch.sum", samples((np.arange(6).reshape(2, 3),), (np.ones((0, 3), np.float32),))),
     *both("max", reduction(({},) + ONE_DIM)), *both("min", reduction(({},) + ONE_DIM)),
     *both("argmax", build(_argmax), grad=False), *both("argmin", build(_argmax), grad=False),

@@ -63,7 +63,8 @@ ROWS = [
     # float -> small integer casts truncate, then wrap (300.0 -> uint8 44, -1.5 -> uint8 255)
     *[r for d in (np.float32, np.float64)
       for r in rows("Tensor.int Tensor.short Tensor.byte Tensor.char", _one(d, -1000.0, 1000.0), grad=False)],
-    *[r for d in SMALL for r in rows("torch.sum torch.amax torch.argmax", _reduce(d), grad=False)],
+    *[r for d in SMALL for r in rows("torch.sum torch.amax torch.argmax torch.amin torch.argmin torch.min", _reduce(d),
+                                     grad=False)],
     *[r for d in SMALL for r in rows("torch.cumsum torch.prod", _reduce(d, whole=False), grad=False)],
     # integer products stay integer and wrap (inline loops natively: BLAS is for floats)
     *[r for d in SMALL + (np.int64,) for r in rows("torch.matmul Tensor.__matmul__", _matmul(d), grad=False)],
