@@ -296,19 +296,27 @@ def _argmax(x: Tensor, dim: int, keepdim: bool, best: Tensor) -> Tensor:
     return _keep(x, index, (dim,), keepdim)
 
 
-def _max_min(x: Tensor, dim: Any, keepdim: bool, sign: int) -> Any:
+def _check_nonempty(name: str, x: Tensor, dims: Sequence[int]) -> None:
+    for d in dims:
+        if x.shape[d] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+
+
+def _max_min(x: Tensor, dim: Any, keepdim: bool, sign: int, name: str | None = None) -> Any:
     x = to_tensor(x)
     if x.dtype == bool_:  # bools order as 0 < 1: reduce them as uint8
-        out = _max_min(cast(x, uint8), dim, keepdim, sign)
+        out = _max_min(cast(x, uint8), dim, keepdim, sign, name)
         return cast(out, bool_) if dim is None else MaxResult(cast(out.values, bool_), out.indices)
     y = x if sign > 0 else order_flip(x)
+    name = name or ("max" if sign > 0 else "min")
     if dim is None:
         if x.numel() == 0:
-            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0. "
+            raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
                                "Specify the reduction dim with the 'dim' argument.")
         best = apply("reduce_max", y, axes=tuple(range(x.ndim)))
         return best if sign > 0 else order_flip(best)
     d = normalize_dim(dim, x.ndim)
+    _check_nonempty(name, x, (d,))
     best = apply("reduce_max", y, axes=(d,))
     index = _argmax(y, d, False, best)
     # the values are picked at the index, so the gradient goes to that element only (as PyTorch)
@@ -355,6 +363,11 @@ def _amax(x: Any, dim: Any, keepdim: bool, sign: int) -> Tensor:
     if x.dtype == bool_:
         return cast(_amax(cast(x, uint8), dim, keepdim, sign), bool_)
     dims = normalize_dims(None if dim == () else dim, x.ndim)
+    name = "amax" if sign > 0 else "amin"
+    if dim == () and x.numel() == 0:
+        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. Specify "
+                           "the reduction dim with the 'dim' argument.")
+    _check_nonempty(name, x, dims)
     if sign > 0:
         return _keep(x, apply("reduce_max", x, axes=dims), dims, keepdim)
     return _keep(x, order_flip(apply("reduce_max", order_flip(x), axes=dims)), dims, keepdim)
@@ -367,6 +380,10 @@ AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])
 
 def aminmax(x: Any, *, dim: int | None = None, keepdim: bool = False) -> AminmaxResult:
     """torch.aminmax: (amin, amax) over one dim or all."""
+    x = to_tensor(x)
+    if x.numel() == 0:
+        raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the operation has no "
+                           "identity")
     node, dims = torch_op("AminmaxBackward0")(_amax), () if dim is None else dim
     return AminmaxResult(node(x, dims, keepdim, -1), node(x, dims, keepdim, 1))
 
@@ -376,8 +393,8 @@ def argmax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     if x.dtype == bool_:
         raise RuntimeError("argmax(): does not support bool input")
     if dim is None:
-        return _max_min(reshape(x, (-1,)), 0, False, 1).indices
-    return _max_min(x, dim, keepdim, 1).indices
+        return _max_min(reshape(x, (-1,)), 0, False, 1, "argmax").indices
+    return _max_min(x, dim, keepdim, 1, "argmax").indices
 
 
 # ----------------------------------------------------------------------------- layout

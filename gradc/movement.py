@@ -246,8 +246,8 @@ def argmin(x: Any, dim: int | None = None, keepdim: bool = False) -> Tensor:
     if x.dtype == F.bool_:
         raise RuntimeError("argmin(): does not support bool input")
     if dim is None:
-        return F._max_min(F.reshape(x, (-1,)), 0, False, -1).indices
-    return F._max_min(x, dim, keepdim, -1).indices
+        return F._max_min(F.reshape(x, (-1,)), 0, False, -1, "argmin").indices
+    return F._max_min(x, dim, keepdim, -1, "argmin").indices
 
 
 # ----------------------------------------------------------------------------- one_hot

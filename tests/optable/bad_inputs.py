@@ -7,6 +7,7 @@ from .dsl import Sample, row, unary
 F = "torch.nn.functional."
 X = np.ones((3, 4), np.float32)
 V = np.ones(4, np.float32)
+E = np.ones((0, 3), np.float32)
 OK = unary(special=False, shapes=((3, 4),))
 
 
@@ -51,5 +52,10 @@ ROWS = [
     bad("torch.squeeze", ((X,), {"dim": 3})), bad("torch.unsqueeze", (X, 3), samples=unary(special=False,
                                                                                          shapes=((3, 4),), dim=2)),
     bad("torch.mean", ((X,), {"dim": 2})), bad("torch.amax", ((X,), {"dim": -3})),
+    # reductions without an identity over an empty dim: IndexError (RuntimeError without a dim), as PyTorch
+    *[bad(f"torch.{name}", ((E,), {"dim": 0}), (E,), grad=name.startswith("am"))
+      for name in ("amax", "amin", "argmax", "argmin")],
+    bad("torch.max", ((E,), {"dim": 0}), (E,)), bad("torch.min", ((E,), {"dim": 0}), (E,)),
+    bad("torch.aminmax", (E,), samples=lambda rng: [Sample((X,))], grad=False),
     bad("torch.softmax", ((X,), {"dim": 2}), samples=unary(special=False, shapes=((3, 4),), dim=1)),
 ]
