@@ -359,6 +359,8 @@ class Evaluator:
             src[a] = self.b.add(self.b.mul(src[a], const_i64(attrs["stride"]), flags=("nsw",)),
                                 self.b.mul(idx[-1], const_i64(attrs["dilation"]), flags=("nsw",)), flags=("nsw",))
             return (yield (x[0], src))
+        if name == "unwindow":
+            return (yield from self.unwindow(v, idx))
         if name == "gather":
             return (yield from self.gather(v, idx))
         raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")
@@ -399,6 +401,28 @@ class Evaluator:
             q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
             src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
         return b.select(valid, (yield (x, src)), zero)
+
+    def unwindow(self, v: Value, idx: list):
+        """col2im in gather form: element l sums g[..., o, ..., k] over the taps k with l = o*stride + k*dilation
+        (a tap outside the windows adds an exact zero, as the padded taps of unwindow_taps do), in tap order."""
+        b, x = self.b, v.op.inputs[0]
+        a, size, stride, dilation = (v.op.attrs[n] for n in ("axis", "size", "stride", "dilation"))
+        count = x.shape[a]
+        zero = fold_constant_like(v, 0)
+        total = None
+        for k in range(size):
+            t = b.sub(idx[a], const_i64(k * dilation), flags=("nsw",))
+            q = t if stride == 1 else b.sdiv(t, const_i64(stride))
+            ok = b.and_(b.icmp_signed(">=", t, const_i64(0)), b.icmp_signed("<", q, const_i64(count)))
+            if stride != 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(t, const_i64(stride)), const_i64(0)))
+            q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
+            q = b.select(b.icmp_signed(">", q, const_i64(count - 1)), const_i64(count - 1), q)
+            src = list(idx)
+            src[a] = q
+            tap = b.select(ok, (yield (x, src + [const_i64(k)])), zero)
+            total = tap if total is None else self.em.add(total, tap)
+        return total
 
     def gather(self, v: Value, idx: list) -> ir.Value:
         b = self.b
