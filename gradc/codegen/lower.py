@@ -38,6 +38,13 @@ REDUCE_FLAGS = ("reassoc", "contract")
 # loop kernels over fewer elements are compiled for size (`optsize`): O3 fully unrolled their short inner
 # loops and vectorized the outer ones into masked gathers, many times the code for a few microseconds
 SMALL_KERNEL_ELEMENTS = int(__import__("os").environ.get("GRADC_SMALL_KERNEL_ELEMENTS", 65536))
+# a short innermost loop of KEEP_INNER_LOOP elements keeps its loop (no full unroll): O3 fully unrolled a
+# 32-channel innermost loop and vectorized the next one out (3 taps of an im2col) into gathers and scatters,
+# 3 lanes wide; kept, the loop vectorizer takes the contiguous channels (W7's im2col kernel 2.4x faster).
+# Shorter loops are unrolled as before (a 2x2 pooling window); longer ones O3 never fully unrolls anyway
+# (they keep its partial unrolling after vectorization)
+KEEP_INNER_LOOP = range(16, 257)
+INNER_LOOP_MARK = "gradc.keep_inner_loop"  # a placeholder node: codegen/__init__ makes it LLVM's loop ID
 
 
 ERR = ("err",)  # buffer key of the error slot (see module doc)
@@ -124,6 +131,13 @@ class ModuleLowerer:
         self.sites: dict[Value, int] = {}  # gather value -> site number (error slot code - 1)
         self.site_info: list[list[int]] = []  # per site: [axis, size]
         self.gemm_providers: dict[int, str] = {}  # matmul kernel index -> the BLAS it calls
+        self._inner_md = None
+
+    def inner_loop_md(self):
+        """The module's placeholder `llvm.loop` node of kept innermost loops (see KEEP_INNER_LOOP)."""
+        if self._inner_md is None:
+            self._inner_md = self.module.add_metadata([ir.MetaDataString(self.module, INNER_LOOP_MARK)])
+        return self._inner_md
 
     def site(self, v: Value) -> int:
         if v not in self.sites:
@@ -558,7 +572,9 @@ class LoopKernelLowerer:
                     out.append(prev if j is None else b.call(
                         self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j]))
                 return out
-            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}")
+            keep = k.domain[axis] in KEEP_INNER_LOOP
+            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
+                              loop_md=self.low.inner_loop_md() if keep else None)
             em = ScalarEmitter(self.low, b)
             for r, reg in zip(regs, final):
                 self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)
