@@ -2,8 +2,9 @@
 
 Design (a) of issue 11: a convolution decomposes at trace time into zero padding, the layout-only
 window trick of gradc.nn.windows (im2col), a reshape and a matmul on gradc's BLAS path (batched over
-groups). The backward is the existing VJP rules (col2im = pad + reshape + sum over tiles; the weight
-gradient is a GEMM), so second order works and native code needs no new kernel. A transposed
+groups). The backward is the existing VJP rules (col2im = `unwindow`, window's adjoint primitive, which
+native code evaluates in gather form inside its consumer's loop; the weight gradient is a GEMM), so second
+order works. The bias is added to the GEMM's channels-last rows (see _im2col_gemm). A transposed
 convolution is the convolution of the stride-dilated (interior-padded) input with the flipped,
 in/out-swapped kernel.
 """
