@@ -19,7 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from gradc.ir.builder import Builder
 from gradc.ir.core import Function, TensorType, Value, bool_, float32, float64
+from gradc.ir.ops import unwindow_taps
 from gradc.ir.printer import param_names
 
 
@@ -246,6 +248,14 @@ def print_op(p: Printer, op) -> str:
         head = f"({', '.join(dims)})"
         maps = [f"affine_map<{head} -> ({', '.join(src)})>", f"affine_map<{head} -> ({', '.join(dims)})>"]
         return p.generic(out, ins, lambda args: args[0], maps=maps)
+    if name == "unwindow":  # its definition: each tap inserted back into zeros, the taps added in order
+        b = Builder()
+        g = Value(op.inputs[0].type, name="g")
+        total = unwindow_taps(b, g, **op.attrs)
+        p.names[g] = ins[0][0]
+        for sub in b.ops:
+            p.names[sub.result] = print_op(p, sub)
+        return p.names[total]
     if name == "gather":
         return gather(p, ins[0], ins[1], op.attrs["axis"], out)
     if name == "iota":

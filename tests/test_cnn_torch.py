@@ -120,6 +120,35 @@ def test_max_pool_return_indices_and_nan():
     np.testing.assert_array_equal(i.numpy(), ti.numpy())
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["eager", "native"])
+def test_max_pool_ties_and_nan_without_indices(native):
+    """The channels-last path (no return_indices): ties send the gradient to the first maximum, a NaN window
+    gives NaN and its (last) NaN gets the gradient, as PyTorch; eager and compiled natively."""
+    x = np.round(np.random.default_rng(1).standard_normal((2, 3, 9, 8)) * 2)
+    x[0, 0, 1, 1] = x[0, 0, 0, 1] = x[1, 2, 5, 5] = np.nan
+    x[1, 1, 2:4, 2:4] = np.inf
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=(3, 2), stride=(2, 3), padding=1, dilation=(2, 1),
+                                             ceil_mode=True)):
+        tx = torch.tensor(x, requires_grad=True)
+        tv = torch.nn.functional.max_pool2d(tx, **kwargs)
+        weights = np.random.default_rng(2).standard_normal(tuple(tv.shape))
+        (tv * torch.tensor(weights)).sum().backward()
+
+        def loss(a):
+            return (gradc.nn.functional.max_pool2d(a, **kwargs) * gradc.tensor(weights)).sum()
+        if native:
+            _, gx = gradc.value_and_grad(loss)(x)
+            gv = gradc.compile(lambda a: gradc.nn.functional.max_pool2d(a, **kwargs))(x)
+        else:
+            a = gradc.tensor(x, requires_grad=True)
+            gv = gradc.nn.functional.max_pool2d(a, **kwargs)
+            (gv * gradc.tensor(weights)).sum().backward()
+            gv, gx = gv.detach().numpy(), a.grad.numpy()
+        np.testing.assert_array_equal(np.asarray(gv), tv.detach().numpy())
+        # (overlapping windows add their gradients in another order than PyTorch: an ulp apart)
+        np.testing.assert_allclose(np.asarray(gx), tx.grad.numpy(), rtol=1e-14, atol=1e-15)
+
+
 def test_grad_fn_names():
     x = gradc.randn(1, 2, 6, 6, requires_grad=True)
     w = gradc.randn(3, 2, 3, 3, requires_grad=True)

@@ -39,6 +39,7 @@ USES = {
     "slice": lambda b, x, y, i: b.slice(x, starts=(0, 1), stops=(2, 3), steps=(1, 2)),
     "pad": lambda b, x, y, i: b.pad(x, lo=(1, 0), hi=(0, 2), interior=(0, 1)),
     "window": lambda b, x, y, i: b.emit("window", x, axis=1, size=2, stride=1, dilation=1),
+    "unwindow": lambda b, x, y, i: b.emit("unwindow", x, axis=0, size=3, stride=2, dilation=1, length=5),
     "gather": lambda b, x, y, i: b.gather(x, i, axis=1),
     "iota": lambda b, x, y, i: b.cast(b.iota(shape=(2, 3), axis=1), dtype=float32),
     "const": lambda b, x, y, i: b.constant(np.array([[1.0, np.inf, -np.inf], [np.nan, 0.5, -2.0]]), F),

@@ -135,6 +135,12 @@ def sample_layout(c: Case, name: str, dt, n: int) -> None:
         c.results.append(b.exp(b.emit("window", x, axis=1, size=1, stride=2, dilation=1)))
         if n >= 5:
             c.results.append(b.emit("window", x, axis=1, size=2, stride=2, dilation=3))
+    elif name == "unwindow":  # x read as (3 windows, n taps) and as (n windows... of 3 rows) with strides
+        c.results.append(b.emit("unwindow", x, axis=0, size=n, stride=1, dilation=1, length=n + 2))
+        c.results.append(b.emit("unwindow", x, axis=0, size=n, stride=2, dilation=1, length=n + 5))
+        c.results.append(b.tanh(b.emit("unwindow", x, axis=0, size=n, stride=3, dilation=2, length=2 * n + 7)))
+        w = b.emit("window", c.param((2, n + 3), dt), axis=1, size=3, stride=2, dilation=1)
+        c.results.append(b.emit("unwindow", w, axis=1, size=3, stride=2, dilation=1, length=n + 3))
 
 
 def sample_gather(c: Case, dt, n: int) -> None:
@@ -207,7 +213,7 @@ def build_sample(name: str, dt, n: int, c: Case) -> None:
         sample_cast(c, dt, n)
     elif name in ("reduce_sum", "reduce_max"):
         sample_reduce(c, name, dt, n)
-    elif name in ("reshape", "permute", "broadcast_to", "slice", "pad", "window"):
+    elif name in ("reshape", "permute", "broadcast_to", "slice", "pad", "window", "unwindow"):
         sample_layout(c, name, dt, n)
     elif name == "gather":
         sample_gather(c, dt, n)

@@ -161,6 +161,18 @@ def window_cases(rng):
     return [Case([normal(rng, s)], {"axis": a, "size": k, "stride": st, "dilation": d}) for s, a, k, st, d in layouts]
 
 
+def unwindow_cases(rng):
+    # (shape, axis, stride, dilation, extra): length = span + (O - 1) * stride + extra (a tail no window covers)
+    layouts = [((15, 3), 0, 1, 1, 0), ((9, 4, 2), 1, 3, 2, 2), ((3, 5, 1), 1, 2, 1, 1), ((2, 3, 3, 3), 1, 2, 3, 1),
+               ((1, 8), 0, 1, 1, 0), ((1, 1), 0, 1, 1, 0), ((7, 17, 2), 0, 1, 1, 0)]
+    cases = []
+    for s, a, st, d, extra in layouts:
+        k = s[-1]
+        length = (k - 1) * d + 1 + (s[a] - 1) * st + extra
+        cases.append(Case([normal(rng, s)], {"axis": a, "size": k, "stride": st, "dilation": d, "length": length}))
+    return cases
+
+
 def gather_cases(rng):
     return [Case([normal(rng, (3, 4)), rng.integers(0, 4, size=(3,))], {"axis": 1}),
             Case([normal(rng, (3, 4)), rng.integers(0, 3, size=(4,))], {"axis": 0}),
@@ -234,7 +246,8 @@ SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "compare": compare_cases, "where": where_cases, "cast": cast_cases,
     "reduce_sum": reduce_cases(normal), "reduce_max": reduce_cases(lambda rng, s: distinct(rng, s)[0]),
     "reshape": reshape_cases, "permute": permute_cases, "broadcast_to": broadcast_cases,
-    "slice": slice_cases, "pad": pad_cases, "window": window_cases, "gather": gather_cases, "iota": iota_cases,
+    "slice": slice_cases, "pad": pad_cases, "window": window_cases, "unwindow": unwindow_cases,
+    "gather": gather_cases, "iota": iota_cases,
     "const": const_cases, "matmul": matmul_cases, "scan": scan_cases,
 }
 

@@ -91,7 +91,17 @@ def _with_entry(lowered, symbol: str) -> tuple[dict, str]:
     meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
                 fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)
     _load_runtime_symbols(meta)
-    return meta, str(module)
+    return meta, loop_ids(str(module))
+
+
+def loop_ids(text: str) -> str:
+    """llvmlite cannot write a self-referencing (distinct) node, which LLVM requires of a loop ID: the
+    placeholder node of kept innermost loops (lower.INNER_LOOP_MARK) becomes `distinct !{self, unroll.disable}`."""
+    from gradc.codegen.lower import INNER_LOOP_MARK
+
+    def loop_id(m: re.Match) -> str:
+        return f'{m.group(1)} = distinct !{{{m.group(1)}, !{{!"llvm.loop.unroll.disable"}}}}'
+    return re.sub(rf'^(!\d+) = !{{ ?!"{re.escape(INNER_LOOP_MARK)}" ?}}$', loop_id, text, flags=re.M)
 
 
 def _prepare(lowered, symbol: str) -> tuple[dict, object]:

@@ -19,10 +19,11 @@ def const_i64(n: int) -> ir.Constant:
 
 def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
               body: Callable[[ir.Value, list], Sequence[ir.Value] | None],
-              carried: Sequence[ir.Value] = (), name: str = "i") -> list[ir.Value]:
+              carried: Sequence[ir.Value] = (), name: str = "i", loop_md: ir.Value | None = None) -> list[ir.Value]:
     """Emit `for i in range(start, stop)`; body(i, carried) returns the next carried values.
 
-    Returns the carried values after the loop (the initial ones when it runs zero times).
+    Returns the carried values after the loop (the initial ones when it runs zero times). `loop_md` is
+    attached to the back edge as its `llvm.loop` metadata.
     """
     start = const_i64(start) if isinstance(start, int) else start
     stop = const_i64(stop) if isinstance(stop, int) else stop
@@ -52,7 +53,9 @@ def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int
     for phi, val in zip(phis, new):
         phi.add_incoming(val, latch)
     i.add_incoming(nxt, latch)
-    builder.branch(header)
+    back = builder.branch(header)
+    if loop_md is not None:
+        back.set_metadata("llvm.loop", loop_md)
 
     builder.position_at_end(exit_)
     return list(phis)

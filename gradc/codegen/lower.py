@@ -38,6 +38,13 @@ REDUCE_FLAGS = ("reassoc", "contract")
 # loop kernels over fewer elements are compiled for size (`optsize`): O3 fully unrolled their short inner
 # loops and vectorized the outer ones into masked gathers, many times the code for a few microseconds
 SMALL_KERNEL_ELEMENTS = int(__import__("os").environ.get("GRADC_SMALL_KERNEL_ELEMENTS", 65536))
+# a short innermost loop of KEEP_INNER_LOOP elements keeps its loop (no full unroll): O3 fully unrolled a
+# 32-channel innermost loop and vectorized the next one out (3 taps of an im2col) into gathers and scatters,
+# 3 lanes wide; kept, the loop vectorizer takes the contiguous channels (W7's im2col kernel 2.4x faster).
+# Shorter loops are unrolled as before (a 2x2 pooling window); longer ones O3 never fully unrolls anyway
+# (they keep its partial unrolling after vectorization)
+KEEP_INNER_LOOP = range(16, 257)
+INNER_LOOP_MARK = "gradc.keep_inner_loop"  # a placeholder node: codegen/__init__ makes it LLVM's loop ID
 
 
 ERR = ("err",)  # buffer key of the error slot (see module doc)
@@ -124,6 +131,13 @@ class ModuleLowerer:
         self.sites: dict[Value, int] = {}  # gather value -> site number (error slot code - 1)
         self.site_info: list[list[int]] = []  # per site: [axis, size]
         self.gemm_providers: dict[int, str] = {}  # matmul kernel index -> the BLAS it calls
+        self._inner_md = None
+
+    def inner_loop_md(self):
+        """The module's placeholder `llvm.loop` node of kept innermost loops (see KEEP_INNER_LOOP)."""
+        if self._inner_md is None:
+            self._inner_md = self.module.add_metadata([ir.MetaDataString(self.module, INNER_LOOP_MARK)])
+        return self._inner_md
 
     def site(self, v: Value) -> int:
         if v not in self.sites:
@@ -359,6 +373,8 @@ class Evaluator:
             src[a] = self.b.add(self.b.mul(src[a], const_i64(attrs["stride"]), flags=("nsw",)),
                                 self.b.mul(idx[-1], const_i64(attrs["dilation"]), flags=("nsw",)), flags=("nsw",))
             return (yield (x[0], src))
+        if name == "unwindow":
+            return (yield from self.unwindow(v, idx))
         if name == "gather":
             return (yield from self.gather(v, idx))
         raise AssertionError(f"{name} must be materialized before kernel {self.k.index} reads it")
@@ -399,6 +415,28 @@ class Evaluator:
             q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
             src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
         return b.select(valid, (yield (x, src)), zero)
+
+    def unwindow(self, v: Value, idx: list):
+        """col2im in gather form: element l sums g[..., o, ..., k] over the taps k with l = o*stride + k*dilation
+        (a tap outside the windows adds an exact zero, as the padded taps of unwindow_taps do), in tap order."""
+        b, x = self.b, v.op.inputs[0]
+        a, size, stride, dilation = (v.op.attrs[n] for n in ("axis", "size", "stride", "dilation"))
+        count = x.shape[a]
+        zero = fold_constant_like(v, 0)
+        total = None
+        for k in range(size):
+            t = b.sub(idx[a], const_i64(k * dilation), flags=("nsw",))
+            q = t if stride == 1 else b.sdiv(t, const_i64(stride))
+            ok = b.and_(b.icmp_signed(">=", t, const_i64(0)), b.icmp_signed("<", q, const_i64(count)))
+            if stride != 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(t, const_i64(stride)), const_i64(0)))
+            q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
+            q = b.select(b.icmp_signed(">", q, const_i64(count - 1)), const_i64(count - 1), q)
+            src = list(idx)
+            src[a] = q
+            tap = b.select(ok, (yield (x, src + [const_i64(k)])), zero)
+            total = tap if total is None else self.em.add(total, tap)
+        return total
 
     def gather(self, v: Value, idx: list) -> ir.Value:
         b = self.b
@@ -534,7 +572,9 @@ class LoopKernelLowerer:
                     out.append(prev if j is None else b.call(
                         self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j]))
                 return out
-            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}")
+            keep = k.domain[axis] in KEEP_INNER_LOOP
+            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
+                              loop_md=self.low.inner_loop_md() if keep else None)
             em = ScalarEmitter(self.low, b)
             for r, reg in zip(regs, final):
                 self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)

@@ -188,6 +188,19 @@ def window_shape(types: list[TensorType], attrs: dict) -> TensorType:
     return TensorType(t.shape[:axis] + (count,) + t.shape[axis + 1:] + (size,), t.dtype)
 
 
+def unwindow_shape(types: list[TensorType], attrs: dict) -> TensorType:
+    (t,) = types
+    axis, size, stride, dilation, length = (attrs["axis"], attrs["size"], attrs["stride"], attrs["dilation"],
+                                            attrs["length"])
+    if not 0 <= axis < t.rank - 1 or size < 1 or stride < 1 or dilation < 1 or t.shape[-1] != size:
+        raise ShapeError(f"unwindow needs an axis of {t} before its last (tap) axis of length size, stride and "
+                         f"dilation >= 1, got axis={axis}, size={size}, stride={stride}, dilation={dilation}")
+    span = (size - 1) * dilation + 1
+    if length < span or (length - span) // stride + 1 != t.shape[axis]:
+        raise ShapeError(f"unwindow: {t.shape[axis]} windows of span {span} every {stride} do not tile length {length}")
+    return TensorType(t.shape[:axis] + (length,) + t.shape[axis + 1:-1], t.dtype)
+
+
 def gather_shape(types: list[TensorType], attrs: dict) -> TensorType:
     x, idx = types
     axis = attrs["axis"]
@@ -347,24 +360,45 @@ def eval_window(x: np.ndarray, axis: int, size: int, stride: int, dilation: int)
 
 
 def vjp_window(b, g, out, x, axis, size, stride, dilation):
-    # col2im: tap k of every window came from x[o*stride + k*dilation]: pad each tap back and sum
-    rank = x.type.rank
-    count = out.shape[axis]
+    # col2im: tap k of every window came from x[o*stride + k*dilation]; unwindow sums them back (gather form)
+    return (b.emit("unwindow", g, axis=axis, size=size, stride=stride, dilation=dilation, length=x.shape[axis]),)
+
+
+def unwindow_taps(b, g, axis, size, stride, dilation, length):
+    """unwindow as slice/pad/add IR (its definition; the MLIR printer emits it so): tap k of every window is
+    padded back to x[o*stride + k*dilation] and the taps are summed in order k = 0, 1, ..."""
+    rank = g.type.rank - 1
+    count = g.shape[axis]
+    shape = tuple(g.shape[:-1])
     total = None
     for k in range(size):
         starts = (0,) * rank + (k,)
-        stops = tuple(out.shape[:-1]) + (k + 1,)
-        tap = b.reshape_to(b.emit("slice", g, starts=starts, stops=stops, steps=(1,) * (rank + 1)), x.shape[:axis] +
-                           (count,) + x.shape[axis + 1:])
-        lo = [0] * rank
-        hi = [0] * rank
-        interior = [0] * rank
+        stops = shape + (k + 1,)
+        tap = b.reshape_to(b.emit("slice", g, starts=starts, stops=stops, steps=(1,) * (rank + 1)), shape)
+        lo, hi, interior = [0] * rank, [0] * rank, [0] * rank
         lo[axis] = k * dilation
         interior[axis] = stride - 1
-        hi[axis] = x.shape[axis] - (k * dilation + (count - 1) * stride + 1)
+        hi[axis] = length - (k * dilation + (count - 1) * stride + 1)
         placed = b.emit("pad", tap, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior))
         total = placed if total is None else b.add(total, placed)
-    return (total,)
+    return total
+
+
+def eval_unwindow(g: np.ndarray, axis: int, size: int, stride: int, dilation: int, length: int) -> np.ndarray:
+    # each tap padded to full size, then summed in tap order: the same additions (and signs of zero) as native
+    count = g.shape[axis]
+    total = None
+    for k in range(size):
+        placed = np.zeros(g.shape[:axis] + (length,) + g.shape[axis + 1:-1], dtype=g.dtype)
+        index = (slice(None),) * axis + (slice(k * dilation, k * dilation + (count - 1) * stride + 1, stride),)
+        placed[index] = g[..., k]
+        total = placed if total is None else total + placed
+    return total
+
+
+def vjp_unwindow(b, g, out, x, axis, size, stride, dilation, length):
+    # the adjoint of a sum of placed taps is each tap read back: the windows of the cotangent
+    return (b.emit("window", g, axis=axis, size=size, stride=stride, dilation=dilation),)
 
 
 def vjp_cast(b, g, out, x, dtype):
@@ -484,6 +518,11 @@ register(OpDef("slice", 1, LAYOUT, slice_shape,
 register(OpDef("pad", 1, LAYOUT, pad_shape, eval_pad, vjp_pad, attrs=("lo", "hi", "interior")))
 register(OpDef("window", 1, LAYOUT, window_shape, eval_window, vjp_window,
                attrs=("axis", "size", "stride", "dilation")))
+# window's adjoint (col2im along one axis): out[..., l, ...] = sum over taps k with l = o*stride + k*dilation of
+# g[..., o, ..., k]. A primitive so native code evaluates it in gather form, each output element summing the
+# taps it receives inside its consumer's loop (no tap arrays; unwindow_taps is the same sum as slice/pad/add)
+register(OpDef("unwindow", 1, LAYOUT, unwindow_shape, eval_unwindow, vjp_unwindow,
+               attrs=("axis", "size", "stride", "dilation", "length")))
 
 register(OpDef("gather", 2, INDEX, gather_shape, eval_gather, vjp_gather, attrs=("axis",)))
 register(OpDef("iota", 0, SOURCE, iota_shape,

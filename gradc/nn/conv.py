@@ -2,8 +2,9 @@
 
 Design (a) of issue 11: a convolution decomposes at trace time into zero padding, the layout-only
 window trick of gradc.nn.windows (im2col), a reshape and a matmul on gradc's BLAS path (batched over
-groups). The backward is the existing VJP rules (col2im = pad + reshape + sum over tiles; the weight
-gradient is a GEMM), so second order works and native code needs no new kernel. A transposed
+groups). The backward is the existing VJP rules (col2im = `unwindow`, window's adjoint primitive, which
+native code evaluates in gather form inside its consumer's loop; the weight gradient is a GEMM), so second
+order works. The bias is added to the GEMM's channels-last rows (see _im2col_gemm). A transposed
 convolution is the convolution of the stride-dilated (interior-padded) input with the flipped,
 in/out-swapped kernel.
 """
@@ -116,13 +117,24 @@ def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding
         raise RuntimeError(f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
                            f"Kernel size: ({' x '.join(map(str, effective))}). Kernel size can't be greater "
                            f"than actual input size")
-    out = _im2col_gemm(x, weight, lo, hi, stride_t, dilation_t, groups)
-    if bias is not None:
-        out = F.add(out, F.reshape(bias, (1, out_channels) + (1,) * nd))
+    out = _im2col_gemm(x, weight, lo, hi, stride_t, dilation_t, groups, bias)
     return out if batched else apply("reshape", out, shape=out.shape[1:])
 
 
-def _im2col_gemm(x: Tensor, weight: Tensor, lo, hi, stride, dilation, groups: int) -> Tensor:
+def _add_bias(y: Tensor, bias: Tensor | None, channel_axis: int) -> Tensor:
+    if bias is None:
+        return y
+    shape = [1] * y.ndim
+    shape[channel_axis] = bias.shape[0]
+    return F.add(y, F.reshape(bias, tuple(shape)))
+
+
+def _im2col_gemm(x: Tensor, weight: Tensor, lo, hi, stride, dilation, groups: int,
+                 bias: Tensor | None = None) -> Tensor:
+    """The convolution (plus bias) as im2col + GEMM; the result is a permuted view of the GEMM's
+    channels-last rows, and the bias is added there (channels last): its gradient is then a reduction over
+    the same channels-last loop that writes the cotangent for the weight-gradient GEMM (one pass, not a
+    second one in NCHW order striding through the cotangent)."""
     nd = x.ndim - 2
     n, c = x.shape[:2]
     kernel = weight.shape[2:]
@@ -146,7 +158,7 @@ def _im2col_gemm(x: Tensor, weight: Tensor, lo, hi, stride, dilation, groups: in
         wk = apply("permute", weight, perm=w_perm) if nd else weight
         wm = apply("permute", apply("reshape", wk, shape=(cout, c * taps)), perm=(1, 0))
         y = apply("matmul", a, wm)  # (N*prod(O), Cout)
-        y = apply("reshape", y, shape=(n,) + out_spatial + (cout,))
+        y = _add_bias(apply("reshape", y, shape=(n,) + out_spatial + (cout,)), bias, nd + 1)
         return apply("permute", y, perm=(0, nd + 1) + tuple(range(1, nd + 1)))
     # grouped: (N, G, Cg, *O, *K) -> (G, N, *O, *K, Cg) -> (G, N*prod(O), prod(K)*Cg), batched GEMM over G
     split = apply("reshape", cols, shape=(n, groups, cg) + cols.shape[2:])
@@ -157,7 +169,7 @@ def _im2col_gemm(x: Tensor, weight: Tensor, lo, hi, stride, dilation, groups: in
     y = apply("matmul", a, wm)  # (G, N*prod(O), Coutg)
     y = apply("reshape", y, shape=(groups, n) + out_spatial + (coutg,))
     y = apply("permute", y, perm=(1, 0, nd + 2) + tuple(range(2, nd + 2)))
-    return apply("reshape", y, shape=(n, cout) + out_spatial)
+    return _add_bias(apply("reshape", y, shape=(n, cout) + out_spatial), bias, 1)
 
 
 @torch_op("ConvolutionBackward0")
@@ -218,9 +230,7 @@ def conv_transpose_nd(x: Tensor, weight: Tensor, bias: Tensor | None, stride: An
     for axis in range(2, 2 + nd):
         w = flip_axis(w, axis)
     src = pad_zeros(dilated, (0, 0) + lo, (0, 0) + hi)
-    out = _im2col_gemm(src, w, (0,) * nd, (0,) * nd, (1,) * nd, dilation_t, groups)
-    if bias is not None:
-        out = F.add(out, F.reshape(bias, (1, cout) + (1,) * nd))
+    out = _im2col_gemm(src, w, (0,) * nd, (0,) * nd, (1,) * nd, dilation_t, groups, bias)
     return out if batched else apply("reshape", out, shape=out.shape[1:])
 
 

@@ -68,16 +68,19 @@ def _as_batched(x: Tensor, nd: int) -> tuple[Tensor, bool]:
     return apply("reshape", x, shape=(1,) + x.shape), False
 
 
-def _windowed(x: Tensor, nd: int, k, s, p, d, out, fill: float) -> Tensor:
-    """(N, C, *S) -> (N, C, *O, *K) with `fill` in the padding (and in ceil_mode's overhang)."""
-    spatial = x.shape[2:]
+def _windowed(x: Tensor, nd: int, k, s, p, d, out, fill: float, first: int = 2) -> Tensor:
+    """(N, C, *S) -> (N, C, *O, *K) with `fill` in the padding (and in ceil_mode's overhang); with first=1,
+    x is channels-last (N, *S, C) and the result (N, *O, C, *K)."""
+    spatial = x.shape[first:first + nd]
     hi = [max((o - 1) * ss + dd * (kk - 1) + 1 - (n + pp), pp)
           for o, ss, dd, kk, n, pp in zip(out, s, d, k, spatial, p)]
-    padded = pad_constant(x, (0, 0) + tuple(p), (0, 0) + tuple(hi), fill)
-    w = windows(padded, 2, k, s, d)
+    lo_all, hi_all = [0] * x.ndim, [0] * x.ndim
+    lo_all[first:first + nd], hi_all[first:first + nd] = p, hi
+    padded = pad_constant(x, tuple(lo_all), tuple(hi_all), fill)
+    w = windows(padded, first, k, s, d)
     for i in range(nd):  # ceil_mode may give one window more than fits without the overhang: keep `out`
-        w = slice_axis(w, 2 + i, 0, out[i])
-    return w  # (N, C, *O, *K): the tap axes stay separate (a merging reshape would cost div/mod per element)
+        w = slice_axis(w, first + i, 0, out[i])
+    return w  # the tap axes stay separate (a merging reshape would cost div/mod per element)
 
 
 def _keep(v: Tensor, w: Tensor, axes: tuple[int, ...]) -> Tensor:
@@ -108,6 +111,16 @@ def _max_pool(x: Tensor, nd: int, kernel_size, stride, padding, dilation, ceil_m
     x = F.to_tensor(x)
     k, s, p, d, out = _pool_args(x, nd, kernel_size, stride, padding, dilation, ceil_mode, name)
     xb, batched = _as_batched(x, nd)
+    if not return_indices:
+        # channels last: the loops' inner axes then run along the channels of a conv's GEMM rows (its result
+        # is channels-last under a permute), not across them with a stride of C elements
+        xl = apply("permute", xb, perm=(0,) + tuple(range(2, 2 + nd)) + (1,))
+        w = _windowed(xl, nd, k, s, p, d, out, -math.inf, first=1)
+        mask = first_max_mask(w, nd)
+        axes = tuple(range(w.ndim - nd, w.ndim))
+        pooled = apply("reduce_sum", apply("where", mask, w, constant(0.0, w.shape, w)), axes=axes)
+        pooled = apply("permute", pooled, perm=(0, nd + 1) + tuple(range(1, nd + 1)))
+        return pooled if batched else apply("reshape", pooled, shape=pooled.shape[1:])
     w = _windowed(xb, nd, k, s, p, d, out, -math.inf)
     mask = first_max_mask(w, nd)
     axes = tuple(range(w.ndim - nd, w.ndim))

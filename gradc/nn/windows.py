@@ -1,10 +1,12 @@
 """Sliding windows, constant padding, flips and concatenation on layout primitives.
 
-Convolution and pooling decompose into these at trace time (design (a) of issue 11). The one new
-primitive is `window` (gradc.ir.ops): out[..., o, ..., k] = x[..., o*stride + k*dilation, ...], a
+Convolution and pooling decompose into these at trace time (design (a) of issue 11). The new
+primitives are `window` (gradc.ir.ops): out[..., o, ..., k] = x[..., o*stride + k*dilation, ...], a
 strided view with a tap axis appended; native code evaluates it as index math (one multiply-add) inside
-the loop that materializes the im2col matrix for the GEMM, and its VJP (col2im) is ordinary IR: one
-interior-padded tap per kernel position, summed.
+the loop that materializes the im2col matrix for the GEMM; and its VJP `unwindow` (col2im along one axis:
+each element sums the taps that read it, in tap order, equal to one interior-padded tap per kernel
+position summed), evaluated in gather form inside its consumer's loop. A first unwindow-less VJP (pads of
+tap slices, summed) made the fusion pass materialize every tap: W7's col2im took 3-4 passes over memory.
 
 A first version built the windows from broadcast_to + reshape + slice only (tile x, view it as rows of
 length L + d: row k starts d elements later); it was exact but its reshapes of non-contiguous values

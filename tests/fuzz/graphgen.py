@@ -374,6 +374,18 @@ class GraphGen:
         size, stride, dilation = self.ch.integer(1, 3), self.ch.pick([1, 1, 2, 3]), self.ch.pick([1, 1, 2])
         return self.emit("window", x, axis=axis, size=size, stride=stride, dilation=dilation)
 
+    def op_unwindow(self) -> Value:
+        x = self.pick_float()
+        if x.type.rank < 2:
+            raise Reject("unwindow needs a window axis and a tap axis")
+        axis = self.ch.integer(0, x.type.rank - 2)
+        size, stride, dilation = x.shape[-1], self.ch.pick([1, 1, 2, 3]), self.ch.pick([1, 1, 2])
+        if size < 1 or x.shape[axis] < 1:
+            raise Reject("unwindow of an empty axis")
+        span = (size - 1) * dilation + 1
+        length = span + (x.shape[axis] - 1) * stride + self.ch.integer(0, stride - 1)
+        return self.emit("unwindow", x, axis=axis, size=size, stride=stride, dilation=dilation, length=length)
+
     def op_gather(self) -> Value:
         x = self.pick_float()
         if x.type.rank == 0:

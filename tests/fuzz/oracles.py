@@ -134,6 +134,15 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
     if name == "window":  # torch's unfold: windows of `span` every `stride`, then every dilation-th tap
         span = (attrs["size"] - 1) * attrs["dilation"] + 1
         return x.unfold(attrs["axis"], span, attrs["stride"])[..., ::attrs["dilation"]]
+    if name == "unwindow":  # torch's fold along one axis: each tap added back at o*stride + k*dilation
+        out = torch.zeros(result.shape, dtype=x.dtype)
+        a, d, st = attrs["axis"], attrs["dilation"], attrs["stride"]
+        for k in range(attrs["size"]):
+            index = (slice(None),) * a + (slice(k * d, k * d + (x.shape[a] - 1) * st + 1, st),)
+            placed = torch.zeros(result.shape, dtype=x.dtype)
+            placed[index] = x[..., k]
+            out = out + placed
+        return out
     if name == "gather":
         axis = attrs["axis"]
         return torch.gather(x, axis, xs[1].unsqueeze(axis)).squeeze(axis)
