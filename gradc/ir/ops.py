@@ -485,3 +485,4 @@ register(OpDef("custom_vjp", VARIADIC, CALL, custom_vjp_shape, lambda *xs, rule:
                lambda b, g, out, *xs, rule: tuple(rule.vjp(b, g, out, *xs)), attrs=("rule",)))
 
 import gradc.ir.scan  # noqa: E402,F401  (registers "scan": its rules live in their own file)
+import gradc.ir.attention  # noqa: E402,F401  (registers "attention" and "attention_grad")

@@ -21,6 +21,8 @@ Kernels (in execution order):
           kernels between the two move before the matmul (they cannot read C).
   scan    a `scan` op lowered as a native loop (codegen/scan_loop.py): its operands and its flat result are
           buffers; `body` is the body's own FusedProgram (fused once, whatever the trip count).
+  attention  a flash-attention op (`attention` / `attention_grad`, ir/attention.py; codegen/attention.py):
+          operands and flat result are buffers.
   copy    results that are params or repeat another result (every output buffer is written).
 
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
@@ -41,6 +43,7 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
+ATTENTION_BLOCK = 64  # query rows and keys per block of a native attention kernel (codegen/attention.py)
 MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
@@ -69,7 +72,7 @@ class Kernel:
 
     @property
     def roots(self) -> list[Value]:
-        if self.kind in ("matmul", "scan"):
+        if self.kind in ("matmul", "scan", "attention"):
             return [self.matmul]
         return self.stores + self.reductions + self.epilogue
 
@@ -134,7 +137,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     materialized: set = set(fn.params)
     operands: dict[Value, tuple] = {}
     for op in fn.ops:
-        if op.name == "scan":  # (lower() unrolled the scans it cannot loop natively)
+        if op.name == "scan" or op.opdef.kind == "attention":  # (lower() unrolled the scans it cannot loop)
             materialized.add(op.result)
             materialized.update(op.inputs)
         elif op.opdef.kind == "reduce" or is_dense_const(op.result):
@@ -176,7 +179,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 continue
             if x.op is None or is_dense_const(x):
                 hard_memo[x] = -1
-            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul", "scan") or x in cut):
+            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul", "scan", "attention") or x in cut):
                 hard_memo[x] = producer[x][0]
             else:
                 pending = [y for y in x.op.inputs if y not in hard_memo]
@@ -199,7 +202,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 seen.add(x)
                 if producer.get(x) == (k.index, EPILOGUE):
                     return True
-                if x in producer and x.op.opdef.kind in ("reduce", "matmul", "scan"):
+                if x in producer and x.op.opdef.kind in ("reduce", "matmul", "scan", "attention"):
                     continue
                 stack.extend(x.op.inputs)
             return False
@@ -220,6 +223,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
             deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
             k = Kernel("matmul", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
+            kernels.append(k)
+            producer[v] = (k.index, MAIN)
+            continue
+        if op.opdef.kind == "attention":
+            k = Kernel("attention", len(kernels), domain=v.shape, matmul=v)
             kernels.append(k)
             producer[v] = (k.index, MAIN)
             continue
@@ -369,7 +377,7 @@ def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> N
     elif k.kind == "matmul":
         k.phase_reads[MAIN] = list(dict.fromkeys(base for base, _ in k.operands))
         k.phase_ops[MAIN] = [k.matmul.op]
-    elif k.kind == "scan":
+    elif k.kind in ("scan", "attention"):
         k.phase_reads[MAIN] = list(dict.fromkeys(k.matmul.op.inputs))
         k.phase_ops[MAIN] = [k.matmul.op]
     else:
@@ -422,6 +430,14 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             a = k.matmul.op.attrs
             head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
                     f"{k.body.num_kernels} body kernel(s)")
+        elif k.kind == "attention":
+            a = k.matmul.op.attrs
+            head = (f"kernel {k.index}: {k.matmul.op.name} (flash, blocks of {ATTENTION_BLOCK} queries x "
+                    f"{ATTENTION_BLOCK} keys){' causal' if a['causal'] else ''} -> {dims(k.matmul.shape)}")
+            lines.append(head)
+            lines.append("  in: " + ", ".join(f"{names[v]}: {v.type}{where(v)}" for v in k.reads))
+            lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
+            continue
         elif k.kind == "matmul":
             (a, ta), (b, tb) = k.operands
             head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"
