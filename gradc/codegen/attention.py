@@ -25,9 +25,9 @@ from llvmlite import ir
 from gradc.codegen.emitter import ScalarEmitter, constant, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range
 from gradc.codegen.matmul import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, I32, PTR, claim_blocks
-from gradc.ir.passes.fuse import ATTENTION_BLOCK, Kernel
+from gradc.ir.passes.fuse import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q, Kernel
 
-BQ = BK = ATTENTION_BLOCK
+BQ, BK = ATTENTION_BLOCK_Q, ATTENTION_BLOCK_K
 SUM_FLAGS = ("reassoc", "contract")
 THREAD_MIN_FLOPS = 1 << 20  # below this many multiply-adds a call stays on one thread
 
@@ -163,8 +163,9 @@ def _emit_forward(low, k: Kernel) -> ir.Function:
                 alpha = bld.select(bld.fcmp_ordered("==", m_old, m_new), cx.c(1.0), em.exp(bld.fsub(m_old, m_new)))
 
                 def pj(j, acc):
-                    x = bld.select(bld.icmp_signed("<", j, lim), cx.load(srow, j), neg_inf)
-                    p = em.exp(bld.fsub(x, m_new))
+                    seen = bld.icmp_signed("<", j, lim)
+                    x = bld.select(seen, cx.load(srow, j), neg_inf)
+                    p = bld.select(seen, em.exp(bld.fsub(x, m_new)), cx.c(0.0))  # masked: 0 even if m is NaN
                     cx.store(p, srow, j)
                     return [bld.fadd(acc[0], p, flags=SUM_FLAGS)]
                 (total,) = for_range(bld, 0, cols, pj, carried=[cx.c(0.0)], name="p")
@@ -253,8 +254,9 @@ def _emit_backward(low, k: Kernel) -> ir.Function:
                     lse = cx.load(lsep, cx.add(r0, i))
 
                     def pj(j, _c):
-                        x = bld.select(bld.icmp_signed("<", j, lim), cx.load(prow_, j), neg_inf)
-                        cx.store(em.exp(bld.fsub(x, lse)), prow_, j)
+                        seen = bld.icmp_signed("<", j, lim)
+                        p = em.exp(bld.fsub(bld.select(seen, cx.load(prow_, j), neg_inf), lse))
+                        cx.store(bld.select(seen, p, cx.c(0.0)), prow_, j)
                         return []
                     for_range(bld, 0, cols, pj, name="p")
                     return []

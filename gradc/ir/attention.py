@@ -74,10 +74,10 @@ def eval_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, ca
     for r0 in range(0, tq, EVAL_BLOCK):
         r1 = min(r0 + EVAL_BLOCK, tq)
         s = (q[:, r0:r1] @ kt) * q.dtype.type(scale)
-        if causal:
-            s = np.where(_visible(r0, r1, k.shape[1]), s, -np.inf)
+        vis = _visible(r0, r1, k.shape[1]) if causal else True
+        s = np.where(vis, s, -np.inf)
         m = s.max(axis=-1, keepdims=True)
-        p = np.exp(s - m)
+        p = np.where(vis, np.exp(s - m), 0)  # masked keys are exactly 0, even in a row of NaN (native skips them)
         total = p.sum(axis=-1, keepdims=True)
         out[:, r0:r1] = (p @ v) / total
         lse[:, r0:r1] = (m + np.log(total))[..., 0]
@@ -97,9 +97,8 @@ def eval_attention_grad(q, k, v, res, g, scale: float, causal: bool) -> np.ndarr
     for r0 in range(0, tq, EVAL_BLOCK):
         r1 = min(r0 + EVAL_BLOCK, tq)
         s = (q[:, r0:r1] @ kt) * sc
-        if causal:
-            s = np.where(_visible(r0, r1, tk), s, -np.inf)
-        p = np.exp(s - lse[:, r0:r1, None])
+        vis = _visible(r0, r1, tk) if causal else True
+        p = np.where(vis, np.exp(s - lse[:, r0:r1, None]), 0)
         do = dout[:, r0:r1]
         dvv += np.swapaxes(p, 1, 2) @ do
         dp = do @ np.swapaxes(v, 1, 2)
@@ -139,6 +138,21 @@ def vjp_attention(b, g, res, q, k, v, scale, causal):
     return tuple(parts(b, grads, [q.shape, k.shape, v.shape]))
 
 
+def causal_visible(b, shape):
+    """Key j visible to query i: j <= i (top-left aligned)."""
+    return b.compare(b.emit("iota", shape=shape, axis=2), b.emit("iota", shape=shape, axis=1), pred="le")
+
+
+def masked_exp(b, s, shift, causal: bool):
+    """exp(s - shift), exactly 0 at masked keys; masked scores are replaced by 0 before the exp, so neither
+    the value nor the gradient sees an inf there."""
+    if not causal:
+        return b.exp(b.sub(s, shift))
+    vis = causal_visible(b, s.shape)
+    zero = b.constant(0.0, s.type)
+    return b.where(vis, b.exp(b.sub(b.where(vis, s, zero), shift)), zero)
+
+
 def composite_attention_grad(b, q, k, v, res, g, scale: float, causal: bool):
     """attention_grad's math in primitives (T x T values): the function the second-order VJP differentiates."""
     n, tq, d = q.shape
@@ -147,12 +161,8 @@ def composite_attention_grad(b, q, k, v, res, g, scale: float, causal: bool):
     dout, dlse = parts(b, g, [(n, tq, dv), (n, tq)])
     swap = (0, 2, 1)
     s = b.mul(b.matmul(q, b.permute(k, perm=swap)), b.constant(scale, TensorType((n, tq, tk), q.dtype)))
-    if causal:
-        vis = b.compare(b.emit("iota", shape=(n, tq, tk), axis=2), b.emit("iota", shape=(n, tq, tk), axis=1),
-                        pred="le")
-        s = b.where(vis, s, b.constant(float("-inf"), s.type))
     lse3 = b.broadcast_to(b.reshape_to(lse, (n, tq, 1)), (n, tq, tk))
-    p = b.exp(b.sub(s, lse3))
+    p = masked_exp(b, s, lse3, causal)
     grad_v = b.matmul(b.permute(p, perm=swap), dout)
     dp = b.matmul(dout, b.permute(v, perm=swap))
     delta = b.sub(b.reduce_sum(b.mul(dout, out), axes=(2,)), dlse)
@@ -178,3 +188,36 @@ def vjp_attention_grad(b, gg, out, q, k, v, res, g, scale, causal):
 register(OpDef("attention", 3, "attention", attention_shape, eval_attention, vjp_attention, attrs=ATTRS))
 register(OpDef("attention_grad", 5, "attention", attention_grad_shape, eval_attention_grad, vjp_attention_grad,
                attrs=ATTRS))
+
+
+def composite_attention(b, q, k, v, scale: float, causal: bool):
+    """attention's math in primitives (T x T scores): for exporters that have no fused op (MLIR)."""
+    n, tq, d = q.shape
+    tk = k.shape[1]
+    s = b.mul(b.matmul(q, b.permute(k, perm=(0, 2, 1))), b.constant(scale, TensorType((n, tq, tk), q.dtype)))
+    if causal:
+        m = b.reduce_max(b.where(causal_visible(b, s.shape), s, b.constant(float("-inf"), s.type)), axes=(2,))
+    else:
+        m = b.reduce_max(s, axes=(2,))
+    e = masked_exp(b, s, b.broadcast_to(b.reshape_to(m, (n, tq, 1)), s.shape), causal)
+    total = b.reduce_sum(e, axes=(2,))
+    out = b.div(b.matmul(e, v), b.broadcast_to(b.reshape_to(total, (n, tq, 1)), (n, tq, v.shape[2])))
+    return pack(b, [out, b.add(m, b.log(total))])
+
+
+def decompose_attention(fn):
+    """Function -> Function with every attention / attention_grad op replaced by its composite of primitives."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.core import Function
+    if not any(op.opdef.kind == "attention" for op in fn.ops):
+        return fn
+    b = Builder()
+    env = {p: p for p in fn.params}
+    rules = {"attention": composite_attention, "attention_grad": composite_attention_grad}
+    for op in fn.ops:
+        ins = [env[x] for x in op.inputs]
+        if op.name in rules:
+            env[op.result] = rules[op.name](b, *ins, **op.attrs)
+        else:
+            env[op.result] = b.emit(op.name, *ins, **op.attrs)
+    return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
