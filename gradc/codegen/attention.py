@@ -106,7 +106,7 @@ def emit_attention(low, k: Kernel, b: ir.IRBuilder) -> None:
     threads = max(1, min(low.prog.num_threads, tasks)) if work >= THREAD_MIN_FLOPS else 1
     counter = b.alloca(I64, name="tasks")
     b.store(const_i64(0), counter)
-    args = [low.pointer(b, v) for v in op.inputs] + [low.pointer(b, k.matmul), counter]
+    args = [low.pointer(b, v) for v in k.operands] + [low.pointer(b, k.matmul), counter]
     if threads > 1:
         from gradc.codegen.threads import fork_join
         fork_join(low, b, func, [args] * threads)
@@ -120,10 +120,10 @@ def _emit_forward(low, k: Kernel) -> ir.Function:
     scale, causal = float(op.attrs["scale"]), bool(op.attrs["causal"])
     q, kk, v = op.inputs
     nqb = -(-tq // BQ)
-    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_attention", [q, kk, v, k.matmul], {k.matmul},
-                                       extra=[PTR])
+    keys = [("q", q), ("k", kk), ("v", v), ("out", k.matmul)]  # (q, k and v may be one buffer: named keys)
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_attention", keys, {keys[-1]}, extra=[PTR])
     cx = _Ctx(low, bld, k.matmul.dtype)
-    pq, pk, pv, pres = ptrs[q], ptrs[kk], ptrs[v], ptrs[k.matmul]
+    pq, pk, pv, pres = (ptrs[key] for key in keys)
     s_buf = bld.alloca(cx.ty, size=const_i64(BQ * BK), name="S")
     s_buf.align = 64
     m_buf = bld.alloca(cx.ty, size=const_i64(BQ), name="m")
@@ -199,10 +199,10 @@ def _emit_backward(low, k: Kernel) -> ir.Function:
     scale, causal = float(op.attrs["scale"]), bool(op.attrs["causal"])
     q, kk, v, res, g = op.inputs
     nqb = -(-tq // BQ)
-    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_attention_grad", [q, kk, v, res, g, k.matmul],
-                                       {k.matmul}, extra=[PTR])
+    keys = [(nm, x) for nm, x in zip(("q", "k", "v", "res", "g", "out"), (q, kk, v, res, g, k.matmul))]
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_attention_grad", keys, {keys[-1]}, extra=[PTR])
     cx = _Ctx(low, bld, k.matmul.dtype)
-    pq, pk, pv, pres, pg, pout = (ptrs[x] for x in (q, kk, v, res, g, k.matmul))
+    pq, pk, pv, pres, pg, pout = (ptrs[key] for key in keys)
     p_buf = bld.alloca(cx.ty, size=const_i64(BQ * BK), name="P")
     dp_buf = bld.alloca(cx.ty, size=const_i64(BQ * BK), name="dP")
     p_buf.align = dp_buf.align = 64

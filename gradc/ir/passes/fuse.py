@@ -61,7 +61,7 @@ class Kernel:
     epilogue_domain: tuple[int, ...] | None = None
     epilogue: list[Value] = field(default_factory=list)
     matmul: Value | None = None  # the matmul result (kind "matmul")
-    operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b))
+    operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b)); attention: the operands' buffers
     copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
     threads: int = 1
     body: "FusedProgram | None" = None  # kind "scan": the fused body (its memory plan: `body_plan`)
@@ -110,6 +110,13 @@ def is_swap_last2(perm: tuple[int, ...]) -> bool:
     return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
 
 
+def view_base(v: Value) -> Value:
+    """The buffer a chain of reshapes views (C-contiguous: same elements, same order)."""
+    while v.op is not None and v.op.name == "reshape":
+        v = v.op.inputs[0]
+    return v
+
+
 def matmul_operand(v: Value) -> tuple[Value, bool]:
     """(base, transposed): peel one swap of the last two axes and any reshapes (views of a buffer)."""
     trans = False
@@ -139,7 +146,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     materialized: set = set(fn.params)
     operands: dict[Value, tuple] = {}
     for op in fn.ops:
-        if op.name == "scan" or op.opdef.kind == "attention":  # (lower() unrolled the scans it cannot loop)
+        if op.opdef.kind == "attention":  # operands are read in place: reshapes are views of their buffer
+            materialized.add(op.result)
+            operands[op.result] = tuple(view_base(x) for x in op.inputs)
+            materialized.update(operands[op.result])
+        elif op.name == "scan":  # (lower() unrolled the scans it cannot loop natively)
             materialized.add(op.result)
             materialized.update(op.inputs)
         elif op.opdef.kind == "reduce" or is_dense_const(op.result):
@@ -229,7 +240,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             producer[v] = (k.index, MAIN)
             continue
         if op.opdef.kind == "attention":
-            k = Kernel("attention", len(kernels), domain=v.shape, matmul=v)
+            k = Kernel("attention", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
             kernels.append(k)
             producer[v] = (k.index, MAIN)
             continue
@@ -379,7 +390,10 @@ def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> N
     elif k.kind == "matmul":
         k.phase_reads[MAIN] = list(dict.fromkeys(base for base, _ in k.operands))
         k.phase_ops[MAIN] = [k.matmul.op]
-    elif k.kind in ("scan", "attention"):
+    elif k.kind == "attention":
+        k.phase_reads[MAIN] = list(dict.fromkeys(k.operands))
+        k.phase_ops[MAIN] = [k.matmul.op]
+    elif k.kind == "scan":
         k.phase_reads[MAIN] = list(dict.fromkeys(k.matmul.op.inputs))
         k.phase_ops[MAIN] = [k.matmul.op]
     else:
