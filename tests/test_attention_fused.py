@@ -79,7 +79,8 @@ def test_explicit_scale_and_three_dims():
 
 def _one_op(n, tq, tk, d, dv, dt, causal, scale=0.4):
     b = Builder()
-    q, k, v = (Value(TensorType(s, dt), name=nm) for s, nm in (((n, tq, d), "q"), ((n, tk, d), "k"), ((n, tk, dv), "v")))
+    shapes = (((n, tq, d), "q"), ((n, tk, d), "k"), ((n, tk, dv), "v"))
+    q, k, v = (Value(TensorType(s, dt), name=nm) for s, nm in shapes)
     return Function("att", [q, k, v], b.ops, [b.emit("attention", q, k, v, scale=scale, causal=causal)])
 
 

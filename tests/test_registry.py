@@ -224,7 +224,8 @@ def scan_cases(rng):
             Case([normal(rng, (8,)), normal(rng, (8,)), normal(rng, (2, 8))], attrs(two, 0, 2, 2))]
 
 
-ATTENTION_LAYOUTS = [((1, 3, 3, 2, 2), True), ((2, 1, 1, 1, 1), False), ((1, 2, 3, 2, 1), False), ((1, 3, 2, 2, 2), True)]
+ATTENTION_LAYOUTS = [((1, 3, 3, 2, 2), True), ((2, 1, 1, 1, 1), False), ((1, 2, 3, 2, 1), False),
+                     ((1, 3, 2, 2, 2), True)]
 
 
 def attention_cases(rng):

@@ -1,4 +1,8 @@
-"""Scaled dot-product attention and nn.MultiheadAttention, as composites of primitives.
+"""Scaled dot-product attention and nn.MultiheadAttention.
+
+Without a mask and without dropout, SDPA is ONE fused `attention` primitive (gradc/ir/attention.py: flash
+style natively, the backward recomputes the probabilities from the saved log-sum-exp, nothing T x T is kept);
+GRADC_FUSED_ATTENTION=0 turns that off. Masks, dropout and broadcast batch dims use the composites below.
 
 scaled_dot_product_attention follows PyTorch's math reference: scores = q k^T * scale, a boolean mask
 (True = attend) becomes -inf where False, a float mask is added, is_causal keeps key j <= query i
@@ -106,7 +110,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
-    if attn_mask is None and dropout_p == 0.0 and FUSED and q.ndim >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+    same_batch = q.ndim >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    if attn_mask is None and dropout_p == 0.0 and FUSED and same_batch:
         return fused_attention(q, k, v, is_causal, scale)
     if is_causal and dropout_p == 0.0 and q.shape[-2] >= CAUSAL_BLOCKED_MIN:
         return _blocked_causal(q, k, v, scale)
