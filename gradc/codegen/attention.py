@@ -25,7 +25,8 @@ from llvmlite import ir
 from gradc.codegen.emitter import ScalarEmitter, constant, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range
 from gradc.codegen.matmul import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, I32, PTR, claim_blocks
-from gradc.ir.passes.fuse import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q, Kernel
+from gradc.ir.attention import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q
+from gradc.ir.passes.fuse import Kernel
 
 BQ, BK = ATTENTION_BLOCK_Q, ATTENTION_BLOCK_K
 SUM_FLAGS = ("reassoc", "contract")

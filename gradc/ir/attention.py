@@ -20,13 +20,19 @@ either. Native code: gradc/codegen/attention.py.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from gradc.ir.core import ShapeError, TensorType
 from gradc.ir.ops import OpDef, register
 
 ATTRS = ("scale", "causal")
-EVAL_BLOCK = 128  # query rows per block in the numpy rules: (N, 128, Tk) scores at a time
+# query rows per block in the numpy rules, the native kernels' (a causal block reads keys < its last row + 1
+# only, as native code does: a NaN in a key no query of the block sees stays out of every engine's result)
+ATTENTION_BLOCK_Q = int(os.environ.get("GRADC_ATTENTION_BQ", 64))  # query rows per native block
+ATTENTION_BLOCK_K = int(os.environ.get("GRADC_ATTENTION_BK", 64))  # keys per native block
+EVAL_BLOCK = ATTENTION_BLOCK_Q
 
 
 def _dims(types: list[TensorType], name: str) -> tuple[int, int, int, int, int]:
@@ -73,13 +79,14 @@ def eval_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, ca
     kt = np.swapaxes(k, 1, 2)
     for r0 in range(0, tq, EVAL_BLOCK):
         r1 = min(r0 + EVAL_BLOCK, tq)
-        s = (q[:, r0:r1] @ kt) * q.dtype.type(scale)
-        vis = _visible(r0, r1, k.shape[1]) if causal else True
+        kend = min(r1, k.shape[1]) if causal else k.shape[1]
+        s = (q[:, r0:r1] @ kt[:, :, :kend]) * q.dtype.type(scale)
+        vis = _visible(r0, r1, kend) if causal else True
         s = np.where(vis, s, -np.inf)
         m = s.max(axis=-1, keepdims=True)
         p = np.where(vis, np.exp(s - m), 0)  # masked keys are exactly 0, even in a row of NaN (native skips them)
         total = p.sum(axis=-1, keepdims=True)
-        out[:, r0:r1] = (p @ v) / total
+        out[:, r0:r1] = (p @ v[:, :kend]) / total
         lse[:, r0:r1] = (m + np.log(total))[..., 0]
     return np.concatenate([out.ravel(), lse.ravel()])
 
@@ -96,16 +103,17 @@ def eval_attention_grad(q, k, v, res, g, scale: float, causal: bool) -> np.ndarr
     kt = np.swapaxes(k, 1, 2)
     for r0 in range(0, tq, EVAL_BLOCK):
         r1 = min(r0 + EVAL_BLOCK, tq)
-        s = (q[:, r0:r1] @ kt) * sc
-        vis = _visible(r0, r1, tk) if causal else True
+        ke = min(r1, tk) if causal else tk
+        s = (q[:, r0:r1] @ kt[:, :, :ke]) * sc
+        vis = _visible(r0, r1, ke) if causal else True
         p = np.where(vis, np.exp(s - lse[:, r0:r1, None]), 0)
         do = dout[:, r0:r1]
-        dvv += np.swapaxes(p, 1, 2) @ do
-        dp = do @ np.swapaxes(v, 1, 2)
+        dvv[:, :ke] += np.swapaxes(p, 1, 2) @ do
+        dp = do @ np.swapaxes(v[:, :ke], 1, 2)
         delta = (do * out[:, r0:r1]).sum(-1) - dlse[:, r0:r1]
         ds = p * (dp - delta[..., None]) * sc
-        dq[:, r0:r1] = ds @ k
-        dk += np.swapaxes(ds, 1, 2) @ q[:, r0:r1]
+        dq[:, r0:r1] = ds @ k[:, :ke]
+        dk[:, :ke] += np.swapaxes(ds, 1, 2) @ q[:, r0:r1]
     return np.concatenate([dq.ravel(), dk.ravel(), dvv.ravel()])
 
 

@@ -43,9 +43,6 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
-# query rows and keys per block of a native attention kernel (codegen/attention.py)
-ATTENTION_BLOCK_Q = int(os.environ.get("GRADC_ATTENTION_BQ", 64))
-ATTENTION_BLOCK_K = int(os.environ.get("GRADC_ATTENTION_BK", 64))
 MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
@@ -447,6 +444,7 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
                     f"{k.body.num_kernels} body kernel(s)")
         elif k.kind == "attention":
+            from gradc.ir.attention import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q
             a = k.matmul.op.attrs
             head = (f"kernel {k.index}: {k.matmul.op.name} (flash, blocks of {ATTENTION_BLOCK_Q} queries x "
                     f"{ATTENTION_BLOCK_K} keys){' causal' if a['causal'] else ''} -> {dims(k.matmul.shape)}")
