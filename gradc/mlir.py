@@ -387,9 +387,11 @@ def gather(p: Printer, x: tuple[str, TensorType], idx: tuple[str, TensorType], a
 
 def to_mlir(fn: Function) -> str:
     """The Function as `func.func` in upstream MLIR dialects; NotImplementedError for an op without a mapping.
-    Scans are unrolled first (interim, as in native lowering; an scf.for mapping would keep the loop)."""
+    Scans are unrolled first (interim, as in native lowering; an scf.for mapping would keep the loop), and fused
+    attention ops become their composites (upstream MLIR has no flash-attention op)."""
+    from gradc.ir.attention import decompose_attention
     from gradc.ir.scan import unroll_scans
-    fn = unroll_scans(fn)
+    fn = decompose_attention(unroll_scans(fn))
     p = Printer()
     for v, n in zip(fn.params, param_names(fn.params)):
         p.names[v] = f"%{n}"

@@ -45,6 +45,8 @@ USES = {
     "const": lambda b, x, y, i: b.constant(np.array([[1.0, np.inf, -np.inf], [np.nan, 0.5, -2.0]]), F),
     "matmul": lambda b, x, y, i: b.matmul(x, b.permute(y, perm=(1, 0))),
     "scan": lambda b, x, y, i: scan_use(b, x, y),
+    "attention": lambda b, x, y, i: attention_use(b, x, y)[0],
+    "attention_grad": lambda b, x, y, i: attention_use(b, x, y)[1],
 }
 
 
@@ -56,6 +58,15 @@ def scan_use(b, x, y):
     body = inner.function("rows", [c, r], [inner.tanh(inner.add(c, r))])
     return b.emit("scan", b.reshape(b.slice(y, starts=(0, 0), stops=(1, 3), steps=(1, 1)), shape=(3,)), x,
                   body=body, num_consts=0, num_carry=1, length=2, reverse=False)
+
+
+def attention_use(b, x, y):
+    """(x as out of attention(q = x, k = y, v = y) with its lse, x of the three flat gradients)."""
+    q, k = b.reshape(x, shape=(1, 2, 3)), b.reshape(y, shape=(1, 2, 3))
+    res = b.emit("attention", q, k, k, scale=0.5, causal=True)
+    grads = b.emit("attention_grad", q, k, k, res, res, scale=0.5, causal=True)
+    return (b.reshape(b.slice(res, starts=(0,), stops=(6,), steps=(1,)), shape=(2, 3)),
+            b.reshape(b.slice(grads, starts=(0,), stops=(6,), steps=(1,)), shape=(2, 3)))
 
 
 def op_function(name):

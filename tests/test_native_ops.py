@@ -179,6 +179,21 @@ def sample_matmul(c: Case, dt, n: int) -> None:
     c.results.append(b.tanh(b.matmul(b.exp(c.param((3, 4), dt)), c.param((4, n), dt))))  # fused operands
 
 
+def sample_attention(c: Case, dt, n: int, grad: bool) -> None:
+    """Fused attention on n queries and keys (n + 2 keys for one), causal and not; operands computed by fused
+    nests; the backward from a forward result and a random cotangent."""
+    b = c.b
+    for causal, (tq, tk, d, dv) in ((False, (n, n + 2, 5, 3)), (True, (n, n, 8, 8)), (True, (n + 2, n, 3, 4))):
+        q = b.tanh(c.param((2, tq, d), dt))
+        k, v = c.param((2, tk, d), dt), c.param((2, tk, dv), dt)
+        res = b.emit("attention", q, k, v, scale=0.7, causal=causal)
+        if grad:
+            g = c.param(res.shape, dt)
+            c.results.append(b.emit("attention_grad", q, k, v, res, g, scale=0.7, causal=causal))
+        else:
+            c.results.append(res)
+
+
 def sample_scan(c: Case, dt, n: int) -> None:
     """An RNN-like scan (consts, carry, xs, ys; the result used whole and in parts) and a reverse one."""
     from gradc.ir.scan import emit_scan
@@ -226,6 +241,8 @@ def build_sample(name: str, dt, n: int, c: Case) -> None:
         c.results.append(c.b.emit("custom_vjp", x, c.b.exp(x), rule=None))
     elif name == "scan":
         sample_scan(c, dt, n)
+    elif name in ("attention", "attention_grad"):
+        sample_attention(c, dt, n, name == "attention_grad")
     else:
         raise KeyError(name)
 

@@ -236,7 +236,28 @@ def scan_cases(rng):
             Case([normal(rng, (8,)), normal(rng, (8,)), normal(rng, (2, 8))], attrs(two, 0, 2, 2))]
 
 
+ATTENTION_LAYOUTS = [((1, 3, 3, 2, 2), True), ((2, 1, 1, 1, 1), False), ((1, 2, 3, 2, 1), False),
+                     ((1, 3, 2, 2, 2), True)]
+
+
+def attention_cases(rng):
+    """(N, Tq, Tk, D, Dv), causal; Tq != Tk both ways (top-left aligned causal mask)."""
+    return [Case([normal(rng, (n, tq, d)), normal(rng, (n, tk, d)), normal(rng, (n, tk, dv))],
+                 {"scale": 0.6, "causal": causal}) for (n, tq, tk, d, dv), causal in ATTENTION_LAYOUTS]
+
+
+def attention_grad_cases(rng):
+    cases = []
+    for (n, tq, tk, d, dv), causal in ATTENTION_LAYOUTS:
+        from gradc.ir.attention import eval_attention
+        q, k, v = normal(rng, (n, tq, d)), normal(rng, (n, tk, d)), normal(rng, (n, tk, dv))
+        res = eval_attention(q, k, v, 0.6, causal)  # a consistent (out, lse); the Jacobian treats it as free
+        cases.append(Case([q, k, v, res, normal(rng, res.shape)], {"scale": 0.6, "causal": causal}))
+    return cases
+
+
 SAMPLES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
+    "attention": attention_cases, "attention_grad": attention_grad_cases,
     "sin": unary(normal), "cos": unary(normal), "erfc": unary(normal), "custom_vjp": custom_vjp_cases,
     "neg": unary(normal), "exp": unary(normal), "log": unary(positive), "tanh": unary(normal),
     "sqrt": unary(positive), "recip": unary(away_from_zero), "sigmoid": unary(normal),

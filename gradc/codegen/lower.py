@@ -234,6 +234,9 @@ class ModuleLowerer:
             elif k.kind == "scan":
                 from gradc.codegen.scan_loop import emit_scan_loop
                 emit_scan_loop(self, k, b)
+            elif k.kind == "attention":
+                from gradc.codegen.attention import emit_attention
+                emit_attention(self, k, b)
             elif k.kind == "matmul":
                 from gradc.codegen.matmul import emit_matmul_call
                 consumer = consumers.get(k.index)

@@ -546,4 +546,5 @@ register(OpDef("matmul", 2, MATMUL, matmul_shape, np.matmul,
 register(OpDef("custom_vjp", VARIADIC, CALL, custom_vjp_shape, lambda *xs, rule: xs[-1],
                lambda b, g, out, *xs, rule: tuple(rule.vjp(b, g, out, *xs)), attrs=("rule",)))
 
+import gradc.ir.attention  # noqa: E402,F401  (registers "attention" and "attention_grad")
 import gradc.ir.scan  # noqa: E402,F401  (registers "scan": its rules live in their own file)

@@ -1,4 +1,8 @@
-"""Scaled dot-product attention and nn.MultiheadAttention, as composites of primitives.
+"""Scaled dot-product attention and nn.MultiheadAttention.
+
+Without a mask and without dropout, SDPA is ONE fused `attention` primitive (gradc/ir/attention.py: flash
+style natively, the backward recomputes the probabilities from the saved log-sum-exp, nothing T x T is kept);
+GRADC_FUSED_ATTENTION=0 turns that off. Masks, dropout and broadcast batch dims use the composites below.
 
 scaled_dot_product_attention follows PyTorch's math reference: scores = q k^T * scale, a boolean mask
 (True = attend) becomes -inf where False, a float mask is added, is_causal keeps key j <= query i
@@ -28,6 +32,8 @@ NEG_INF = float("-inf")
 # against only the keys it can see (j <= i): ~(n + 1) / 2n of the T x T work and memory for n blocks
 CAUSAL_BLOCK = 64
 CAUSAL_BLOCKED_MIN = 128
+# SDPA without a mask and without dropout runs as the fused `attention` primitive (off: the composite)
+FUSED = __import__("os").environ.get("GRADC_FUSED_ATTENTION", "1") != "0"
 
 
 def _safe_softmax(scores: Tensor) -> Tensor:
@@ -104,12 +110,27 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
+    same_batch = q.ndim >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    if attn_mask is None and dropout_p == 0.0 and FUSED and same_batch:
+        return fused_attention(q, k, v, is_causal, scale)
     if is_causal and dropout_p == 0.0 and q.shape[-2] >= CAUSAL_BLOCKED_MIN:
         return _blocked_causal(q, k, v, scale)
     weights = attention_weights(q, k, attn_mask, is_causal, scale)
     if dropout_p > 0.0:
         weights = ops.dropout(weights, dropout_p, True)
     return F.matmul(weights, v)
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float | None) -> Tensor:
+    """SDPA without a mask as ONE `attention` primitive (ir/attention.py: flash-style natively, the backward
+    recomputes the probabilities from the saved log-sum-exp) over the batch dims flattened."""
+    lead, (L, E), (S_, Ev) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
+    n = int(np.prod(lead, dtype=np.int64))
+    scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
+    packed = apply("attention", apply("reshape", q, shape=(n, L, E)), apply("reshape", k, shape=(n, S_, E)),
+                   apply("reshape", v, shape=(n, S_, Ev)), scale=scale, causal=bool(is_causal))
+    out = apply("slice", packed, starts=(0,), stops=(n * L * Ev,), steps=(1,))
+    return apply("reshape", out, shape=tuple(lead) + (L, Ev))
 
 
 def _blocked_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:

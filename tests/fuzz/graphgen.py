@@ -430,6 +430,33 @@ class GraphGen:
         body = self.emit("mul", self.emit("stop_gradient", x), self.emit("stop_gradient", y))
         return self.emit("custom_vjp", x, y, body, rule=ProductRule())
 
+    def op_attention(self) -> Value:
+        """Fused attention with q from the pool (reshaped to (1, T, D)), random k and v, causal or not; the
+        flat result is used whole (its out and lse parts)."""
+        x = self.pick_float()
+        if x.type.rank < 2 or x.type.size > 256:
+            raise Reject("attention: q needs rank >= 2 and few elements")
+        t, d = int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1]
+        q = self.emit("reshape", x, shape=(1, t, d))
+        tk = self.ch.pick(self.dims)
+        k = self.param((1, tk, d), x.dtype)
+        v = self.param((1, tk, self.ch.pick(self.dims)), x.dtype)
+        return self.emit("attention", q, k, v, scale=float(self.ch.pick([0.25, 0.5, 1.0])), causal=self.ch.coin())
+
+    def op_attention_grad(self) -> Value:
+        """The backward of attention(q, k, v) for a pool value as q, with a random cotangent."""
+        x = self.pick_float()
+        if x.type.rank < 2 or x.type.size > 256:
+            raise Reject("attention_grad: q needs rank >= 2 and few elements")
+        t, d = int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1]
+        q = self.emit("reshape", x, shape=(1, t, d))
+        tk = self.ch.pick(self.dims)
+        k, v = self.param((1, tk, d), x.dtype), self.param((1, tk, self.ch.pick(self.dims)), x.dtype)
+        scale, causal = float(self.ch.pick([0.25, 0.5])), self.ch.coin()
+        res = self.emit("attention", q, k, v, scale=scale, causal=causal)
+        g = self.param(res.shape, x.dtype)
+        return self.emit("attention_grad", q, k, v, res, g, scale=scale, causal=causal)
+
     def op_scan(self) -> Value:
         """A scan with a random small body: carry c (a pool value's shape), xs of that shape stacked L times,
         c' = f(c * k + x_t) for a random bounded f and a loop-invariant k, y = c' or c' * x_t."""

@@ -103,6 +103,10 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
         return simple[name](*xs)
     if name == "scan":
         return _torch_scan(torch, xs, **attrs)
+    if name == "attention":
+        return _torch_attention(torch, *xs, **attrs)
+    if name == "attention_grad":
+        return _torch_attention_grad(torch, *xs, **attrs)
     x = xs[0] if xs else None
     if name == "stop_gradient":
         return x.detach()
@@ -154,6 +158,36 @@ def torch_op(torch, name: str, xs: list, attrs: dict, result: Value):
     if name == "const":
         return torch.tensor(np.asarray(attrs["value"], dtype=attrs["dtype"].numpy)).broadcast_to(attrs["shape"])
     raise NotImplementedError(f"no PyTorch replay for op {name!r}: add it to tests/fuzz/oracles.py")
+
+
+def _torch_scores(torch, q, k, scale: float, causal: bool):
+    s = q @ k.transpose(1, 2) * scale
+    if causal:  # top-left aligned, as SDPA's is_causal
+        s = s.masked_fill(~torch.ones(s.shape[1:], dtype=torch.bool).tril(), float("-inf"))
+    return s
+
+
+def _torch_attention(torch, q, k, v, scale: float, causal: bool):
+    """[out | lse] flat: out from PyTorch's SDPA, lse as torch.logsumexp of the masked scores."""
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    lse = torch.logsumexp(_torch_scores(torch, q, k, scale, causal), dim=-1)
+    return torch.cat([out.reshape(-1), lse.reshape(-1)])
+
+
+def _torch_attention_grad(torch, q, k, v, res, g, scale: float, causal: bool):
+    """[dq | dk | dv] flat from the packed (out, lse) and cotangent (d out, d lse), in PyTorch ops."""
+    n, tq, _ = q.shape
+    dv_ = v.shape[2]
+    out, lse = res[:n * tq * dv_].reshape(n, tq, dv_), res[n * tq * dv_:].reshape(n, tq)
+    do, dlse = g[:n * tq * dv_].reshape(n, tq, dv_), g[n * tq * dv_:].reshape(n, tq)
+    s = q @ k.transpose(1, 2) * scale
+    p = torch.exp(s - lse[..., None])
+    if causal:  # masked keys are exactly 0 (gradc's rule), also in a row whose lse is NaN
+        vis = torch.ones(s.shape[1:], dtype=torch.bool).tril()
+        p = torch.where(vis, torch.exp(torch.where(vis, s, 0.0) - lse[..., None]), 0.0)
+    delta = (do * out).sum(-1) - dlse
+    ds = p * (do @ v.transpose(1, 2) - delta[..., None]) * scale
+    return torch.cat([(ds @ k).reshape(-1), (ds.transpose(1, 2) @ q).reshape(-1), (p.transpose(1, 2) @ do).reshape(-1)])
 
 
 def _torch_scan(torch, xs: list, body: Function, num_consts: int, num_carry: int, length: int, reverse: bool):

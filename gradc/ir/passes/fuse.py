@@ -21,6 +21,8 @@ Kernels (in execution order):
           kernels between the two move before the matmul (they cannot read C).
   scan    a `scan` op lowered as a native loop (codegen/scan_loop.py): its operands and its flat result are
           buffers; `body` is the body's own FusedProgram (fused once, whatever the trip count).
+  attention  a flash-attention op (`attention` / `attention_grad`, ir/attention.py; codegen/attention.py):
+          operands and flat result are buffers.
   copy    results that are params or repeat another result (every output buffer is written).
 
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
@@ -56,7 +58,7 @@ class Kernel:
     epilogue_domain: tuple[int, ...] | None = None
     epilogue: list[Value] = field(default_factory=list)
     matmul: Value | None = None  # the matmul result (kind "matmul")
-    operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b))
+    operands: tuple = ()  # matmul: ((base_a, trans_a), (base_b, trans_b)); attention: the operands' buffers
     copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
     threads: int = 1
     body: "FusedProgram | None" = None  # kind "scan": the fused body (its memory plan: `body_plan`)
@@ -69,7 +71,7 @@ class Kernel:
 
     @property
     def roots(self) -> list[Value]:
-        if self.kind in ("matmul", "scan"):
+        if self.kind in ("matmul", "scan", "attention"):
             return [self.matmul]
         return self.stores + self.reductions + self.epilogue
 
@@ -105,6 +107,13 @@ def is_swap_last2(perm: tuple[int, ...]) -> bool:
     return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
 
 
+def view_base(v: Value) -> Value:
+    """The buffer a chain of reshapes views (C-contiguous: same elements, same order)."""
+    while v.op is not None and v.op.name == "reshape":
+        v = v.op.inputs[0]
+    return v
+
+
 def matmul_operand(v: Value) -> tuple[Value, bool]:
     """(base, transposed): peel one swap of the last two axes and any reshapes (views of a buffer)."""
     trans = False
@@ -134,7 +143,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     materialized: set = set(fn.params)
     operands: dict[Value, tuple] = {}
     for op in fn.ops:
-        if op.name == "scan":  # (lower() unrolled the scans it cannot loop natively)
+        if op.opdef.kind == "attention":  # operands are read in place: reshapes are views of their buffer
+            materialized.add(op.result)
+            operands[op.result] = tuple(view_base(x) for x in op.inputs)
+            materialized.update(operands[op.result])
+        elif op.name == "scan":  # (lower() unrolled the scans it cannot loop natively)
             materialized.add(op.result)
             materialized.update(op.inputs)
         elif op.opdef.kind == "reduce" or is_dense_const(op.result):
@@ -176,7 +189,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 continue
             if x.op is None or is_dense_const(x):
                 hard_memo[x] = -1
-            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul", "scan") or x in cut):
+            elif x in producer and (x.op.opdef.kind in ("reduce", "matmul", "scan", "attention") or x in cut):
                 hard_memo[x] = producer[x][0]
             else:
                 pending = [y for y in x.op.inputs if y not in hard_memo]
@@ -199,7 +212,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
                 seen.add(x)
                 if producer.get(x) == (k.index, EPILOGUE):
                     return True
-                if x in producer and x.op.opdef.kind in ("reduce", "matmul", "scan"):
+                if x in producer and x.op.opdef.kind in ("reduce", "matmul", "scan", "attention"):
                     continue
                 stack.extend(x.op.inputs)
             return False
@@ -220,6 +233,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
             deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
             k = Kernel("matmul", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
+            kernels.append(k)
+            producer[v] = (k.index, MAIN)
+            continue
+        if op.opdef.kind == "attention":
+            k = Kernel("attention", len(kernels), domain=v.shape, matmul=v, operands=operands[v])
             kernels.append(k)
             producer[v] = (k.index, MAIN)
             continue
@@ -369,6 +387,9 @@ def finish_kernel(prog: FusedProgram, k: Kernel, order: dict | None = None) -> N
     elif k.kind == "matmul":
         k.phase_reads[MAIN] = list(dict.fromkeys(base for base, _ in k.operands))
         k.phase_ops[MAIN] = [k.matmul.op]
+    elif k.kind == "attention":
+        k.phase_reads[MAIN] = list(dict.fromkeys(k.operands))
+        k.phase_ops[MAIN] = [k.matmul.op]
     elif k.kind == "scan":
         k.phase_reads[MAIN] = list(dict.fromkeys(k.matmul.op.inputs))
         k.phase_ops[MAIN] = [k.matmul.op]
@@ -422,6 +443,15 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             a = k.matmul.op.attrs
             head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
                     f"{k.body.num_kernels} body kernel(s)")
+        elif k.kind == "attention":
+            from gradc.ir.attention import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q
+            a = k.matmul.op.attrs
+            head = (f"kernel {k.index}: {k.matmul.op.name} (flash, blocks of {ATTENTION_BLOCK_Q} queries x "
+                    f"{ATTENTION_BLOCK_K} keys){' causal' if a['causal'] else ''} -> {dims(k.matmul.shape)}")
+            lines.append(head)
+            lines.append("  in: " + ", ".join(f"{names[v]}: {v.type}{where(v)}" for v in k.reads))
+            lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
+            continue
         elif k.kind == "matmul":
             (a, ta), (b, tb) = k.operands
             head = (f"kernel {k.index}: matmul {names[a]}{'^T' if ta else ''} @ {names[b]}{'^T' if tb else ''}"
