@@ -12,6 +12,7 @@ import functools
 import llvmlite.binding as llvm
 import numpy as np
 
+from gradc.codegen import load_externals
 from gradc.codegen.lower import Lowered, lower
 from gradc.ir.core import Function
 
@@ -42,6 +43,7 @@ class Native:
     def __init__(self, fn: Function, num_threads: int | None = 1, name: str = "gradc_kernel"):
         _init()
         self.lowered: Lowered = lower(fn, name, num_threads=num_threads)
+        load_externals(self.lowered.module)  # BLAS/MKL/pool symbols, as gradc.codegen does before linking
         mod = llvm.parse_assembly(str(self.lowered.module))
         mod.verify()
         tm = _tm()

@@ -87,11 +87,17 @@ def _with_entry(lowered, symbol: str) -> tuple[dict, str]:
     meta = runtime.add_entry(module, symbol, lowered.param_types, lowered.result_types, lowered.arena_bytes,
                              getattr(lowered, "error_slot", None), getattr(lowered, "index_checks", None) or (),
                              lowered.plan.donated if hasattr(lowered, "plan") else None)
-    externals = sorted(f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm."))
     meta.update(arena_bytes=int(lowered.arena_bytes), num_kernels=int(getattr(lowered, "num_kernels", 0)),
-                fused_text=getattr(lowered, "fused_text", "") or "", externals=externals)
-    _load_runtime_symbols(meta)
+                fused_text=getattr(lowered, "fused_text", "") or "", externals=load_externals(module))
     return meta, loop_ids(str(module))
+
+
+def load_externals(module) -> list[str]:
+    """Load what the module's external symbols live in (gradc's pool, OpenBLAS, MKL) before it is linked
+    (an unresolved symbol would be linked as address 0: a segfault at the call); returns their names."""
+    externals = sorted(f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm."))
+    _load_runtime_symbols({"externals": externals})
+    return externals
 
 
 def loop_ids(text: str) -> str:
