@@ -9,11 +9,15 @@ the stacked ys ([L, *y_t.shape] each), all flattened in order (the IR has single
 takes the parts out with slice + reshape). Carry, ys and the float operands share one float dtype;
 integer consts and xs (labels) are allowed.
 
-VJP (emitted as IR, so second order works): residual policy "stack the carries": a second forward scan
-whose body also returns its carry-in stacks the carry of every iteration ([L, *carry] per carry; the
-body's other intermediates are recomputed from them in the backward body). The adjoint is a reverse
-scan whose body is the AD pass's joint of `body`; its carry holds the carry cotangents and the gradient
-accumulators of the float consts (loop-invariant operands: the weights), its ys the cotangents of xs.
+VJP (emitted as IR, so second order works): a second forward scan whose body also returns its carry-in
+and the *residuals* stacks them per iteration ([L, *shape] each). The residuals are the loop-variant
+values the backward step reads that are expensive to recompute (matmul, transcendental, reduction
+results: `choose_residuals`); cheap arithmetic and layout ops between them and the backward are
+recomputed there (an LSTM stacks its gate activations and tanh(c), so the reverse step runs no forward
+GEMM and no exp). The adjoint is a reverse scan whose body is the AD pass's joint of `body`; its carry
+holds the carry cotangents and the gradient accumulators of the float consts (loop-invariant operands:
+the weights), its ys the cotangents of xs. The forward scan of the primal result and the stacking one
+are run once (`share_forward_scans`: the stacking body extends the primal body).
 
 Native code (codegen/scan_loop.py): a scan is ONE LLVM loop calling its body's fused kernels, which are
 fused, planned and compiled once, so compile time does not depend on `length`. A scan whose body (or a
@@ -182,11 +186,104 @@ def with_carry_history(body: Function, num_consts: int, num_carry: int) -> Funct
                     meta)
 
 
+# elementwise ops a backward step recomputes from stacked residuals rather than stacking their results (a few
+# instructions per element); every other computing op (exp, tanh, sigmoid, div, matmul, reductions, ...) is
+# worth a stacked copy. Layout and source ops are index math: never stacked
+RECOMPUTED = frozenset({"abs", "add", "cast", "compare", "maximum", "mul", "neg", "relu", "stop_gradient", "sub",
+                        "where"})
+
+
+def stacked(op: Any) -> bool:
+    """True when a residual computed by op is stacked by the forward scan (see RECOMPUTED)."""
+    kind = op.opdef.kind
+    return kind not in ("layout", "source") and not (kind == "elementwise" and op.name in RECOMPUTED)
+
+
+def choose_residuals(ops: Sequence, tangents: Sequence[Value], variant: Sequence[Value], outputs: Sequence[Value],
+                     dtype: Any) -> list[Value]:
+    """The values of a backward step (`ops`, a joint's forward replay followed by its adjoint) that the forward
+    scan stacks: walking back from every primal value the adjoint part reads (and primal `outputs`) through
+    recomputed ops, the first loop-variant values of a stacked op (and the scan's float dtype). `tangents`
+    are the step's cotangent params, `variant` its per-iteration primal params (carry-in, x_t); values that
+    depend on neither are loop-invariant and recomputed. Program order."""
+    tangent, varies = set(tangents), set(variant)
+    boundary: list[Value] = []
+    for op in ops:
+        if any(x in varies for x in op.inputs):
+            varies.add(op.result)
+        if any(x in tangent for x in op.inputs):
+            tangent.add(op.result)
+            boundary.extend(x for x in op.inputs if x not in tangent)
+    boundary.extend(v for v in outputs if v not in tangent)
+    chosen: set = set()
+    seen: set = set()
+    stack = boundary
+    while stack:  # (explicit stack: no recursion along the dependency chain)
+        v = stack.pop()
+        if v in seen or v.op is None or v not in varies:
+            continue
+        seen.add(v)
+        if stacked(v.op) and v.dtype == dtype:
+            chosen.add(v)
+        else:
+            stack.extend(v.op.inputs)
+    order = {op.result: i for i, op in enumerate(ops)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def with_residuals(body: Function, num_consts: int, num_carry: int, ops: Sequence, residuals: Sequence[Value],
+                   binding: dict) -> Function:
+    """`with_carry_history(body)` that also returns `residuals` as extra ys. The residuals are values of `ops`
+    (a joint's forward replay; `binding` maps its params to body's): their ops are replayed after body's own,
+    each one equal to a body op (same op, operands, attributes) being that op, so body is a prefix of the
+    result (`extends`) and the primal loop and the stacking loop run once (share_forward_scans)."""
+    from gradc.ir.builder import Builder
+    from gradc.ir.passes.cse import attr_key
+
+    hist = with_carry_history(body, num_consts, num_carry)
+    if not residuals:
+        return hist
+    key = lambda name, ins, attrs: (name, tuple(ins), tuple((k, attr_key(v)) for k, v in sorted(attrs.items())))  # noqa: E731
+    table: dict = {}
+    for op in body.ops:
+        table.setdefault(key(op.name, op.inputs, op.attrs), op.result)
+    needed: set = set()
+    stack = list(residuals)
+    while stack:
+        v = stack.pop()
+        if v in needed or v.op is None:
+            continue
+        needed.add(v)
+        stack.extend(v.op.inputs)
+    b = Builder()
+    env = dict(binding)
+    for op in ops:
+        if op.result not in needed:
+            continue
+        ins = [env[x] for x in op.inputs]
+        k = key(op.name, ins, op.attrs)
+        if k not in table:
+            table[k] = b.emit(op.name, *ins, **op.attrs)
+        env[op.result] = table[k]
+    return Function(f"{body.name}_res", hist.params, hist.ops + b.ops, hist.results + [env[r] for r in residuals],
+                    dict(hist.meta))
+
+
+def extends(big: Function, small: Function) -> bool:
+    """True when big is small with more ops after small's and more results after small's (the same params):
+    a scan of big computes a scan of small's flat result as its prefix."""
+    from gradc.ir.passes import structure
+
+    n, m = len(small.ops), len(small.results)
+    if len(big.ops) < n or len(big.results) < m or [p.type for p in big.params] != [p.type for p in small.params]:
+        return False
+    return structure(Function(small.name, big.params, big.ops[:n], big.results[:m])) == structure(small)
+
+
 def share_forward_scans(fn: Function) -> Function:
     """Run each forward loop once: a scan whose VJP history twin (same operands, body that also stacks its
     carries) is in fn becomes a prefix slice of the twin, which moves up to its place."""
     from gradc.ir.builder import Builder
-    from gradc.ir.passes import structure
 
     scans = [op for op in fn.ops if op.name == "scan"]
     if len(scans) < 2:
@@ -198,12 +295,16 @@ def share_forward_scans(fn: Function) -> Function:
         by_key.setdefault(loop_key(op), []).append(op)
     twin_of: dict = {}
     for group in by_key.values():
-        shapes = {structure(op.attrs["body"]): op for op in group}
+        if len(group) < 2:
+            continue
+        sizes = {op: (len(op.attrs["body"].ops), len(op.attrs["body"].results)) for op in group}
         for op in group:
-            a = op.attrs
-            hist = shapes.get(structure(with_carry_history(a["body"], a["num_consts"], a["num_carry"])))
-            if hist is not None and hist is not op and op not in twin_of.values():
-                twin_of[op] = hist
+            if op in twin_of.values():
+                continue
+            longer = [o for o in group if o is not op and sizes[o] > sizes[op] and o not in twin_of
+                      and extends(o.attrs["body"], op.attrs["body"])]
+            if longer:
+                twin_of[op] = max(longer, key=sizes.__getitem__)
     if not twin_of:
         return fn
     b = Builder()
@@ -246,14 +347,17 @@ def hoistable(g: Value) -> tuple | None:
     return None
 
 
-def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Function, list[int], dict]:
-    """(consts, acc..., ct_carry..., carry_in_t..., x_t..., ct_y_t...) -> (acc + g_consts, g_carry, g_x_t,
-    factors_t...): one reverse step. acc are the gradients of the float consts (in `float_consts` order)
-    that accumulate in the carry; the others are *hoisted* (see `hoistable`): the step returns their
+def adjoint_body(body: Function, num_consts: int, num_carry: int,
+                 dtype: Any = None) -> tuple[Function, list[int], dict, Function]:
+    """(consts, acc..., ct_carry..., carry_in_t..., x_t..., ct_y_t..., residual_t...) -> (acc + g_consts,
+    g_carry, g_x_t, factors_t...): one reverse step, and the forward body that stacks what it reads (its
+    carry-in, then the residuals of `choose_residuals` in `dtype`, the scan's float dtype). acc are the
+    gradients of the float consts (in `float_consts` order) that accumulate in the carry; the others are
+    *hoisted* (see `hoistable`): the step returns their
     per-iteration factors as ys (or names an xs that already is one) and the caller sums them after the
     loop with one GEMM / reduction over the stacked factors (cuDNN's weight-gradient GEMM), so no
-    weight-sized accumulator is read and written every iteration. Returns (fn, float_consts, hoisted) with
-    hoisted[const index] = (kind, ref, ref_or_axes), a ref being ("ys", k) or ("xs", j) of the scan."""
+    weight-sized accumulator is read and written every iteration. Returns (fn, float_consts, hoisted, forward)
+    with hoisted[const index] = (kind, ref, ref_or_axes), a ref being ("ys", k) or ("xs", j) of the scan."""
     from gradc.ir.builder import Builder, inline
     from gradc.ir.passes.ad import ad
 
@@ -271,7 +375,21 @@ def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Funct
     b = Builder()
     outs = inline(b, joint, p_consts + p_hist + p_x + p_ctc + p_cty)
     grads = dict(zip(wrt, outs[len(body.results):]))
-    xs_params = {v: j for j, v in enumerate(p_hist + p_x + p_cty)}
+    if dtype is None:
+        dtype = next((v.dtype for v in list(body.results) + list(body.params) if v.dtype.is_float), float32)
+    residuals = choose_residuals(b.ops, p_ctc + p_cty, p_hist + p_x, list(grads.values()), dtype)
+    forward = with_residuals(body, num_consts, num_carry, b.ops, residuals,
+                             dict(zip(p_consts + p_hist + p_x, body.params)))
+    p_res = fresh(residuals, "r")
+    if residuals:  # the step reads the stacked values instead of computing them (dead ops go in optimize)
+        replay = Builder()
+        env: dict[Value, Value] = dict(zip(residuals, p_res))
+        for op in b.ops:
+            if op.result not in env:
+                env[op.result] = replay.emit(op.name, *(env.get(v, v) for v in op.inputs), **op.attrs)
+        grads = {i: env.get(g, g) for i, g in grads.items()}
+        b = replay
+    xs_params = {v: j for j, v in enumerate(p_hist + p_x + p_cty + p_res)}
     const_params = set(p_consts)
     gx = [grads[i] for i in float_xs]
     factors: list[Value] = []
@@ -297,9 +415,9 @@ def adjoint_body(body: Function, num_consts: int, num_carry: int) -> tuple[Funct
     p_acc = fresh([body.params[i] for i in acc_consts], "acc")
     new_acc = [b.add(a, grads[i]) for a, i in zip(p_acc, acc_consts)]
     new_ctc = [grads[num_consts + k] for k in range(num_carry)]
-    fn = Function(f"{body.name}_adj", p_consts + p_acc + p_ctc + p_hist + p_x + p_cty, b.ops,
+    fn = Function(f"{body.name}_adj", p_consts + p_acc + p_ctc + p_hist + p_x + p_cty + p_res, b.ops,
                   new_acc + new_ctc + gx + factors)
-    return optimized(fn), acc_consts, hoisted
+    return optimized(fn), acc_consts, hoisted, forward
 
 
 def sum_hoisted(b: Any, how: tuple, xs: list[Value], ys: list[Value], length: int) -> Value:
@@ -320,11 +438,12 @@ def vjp_scan(b: Any, g: Value, out: Value, *inputs: Value, body: Function, num_c
     types = part_types(body, num_carry, length)
     g_parts = unpack(b, g, types)
     g_carry, g_ys = g_parts[:num_carry], g_parts[num_carry:]
-    _, ys_h = emit_scan(b, with_carry_history(body, num_consts, num_carry), consts, init, xs, length, reverse)
-    hist = ys_h[len(types) - num_carry:]
-    adj, acc_consts, hoisted = adjoint_body(body, num_consts, num_carry)
+    adj, acc_consts, hoisted, forward = adjoint_body(body, num_consts, num_carry, out.dtype)
+    _, ys_h = emit_scan(b, forward, consts, init, xs, length, reverse)
+    n_ys = len(types) - num_carry
+    hist, res = ys_h[n_ys:n_ys + num_carry], ys_h[n_ys + num_carry:]
     zeros = [b.scalar(0.0, consts[i]) for i in acc_consts]
-    adj_xs = hist + list(xs) + g_ys
+    adj_xs = hist + list(xs) + g_ys + res
     carry, ys = emit_scan(b, adj, consts, zeros + g_carry, adj_xs, length, not reverse)
     g_consts = dict(zip(acc_consts, carry[:len(acc_consts)]))
     g_init = carry[len(acc_consts):]
