@@ -165,3 +165,40 @@ def test_matmul_is_a_boundary_and_transposes_are_flags():
     prog = fuse(fn, num_threads=1)
     assert [k.kind for k in prog.kernels] == ["matmul", "loop"]
     assert prog.kernels[0].operands == ((x, False), (w, True))
+
+
+@pytest.mark.parametrize("shape, starts, stops, steps, offset", [
+    ((4, 5), (1, 0), (3, 5), (1, 1), 5),  # whole rows
+    ((4, 5), (2, 1), (3, 4), (1, 1), 11),  # part of one row
+    ((3, 4, 5), (1, 2, 0), (2, 4, 5), (1, 1, 1), 30),  # unit extent, then rows
+    ((4, 5), (0, 1), (4, 3), (1, 1), None),  # columns of every row: strided
+    ((8,), (0,), (8,), (2,), None),  # a step
+    ((4, 5), (1, 0), (1, 5), (1, 1), None),  # empty
+])
+def test_contiguous_offset(shape, starts, stops, steps, offset):
+    from gradc.ir.passes.fuse import contiguous_offset
+    assert contiguous_offset(shape, starts, stops, steps) == offset
+
+
+def test_contiguous_slices_of_buffers_are_views():
+    """A contiguous part of a matmul result read by another matmul (a scan's unpack read by a GEMM) is read in
+    place: no copy kernel, its home is the base's at an offset; a strided slice still gets its own buffer."""
+    a, w, v = params(("a", ((6, 8), float64)), ("w", ((8, 4), float64)), ("v", ((3, 5), float64)))
+    b = Builder()
+    flat = b.reshape_to(b.matmul(a, w), (24,))  # a [6, 4] product, flattened
+    piece = b.slice(flat, starts=(8,), stops=(20,), steps=(1,))  # elements 8..19 (matmul reads it as [4, 3])
+    part = b.reshape_to(piece, (4, 3))
+    strided = b.slice(b.reshape_to(flat, (6, 4)), starts=(0, 1), stops=(3, 4), steps=(1, 1))  # [3,3]: not a view
+    fn = b.function("f", [a, w, v], [b.matmul(part, v), b.matmul(strided, v), b.tanh(flat)])
+    prog = fuse(fn, num_threads=1)
+    assert piece in prog.views and prog.views[piece][1] == 8
+    assert strided not in prog.views
+    plan = plan_memory(prog)
+    base = plan.home[prog.views[piece][0]]
+    assert (plan.home[piece].kind, plan.home[piece].index, plan.home[piece].offset) == (base.kind, base.index,
+                                                                                      base.offset + 64)
+    assert sum(k.kind == "loop" and piece in k.stores for k in prog.kernels) == 0
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal(p.shape) for p in fn.params]
+    for g, r in zip(Native(fn)(*args), interp.run(fn, *args)):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)

@@ -248,13 +248,17 @@ class ModuleLowerer:
     def pointer(self, b: ir.IRBuilder, v: Value) -> ir.Value:
         """The buffer holding materialized value v, as a ptr in the inner function."""
         home: Home = self.plan.home[v]
+        if home.kind == "arena":
+            return self.arena_offset(b, home.index + home.offset)
         if home.kind == "param":
-            return self.args[home.index]
-        if home.kind == "result":
-            return self.args[len(self.prog.fn.params) + home.index]
-        if home.kind == "global":
-            return self.global_for(v)
-        return self.arena_offset(b, home.index)
+            ptr = self.args[home.index]
+        elif home.kind == "result":
+            ptr = self.args[len(self.prog.fn.params) + home.index]
+        else:
+            ptr = self.global_for(v)
+        if home.offset:  # a view (fuse.py)
+            ptr = b.gep(ptr, [const_i64(home.offset)], inbounds=True, source_etype=ir.IntType(8))
+        return ptr
 
     def shared_buffers(self, reads: list, stores: list) -> tuple[list, set, dict]:
         """Buffer keys of a nest, written keys, and {donated result: its param} for results whose param the

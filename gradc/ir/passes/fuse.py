@@ -25,6 +25,10 @@ Kernels (in execution order):
           operands and flat result are buffers.
   copy    results that are params or repeat another result (every output buffer is written).
 
+Views: a materialized value that is a chain of reshapes and contiguous slices of another materialized value
+(not a param or a constant, e.g. one part of a scan's flat result read by a GEMM or another scan) gets no
+kernel and no buffer of its own: it is its base's buffer at an offset (`FusedProgram.views`).
+
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
 after the one that stored it loads it. Reductions and matmuls are always loaded.
 """
@@ -84,6 +88,7 @@ class FusedProgram:
     producer: dict  # root value -> (kernel index, phase)
     result_home: dict  # value -> first result index holding it
     num_threads: int
+    views: dict = field(default_factory=dict)  # value -> (base, element offset): read in place (module doc)
 
     @property
     def num_kernels(self) -> int:
@@ -112,6 +117,48 @@ def view_base(v: Value) -> Value:
     while v.op is not None and v.op.name == "reshape":
         v = v.op.inputs[0]
     return v
+
+
+def contiguous_offset(shape: tuple[int, ...], starts: tuple, stops: tuple, steps: tuple) -> int | None:
+    """Element offset of a slice of a C-contiguous array when the slice is one contiguous block, else None
+    (empty slices: None). Contiguous: unit extents before some axis, full extents after it."""
+    extents = [len(range(a, z, s)) for a, z, s in zip(starts, stops, steps)]
+    if 0 in extents:
+        return None
+    k = next((i for i, e in enumerate(extents) if e != 1), len(extents))
+    if any(e != d for e, d in zip(extents[k + 1:], shape[k + 1:])) or (k < len(extents) and steps[k] != 1):
+        return None
+    offset, stride = 0, 1
+    for a, d in reversed(list(zip(starts, shape))):
+        offset += a * stride
+        stride *= d
+    return offset
+
+
+def find_views(fn: Function, materialized: set) -> dict:
+    """{value: (base, element offset)} for the materialized values that are views (module doc)."""
+    results = set(fn.results)
+    views: dict = {}
+    for op in fn.ops:
+        v = op.result
+        if v not in materialized or v in results or op.name not in ("reshape", "slice"):
+            continue
+        x, offset = v, 0
+        while x.op is not None and x.op.name in ("reshape", "slice") and (x is v or x not in materialized):
+            if x.op.name == "slice":
+                a = x.op.attrs
+                off = contiguous_offset(x.op.inputs[0].shape, a["starts"], a["stops"], a["steps"])
+                if off is None:
+                    break
+                offset += off
+            x = x.op.inputs[0]
+        else:
+            if x in views:  # a view of a view: the same base
+                base, more = views[x]
+                views[v] = (base, more + offset)
+            elif x in materialized and x.op is not None and not is_dense_const(x):
+                views[v] = (x, offset)
+    return views
 
 
 def matmul_operand(v: Value) -> tuple[Value, bool]:
@@ -165,6 +212,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
             materialized.add(op.inputs[0])
     cut = cut_long_chains(fn, materialized)
     materialized.update(cut)
+    views = find_views(fn, materialized)
 
     result_home: dict[Value, int] = {}
     copies: list[tuple[Value, int]] = []
@@ -229,6 +277,9 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         v = op.result
         if v not in materialized or is_dense_const(v):
             continue
+        if v in views:  # (its base precedes it: written by an earlier kernel)
+            producer[v] = producer[views[v][0]]
+            continue
         if op.opdef.kind == "matmul":
             deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
             deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
@@ -269,7 +320,7 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
 
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
-    prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads)
+    prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads, views)
     order = {op: i for i, op in enumerate(fn.ops)}
     for k in kernels:
         finish_kernel(prog, k, order)
@@ -426,8 +477,9 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
         if plan is None or v not in plan.home:
             return ""
         h = plan.home[v]
-        return {"param": f" @in{h.index}", "result": f" @out{h.index}", "global": " @const",
-                "arena": f" @arena+{h.index}"}[h.kind]
+        at = f"+{h.offset}" if h.offset else ""
+        return {"param": f" @in{h.index}{at}", "result": f" @out{h.index}{at}", "global": " @const",
+                "arena": f" @arena+{h.index + h.offset}"}[h.kind]
 
     def dims(shape) -> str:
         return "[" + ",".join(str(d) for d in shape) + "]"

@@ -6,7 +6,8 @@ offset in ONE arena; a program with a `gather` also gets a 16-byte *error slot* 
 kernels record an out-of-range index (the arena is per call, so two threads calling the same function never
 share it). Offsets come from liveness over kernel order (a value lives from the kernel that
 produces it to the last kernel that loads it, both inclusive, so a kernel never reads and writes
-overlapping slots) and are reused first-fit, 64-byte aligned. A native scan loop's kernel also gets a
+overlapping slots) and are reused first-fit, 64-byte aligned; a view (fuse.py) lives in its base's slot,
+whose life extends to the view's last reader. A native scan loop's kernel also gets a
 *scratch* region live only during that kernel: two carry buffers (double-buffered: iteration t reads one
 and writes the other) and the body's own arena, planned once for the body (`Kernel.body_plan`).
 
@@ -33,6 +34,7 @@ ALIGN = 64
 class Home:
     kind: str  # "param" | "result" | "arena" | "global"
     index: int  # param/result position or arena byte offset (0 for globals)
+    offset: int = 0  # bytes into that buffer (a view: FusedProgram.views)
 
 
 @dataclass
@@ -78,10 +80,13 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
     for k in prog.kernels:
         for v in k.reads:
             last_use[v] = max(last_use.get(v, -1), k.index)
+    for v, (base, _) in prog.views.items():  # a view's readers read its base's buffer
+        if v in last_use:
+            last_use[base] = max(last_use.get(base, -1), last_use[v])
     position = {op.result: i for i, op in enumerate(prog.fn.ops)}
     # program order, not set order: offsets (and the fused text) must not depend on hashing
     for v in sorted(prog.materialized, key=lambda x: position.get(x, -1)):
-        if v in plan.home:
+        if v in plan.home or v in prog.views:
             continue
         if is_dense_const(v):
             plan.home[v] = Home("global", 0)
@@ -129,7 +134,15 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
     if any(op.name == "gather" for k in prog.kernels for op in k.ops):
         plan.error_slot = align(plan.arena_bytes)
         plan.arena_bytes = plan.error_slot + ALIGN
+    place_views(prog, plan)
     return plan
+
+
+def place_views(prog: FusedProgram, plan: MemoryPlan) -> None:
+    """Home every view in its base's buffer, at its offset (again after donation moved a base)."""
+    for v, (base, offset) in prog.views.items():
+        h = plan.home[base]
+        plan.home[v] = Home(h.kind, h.index, h.offset + offset * np.dtype(v.dtype.numpy).itemsize)
 
 
 def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int]) -> dict[int, int]:
@@ -160,6 +173,7 @@ def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int])
             continue
         plan.home[v] = Home("param", p)
         plan.donated[r] = p
+    place_views(prog, plan)
     return plan.donated
 
 
