@@ -354,3 +354,23 @@ def test_transpose_of_a_shared_product_is_kept():
     out = optimize(_transposed_product(extra_use=True))
     assert [op.name for op in out.ops].count("matmul") == 1
     assert out.results[0].op.name == "permute"
+
+
+@pytest.mark.parametrize("starts, stops, expect", [
+    ((3, 0), (7, 4), "param"),  # exactly the padded input: the input itself
+    ((0, 0), (2, 4), "const"),  # only padding: zeros
+    ((2, 1), (5, 3), "pad"),  # straddles: a smaller pad of a slice
+    ((4, 0), (6, 2), "slice"),  # inside the input: a slice of it
+])
+def test_slice_of_pad_is_simplified(starts, stops, expect):
+    x = Value(TensorType((4, 4), float64), name="x")
+    b = Builder()
+    padded = b.pad(x, lo=(3, 0), hi=(2, 1), interior=(0, 0))  # [9, 5]
+    out = b.slice(padded, starts=starts, stops=stops, steps=(1, 1))
+    fn = Function("f", [x], b.ops, [out])
+    simple = dce(simplify(fn))
+    got = simple.results[0]
+    assert (got.op.name if got.op is not None else "param") == expect
+    assert all(op.name != "pad" or expect == "pad" for op in simple.ops)
+    arg = np.random.default_rng(0).standard_normal((4, 4))
+    np.testing.assert_array_equal(run(simple, arg)[0], run(fn, arg)[0])

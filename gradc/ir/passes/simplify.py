@@ -201,7 +201,29 @@ class Simplifier:
 
     def rule_slice(self, x: Value, starts: tuple, stops: tuple, steps: tuple) -> Value | None:
         whole = all(a == 0 and z == d and s == 1 for a, z, s, d in zip(starts, stops, steps, x.shape))
-        return x if whole else None
+        if whole:
+            return x
+        if x.op is not None and x.op.name == "pad" and not any(x.op.attrs["interior"]) and all(s == 1 for s in steps):
+            return self.slice_of_pad(x, starts, stops)
+        return None
+
+    def slice_of_pad(self, x: Value, starts: tuple, stops: tuple) -> Value:
+        """A slice of pad(y) is a slice of y padded less (zeros if it misses y): e.g. one part of a scan's
+        flat cotangent (unpack's VJP pads each part's cotangent to the flat size) is that cotangent."""
+        (y,), lo = x.op.inputs, x.op.attrs["lo"]
+        inner_lo, inner_hi, pad_lo, pad_hi = [], [], [], []
+        for a, z, p, d in zip(starts, stops, lo, y.shape):
+            first, last = max(a, p), min(z, p + d)  # the part of [a, z) that y covers, in padded coordinates
+            if first >= last:
+                zero = np.zeros((), y.dtype.numpy).item()
+                return self.b.emit("const", value=zero, shape=tuple(z - a for a, z in zip(starts, stops)),
+                                   dtype=y.dtype)
+            inner_lo.append(first - p)
+            inner_hi.append(last - p)
+            pad_lo.append(first - a)
+            pad_hi.append(z - last)
+        part = self.emit("slice", y, starts=tuple(inner_lo), stops=tuple(inner_hi), steps=(1,) * len(starts))
+        return self.emit("pad", part, lo=tuple(pad_lo), hi=tuple(pad_hi), interior=(0,) * len(starts))
 
     def rule_pad(self, x: Value, lo: tuple, hi: tuple, interior: tuple) -> Value | None:
         return x if not any(lo) and not any(hi) and not any(interior) else None
