@@ -247,6 +247,8 @@ class ModuleLowerer:
 
     def pointer(self, b: ir.IRBuilder, v: Value) -> ir.Value:
         """The buffer holding materialized value v, as a ptr in the inner function."""
+        if v in self.prog.tiles:  # a piece of a tiled sum: the sum's buffer (store_root adds the offset)
+            v = self.prog.tiles[v][0]
         home: Home = self.plan.home[v]
         if home.kind == "arena":
             return self.arena_offset(b, home.index + home.offset)
@@ -545,7 +547,7 @@ class LoopKernelLowerer:
             values = [ev.value(v, idx) for v in k.stores]
             terms = [ev.value(r.op.inputs[0], idx) for r in k.reductions]
             for v, x in zip(k.stores, values):
-                store_element(b, ptrs[v], idx, v, x)
+                self.store_root(b, ptrs[v], idx, v, x)
             out, regs = [], iter(carried)
             for r, x in zip(k.reductions, terms):
                 if self.reg_acc(r):
@@ -591,6 +593,19 @@ class LoopKernelLowerer:
         nest(0, [])
         b.ret_void()
         return self.low.dedupe(func)
+
+    def store_root(self, b: ir.IRBuilder, ptr: ir.Value, idx: list, v: Value, x: ir.Value) -> None:
+        """Store element idx of root v; a tile piece (fuse.py) goes to its sum's buffer at its offset, as
+        x + 0.0 (the sum's value there: -0.0 becomes +0.0 as in the sum of pads)."""
+        tile = self.low.prog.tiles.get(v)
+        if tile is None:
+            store_element(b, ptr, idx, v, x)
+            return
+        total, lo = tile
+        if v.dtype.is_float:
+            x = b.fadd(x, constant(ll_type(v.dtype), 0.0))
+        idx = [i if a == 0 else b.add(i, const_i64(a), flags=("nsw",)) for i, a in zip(idx, lo)]
+        store_element(b, ptr, idx, total, x)
 
     def accumulate(self, b, em, acc, r: Value, kept: list, x) -> None:
         mt = mem_type(r.dtype)

@@ -29,6 +29,11 @@ Views: a materialized value that is a chain of reshapes and contiguous slices of
 (not a param or a constant, e.g. one part of a scan's flat result read by a GEMM or another scan) gets no
 kernel and no buffer of its own: it is its base's buffer at an offset (`FusedProgram.views`).
 
+Tiles: a materialized sum of pads that tile its shape (disjoint, covering it: a concatenation, e.g. an LSTM's
+four gate gradients) gets no kernel of its own: each padded piece is stored straight into the sum's buffer
+at its offset by the kernel computing it (`FusedProgram.tiles`), as piece + 0.0 (what the sum gives, signed
+zeros included), and the pieces get no buffers.
+
 A store root used inside its own kernel (or in an earlier one) is recomputed from its inputs; a kernel
 after the one that stored it loads it. Reductions and matmuls are always loaded.
 """
@@ -89,6 +94,7 @@ class FusedProgram:
     result_home: dict  # value -> first result index holding it
     num_threads: int
     views: dict = field(default_factory=dict)  # value -> (base, element offset): read in place (module doc)
+    tiles: dict = field(default_factory=dict)  # piece -> (sum, lo): stored into the sum's buffer (module doc)
 
     @property
     def num_kernels(self) -> int:
@@ -161,6 +167,53 @@ def find_views(fn: Function, materialized: set) -> dict:
     return views
 
 
+MAX_TILES = 64  # pieces of one tiled sum (their regions are checked pairwise)
+
+
+def find_tiles(fn: Function, materialized: set, views: dict, skip: frozenset = frozenset()) -> dict:
+    """{piece: (sum, lo)} for the materialized sums of pads that tile their shape (module doc). A piece is an
+    elementwise value used only by its pad (interior 0), each pad and inner add used only in the sum."""
+    uses: dict[Value, int] = {}
+    for op in fn.ops:
+        for x in op.inputs:
+            uses[x] = uses.get(x, 0) + 1
+    for r in fn.results:
+        uses[r] = uses.get(r, 0) + 1
+    results = set(fn.results)
+    tiles: dict = {}
+    sums: set = set()  # (a sum is never a piece of another: it has its own buffer)
+    for op in fn.ops:
+        total = op.result
+        if op.name != "add" or total not in materialized or total in views or total in skip:
+            continue
+        leaves, stack = [], list(op.inputs)
+        while stack and len(leaves) <= MAX_TILES:
+            x = stack.pop()
+            if x.op is not None and x.op.name == "add" and uses.get(x) == 1 and x not in materialized:
+                stack.extend(x.op.inputs)
+            else:
+                leaves.append(x)
+        pieces = []
+        for leaf in leaves:
+            if (stack or leaf.op is None or leaf.op.name != "pad" or any(leaf.op.attrs["interior"])
+                    or uses.get(leaf) != 1 or leaf in materialized):
+                break
+            piece = leaf.op.inputs[0]
+            if (piece.op is None or piece.op.opdef.kind != "elementwise" or uses.get(piece) != 1
+                    or piece in results or piece in views or piece in tiles or piece in sums):
+                break
+            pieces.append((piece, tuple(leaf.op.attrs["lo"])))
+        else:
+            boxes = [(lo, tuple(a + d for a, d in zip(lo, p.shape))) for p, lo in pieces]
+            disjoint = all(any(hi1[d] <= lo2[d] or hi2[d] <= lo1[d] for d in range(len(lo1)))
+                           for i, (lo1, hi1) in enumerate(boxes) for lo2, hi2 in boxes[i + 1:])
+            if len(pieces) >= 2 and disjoint and sum(p.type.size for p, _ in pieces) == total.type.size:
+                for piece, lo in pieces:
+                    tiles[piece] = (total, lo)
+                sums.add(total)
+    return tiles
+
+
 def matmul_operand(v: Value) -> tuple[Value, bool]:
     """(base, transposed): peel one swap of the last two axes and any reshapes (views of a buffer)."""
     trans = False
@@ -184,8 +237,9 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
-def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
-    """Group fn's ops into loop, matmul and copy kernels (see the module docstring)."""
+def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = frozenset()) -> FusedProgram:
+    """Group fn's ops into loop, matmul and copy kernels (see the module docstring). `_untiled`: sums not
+    tiled (their pieces landed in different kernels on a first attempt)."""
     num_threads = default_threads() if num_threads is None else max(1, int(num_threads))
     materialized: set = set(fn.params)
     operands: dict[Value, tuple] = {}
@@ -213,6 +267,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     cut = cut_long_chains(fn, materialized)
     materialized.update(cut)
     views = find_views(fn, materialized)
+    tiles = find_tiles(fn, materialized, views, _untiled)
+    materialized.update(tiles)
+    tile_pieces: dict = {}
+    for piece, (total, _) in tiles.items():
+        tile_pieces.setdefault(total, []).append(piece)
 
     result_home: dict[Value, int] = {}
     copies: list[tuple[Value, int]] = []
@@ -280,6 +339,9 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         if v in views:  # (its base precedes it: written by an earlier kernel)
             producer[v] = producer[views[v][0]]
             continue
+        if v in tile_pieces:  # written by its pieces' kernel (they precede it)
+            producer[v] = max(producer[p] for p in tile_pieces[v])
+            continue
         if op.opdef.kind == "matmul":
             deps = max((hard_dep(b) for b, _ in operands[v]), default=-1)
             deps = max(deps, *(producer.get(b, (-1, 0))[0] for b, _ in operands[v]))
@@ -318,9 +380,13 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         kernels.append(k)
         producer[v] = (k.index, MAIN)
 
+    split = frozenset(total for total, pieces in tile_pieces.items()
+                      if len({producer[p] for p in pieces}) > 1 or producer[pieces[0]][1] != MAIN)
+    if split:  # a sum's pieces must be stored by one main nest (its readers load it after that kernel)
+        return fuse(fn, num_threads, _untiled | split)
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
-    prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads, views)
+    prog = FusedProgram(fn, kernels, materialized, producer, result_home, num_threads, views, tiles)
     order = {op: i for i, op in enumerate(fn.ops)}
     for k in kernels:
         finish_kernel(prog, k, order)
@@ -522,9 +588,15 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
             for op in k.phase_ops.get(phase, []):
                 lines.append("    " + format_op(op, names))
             outs = [("store", k.stores), ("reduce", k.reductions)] if phase == MAIN else [("store", k.epilogue)]
+
+            def dest(v: Value) -> str:
+                if v in prog.tiles:
+                    total, lo = prog.tiles[v]
+                    return f"{names[v]} -> {names[total]}{list(lo)}{where(total)}"
+                return f"{names[v]}{where(v)}"
             for label, values in outs:
                 if values:
-                    lines.append(f"  {label}: " + ", ".join(f"{names[v]}{where(v)}" for v in values))
+                    lines.append(f"  {label}: " + ", ".join(dest(v) for v in values))
         if k.kind in ("matmul", "scan"):
             lines.append(f"  store: {names[k.matmul]}{where(k.matmul)}")
         for v, i in k.copies:

@@ -86,7 +86,7 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
     position = {op.result: i for i, op in enumerate(prog.fn.ops)}
     # program order, not set order: offsets (and the fused text) must not depend on hashing
     for v in sorted(prog.materialized, key=lambda x: position.get(x, -1)):
-        if v in plan.home or v in prog.views:
+        if v in plan.home or v in prog.views or v in prog.tiles:  # (a tile piece lives in its sum's buffer)
             continue
         if is_dense_const(v):
             plan.home[v] = Home("global", 0)
@@ -158,6 +158,8 @@ def donate_results(prog: FusedProgram, plan: MemoryPlan, donate: dict[int, int])
             plan.donated[r] = p
             continue
         if v.op is None or is_dense_const(v) or prog.result_home.get(v) != r:
+            continue
+        if any(total is v for total, _ in prog.tiles.values()):  # written by its pieces' kernel
             continue
         index, phase = prog.producer[v]
         kernel = prog.kernels[index]
