@@ -102,12 +102,17 @@ def run_direction(mode: str, x: Tensor, h: Tensor, c: Any, weights: tuple, rever
     """One layer, one direction over x (T, B, I): (outputs (T, B, H_out), h_T, c_T)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     T, B = x.shape[0], x.shape[1]
-    xw = ops.linear(F.reshape(x, (T * B, x.shape[2])), w_ih, b_ih)  # the hoisted input GEMM
+    # the hoisted input GEMM; its bias is added inside the step, where the gate nest adds b_hh anyway: the
+    # stacked projection is the GEMM's own buffer (no [T, B, G] bias pass), and the gradients of b_ih and
+    # b_hh are one hoisted reduction of the gate gradients (CSE merges the two)
+    xw = ops.linear(F.reshape(x, (T * B, x.shape[2])), w_ih, None)
     xw = F.reshape(xw, (T, B, w_ih.shape[0]))
     step = STEPS[mode]
     from gradc.loops import scan
 
     def body(carry: Any, xw_t: Tensor) -> tuple:
+        if b_ih is not None:
+            xw_t = F.add(xw_t, b_ih)
         h, c = step(xw_t, carry[0], carry[1] if len(carry) > 1 else None, w_hh, b_hh, w_hr)
         return ((h, c) if c is not None else (h,)), h
     final, outputs = scan(body, (h, c) if c is not None else (h,), xw, reverse=reverse)
