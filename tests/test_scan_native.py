@@ -147,6 +147,34 @@ def test_reverse_step_reads_stacked_residuals(monkeypatch):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("B", [4, 6])
+def test_rows_split_over_threads(B, monkeypatch):
+    """Loops whose rows are independent (the batch of an LSTM, forward and reverse) run one row block per
+    thread; results match the interpreter and the single-threaded loop."""
+    import gradc.ir.passes.fuse as fuse_mod
+    from gradc.ir.scan import split_rows
+    args = [rng.standard_normal((7, B, 16)), rng.standard_normal((B, 4)) * 0.5, rng.standard_normal((B, 4)) * 0.5,
+            rng.standard_normal((4, 16)) * 0.4]
+    fn = joint_of(lstm_loss, args, argnums=(0, 1, 2, 3))
+    monkeypatch.setattr(fuse_mod, "SCAN_ROWS_MIN_ELEMENTS", 0)
+    monkeypatch.setenv("GRADC_CACHE", "0")
+    monkeypatch.setenv("GRADC_NUM_THREADS", "2")
+    scans = [k for k in lower(fn).program.kernels if k.kind == "scan"]
+    assert len(scans) == 2 and all(k.parts == 2 and k.body.fn.params[2].shape[0] == B // 2 for k in scans)
+    split = compile_function(fn)(*args)
+    monkeypatch.setenv("GRADC_NUM_THREADS", "1")
+    assert all(k.parts == 1 for k in lower(fn).program.kernels if k.kind == "scan")
+    single = compile_function(fn)(*args)
+    for a, b, c in zip(split, single, run(fn, *args)):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(b, c, rtol=1e-12, atol=1e-12)
+    # a body mixing rows (a sum over the batch in the carry) is not split
+    mixing = joint_of(lambda h0, xs: gradc.scan(lambda h, x: (h + x.sum(0, keepdim=True), h), h0, xs)[1].sum(),
+                      [np.ones((4, 3)), np.ones((5, 4, 3))], argnums=(0,))
+    loop = next(op for op in mixing.ops if op.name == "scan")
+    assert split_rows(loop.attrs["body"], loop.attrs["num_consts"], loop.attrs["num_carry"], 2) is None
+
+
 def test_weight_gradients_are_hoisted_out_of_the_reverse_loop():
     fn = joint_of(rnn_loss, rnn_arrays(6), argnums=(2, 3, 4))
     for k in lower(fn).program.kernels:
@@ -181,9 +209,15 @@ def test_gather_in_body_falls_back_to_unrolling_and_checks_indices():
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_compile_step_of_recurrent_layers_matches_torch(kind):
+@pytest.mark.parametrize("row_blocks", [False, True])
+def test_compile_step_of_recurrent_layers_matches_torch(kind, row_blocks, monkeypatch):
     torch = pytest.importorskip("torch")
-    T, B, I, H = 6, 3, 4, 5
+    T, B, I, H = 6, 4, 4, 5
+    if row_blocks:  # every loop (forward and reverse, both directions and layers) on two row blocks
+        import gradc.ir.passes.fuse as fuse_mod
+        monkeypatch.setattr(fuse_mod, "SCAN_ROWS_MIN_ELEMENTS", 0)
+        monkeypatch.setenv("GRADC_CACHE", "0")
+        monkeypatch.setenv("GRADC_NUM_THREADS", "2")
 
     def build(nn, **kw):
         class Net(nn.Module):

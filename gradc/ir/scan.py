@@ -558,3 +558,97 @@ def unroll_scans(fn: Function, keep: Any = None) -> Function:
             env[op.result] = b.emit(op.name, *ins, **op.attrs)
     return Function(fn.name, fn.params, b.ops, [env[r] for r in fn.results], dict(fn.meta))
 
+
+
+# ----------------------------------------------------------------------------- row-parallel loops
+
+def split_rows(body: Function, num_consts: int, num_carry: int, parts: int) -> Function | None:
+    """body for 1/parts of the rows when every row of its carries, x_t and results depends only on the same
+    row (an RNN's batch): axis 0 of each carry, x_t and result is that axis, B long, and the ops keep rows
+    apart (elementwise, row @ loop-invariant matrix, slices / pads / reshapes / permutes / reductions that
+    keep axis 0 whole, broadcasts of loop-invariant values along it). The loop then runs `parts` row blocks
+    on separate threads with no synchronization per iteration. None when body does not qualify."""
+    from gradc.ir.builder import Builder
+
+    variant = body.params[num_consts:]
+    if not variant or any(p.type.rank == 0 for p in variant):
+        return None
+    rows = variant[0].shape[0]
+    if rows % parts or rows // parts == 0 or any(p.shape[0] != rows for p in variant):
+        return None
+    part = rows // parts
+    cut = lambda shape: (part,) + tuple(shape[1:])  # noqa: E731
+    params = list(body.params[:num_consts]) + [Value(TensorType(cut(p.shape), p.dtype), name=p.name)
+                                               for p in variant]
+    params = [Value(p.type, name=p.name) for p in params]
+    env: dict[Value, Value] = dict(zip(body.params, params))
+    batched = set(params[num_consts:])
+    b = Builder()
+
+    def rebatched(u: Value) -> Value | None:
+        """A loop-invariant operand of a row-wise op, for the row block: a broadcast along axis 0 or a fill."""
+        op = u.op
+        if op is not None and op.name == "broadcast_to" and u.shape[0] == rows:
+            src = op.inputs[0]
+            lead = u.type.rank - src.type.rank
+            if lead > 0 or src.shape[0] == 1:
+                return b.emit("broadcast_to", env[src], shape=cut(u.shape))
+        if op is not None and op.name == "const" and not isinstance(op.attrs["value"], np.ndarray) \
+                and u.shape and u.shape[0] == rows:
+            return b.emit("const", value=op.attrs["value"], shape=cut(u.shape), dtype=u.dtype)
+        return None
+
+    for op in body.ops:
+        ins = [env[x] for x in op.inputs]
+        if not any(x in batched for x in ins):  # loop-invariant: as it is
+            env[op.result] = b.emit(op.name, *ins, **op.attrs)
+            continue
+        a, kind = op.attrs, op.opdef.kind
+        if kind == "elementwise":
+            if any(x.type.rank == 0 or x.shape[0] != rows for x in op.inputs):
+                return None
+            new = []
+            for x, nx in zip(op.inputs, ins):
+                if nx not in batched:
+                    nx = rebatched(x)
+                    if nx is None:
+                        return None
+                new.append(nx)
+            out = b.emit(op.name, *new, **a)
+        elif op.name == "matmul":
+            x, w = ins
+            if x not in batched or w in batched or x.type.rank != 2 or w.type.rank != 2:
+                return None
+            out = b.emit("matmul", x, w)
+        elif op.name == "slice":
+            if (a["starts"][0], a["stops"][0], a["steps"][0]) != (0, rows, 1):
+                return None
+            out = b.emit("slice", ins[0], starts=a["starts"], stops=cut(a["stops"]), steps=a["steps"])
+        elif op.name == "pad":
+            if (a["lo"][0], a["hi"][0], a["interior"][0]) != (0, 0, 0):
+                return None
+            out = b.emit("pad", ins[0], **a)
+        elif op.name == "reshape":
+            if not a["shape"] or a["shape"][0] != rows:
+                return None
+            out = b.emit("reshape", ins[0], shape=cut(a["shape"]))
+        elif op.name == "permute":
+            if a["perm"][0] != 0:
+                return None
+            out = b.emit("permute", ins[0], **a)
+        elif op.name == "broadcast_to":
+            if op.inputs[0].type.rank != len(a["shape"]) or op.inputs[0].shape[0] != rows:
+                return None
+            out = b.emit("broadcast_to", ins[0], shape=cut(a["shape"]))
+        elif kind == "reduce":
+            if 0 in a["axes"]:
+                return None
+            out = b.emit(op.name, ins[0], **a)
+        else:  # (gather, nested scans, calls, attention, windows: not split)
+            return None
+        batched.add(out)
+        env[op.result] = out
+    results = [env[r] for r in body.results]
+    if any(r not in batched for r in results):
+        return None
+    return Function(f"{body.name}_rows", params, b.ops, results, dict(body.meta))

@@ -52,6 +52,8 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
+SCAN_ROWS_MIN_ELEMENTS = 200_000  # a native loop splits its rows over threads from this many carry elements
+# times iterations (split_rows: W9's LSTM loops have 10^6; W5's RNN, 32 x 16 x 64, stays on one thread)
 MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
@@ -71,6 +73,7 @@ class Kernel:
     copies: list[tuple[Value, int]] = field(default_factory=list)  # (value, result index)
     threads: int = 1
     body: "FusedProgram | None" = None  # kind "scan": the fused body (its memory plan: `body_plan`)
+    parts: int = 1  # kind "scan": row blocks run on separate threads (body = one block's rows: split_rows)
     body_plan: object = None
     consumer_of: int | None = None  # loop kernel run per row block inside this matmul kernel (see module doc)
     reads: list[Value] = field(default_factory=list)  # materialized values loaded (filled by finish)
@@ -355,9 +358,7 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
             producer[v] = (k.index, MAIN)
             continue
         if op.name == "scan":
-            from gradc.ir.scan import loop_body  # (scan.py imports the registry, which imports passes)
-            k = Kernel("scan", len(kernels), domain=v.shape, matmul=v,
-                       body=fuse(loop_body(op), num_threads))
+            k = scan_kernel(op, len(kernels), num_threads)
             kernels.append(k)
             producer[v] = (k.index, MAIN)
             continue
@@ -392,6 +393,24 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
         finish_kernel(prog, k, order)
     prog.kernels = attach_consumers(kernels, producer)
     return prog
+
+
+def scan_kernel(op, index: int, num_threads: int) -> Kernel:
+    """The kernel of a native scan loop: its body fused once; with threads and enough work per iteration, and
+    a body whose rows are independent (an RNN's batch: ir/scan.py split_rows), one block of rows per thread,
+    each thread running the whole loop on its rows (no synchronization per iteration)."""
+    from gradc.ir.scan import loop_body, split_rows  # (scan.py imports the registry, which imports passes)
+    body = loop_body(op)
+    a = op.attrs
+    k = Kernel("scan", index, domain=op.result.shape, matmul=op.result)
+    carry_size = sum(r.type.size for r in body.results[:a["num_carry"]])
+    if num_threads > 1 and a["length"] * carry_size >= SCAN_ROWS_MIN_ELEMENTS:
+        rows = split_rows(body, a["num_consts"], a["num_carry"], num_threads)
+        if rows is not None:
+            k.parts, k.body = num_threads, fuse(rows, 1)
+            return k
+    k.body = fuse(body, num_threads)
+    return k
 
 
 def cut_long_chains(fn: Function, materialized: set) -> set:
@@ -560,7 +579,7 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
         elif k.kind == "scan":
             a = k.matmul.op.attrs
             head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
-                    f"{k.body.num_kernels} body kernel(s)")
+                    f"{k.body.num_kernels} body kernel(s)" + (f", {k.parts} row blocks" if k.parts > 1 else ""))
         elif k.kind == "attention":
             from gradc.ir.attention import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q
             a = k.matmul.op.attrs

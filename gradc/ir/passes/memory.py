@@ -53,9 +53,15 @@ def carry_bytes(body) -> int:
 
 
 def scratch_layout(k) -> tuple[int, int, int]:
-    """(offset of carry buffer A, of carry buffer B, of the body arena) inside a scan kernel's scratch."""
+    """(offset of carry buffer A, of carry buffer B, of the body arena) inside a scan kernel's scratch (inside
+    each row block's part of it: see scratch_stride)."""
     c = carry_bytes(k.body)
     return 0, c, 2 * c
+
+
+def scratch_stride(k) -> int:
+    """Bytes of one row block's scratch (carry buffers and body arena) of a scan kernel (k.parts blocks)."""
+    return align(scratch_layout(k)[2] + k.body_plan.arena_bytes)
 
 
 def nbytes(v: Value) -> int:
@@ -98,7 +104,7 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
     for k in prog.kernels:
         if k.kind == "scan":
             k.body_plan = plan_memory(k.body)
-            requests.append((k.index, k.index, scratch_layout(k)[2] + k.body_plan.arena_bytes, ("scan", k.index)))
+            requests.append((k.index, k.index, k.parts * scratch_stride(k), ("scan", k.index)))
         if k.kind == "loop" and k.threads > 1:
             for r in k.reductions:
                 if 0 in r.op.attrs["axes"]:
