@@ -374,3 +374,34 @@ def test_slice_of_pad_is_simplified(starts, stops, expect):
     assert all(op.name != "pad" or expect == "pad" for op in simple.ops)
     arg = np.random.default_rng(0).standard_normal((4, 4))
     np.testing.assert_array_equal(run(simple, arg)[0], run(fn, arg)[0])
+
+
+def test_row_permutes_move_across_a_product():
+    """matmul(rows of a buffer permuted, w) becomes the product with its rows permuted (the GEMM reads the
+    buffer in place); a product of an elementwise operand whose rows are then permuted permutes the operand
+    instead (its nest writes them in that order). Same values either way."""
+    q = Value(TensorType((3, 4, 5), float64), name="q")
+    w = Value(TensorType((5, 2), float64), name="w")
+    b = Builder()
+    read = b.matmul(b.reshape_to(b.permute(q, perm=(1, 0, 2)), (12, 5)), w)  # rows (4, 3) of q's (3, 4)
+    product = b.matmul(b.reshape_to(b.tanh(q), (12, 5)), w)
+    written = b.permute(b.reshape_to(product, (3, 4, 2)), perm=(1, 0, 2))
+    fn = Function("f", [q, w], b.ops, [read, written])
+    simple = optimize(fn)
+    products = [op for op in simple.ops if op.name == "matmul"]
+    lefts = [_through_reshapes(op.inputs[0]) for op in products]
+    assert simple.params[0] in lefts  # the buffer is read in place (a view)
+    permuted = [x for x in lefts if x.op is not None and x.op.name == "permute"]
+    assert len(permuted) == 1 and permuted[0].op.inputs[0].op.name in ("tanh", "reshape")  # the cheap operand
+    assert _through_reshapes(simple.results[0]).op.name == "permute"  # the read product's rows move
+    assert _through_reshapes(simple.results[1]).op.name == "matmul"  # the written one needs no permute
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal((3, 4, 5)), rng.standard_normal((5, 2))]
+    for got, want in zip(run(simple, *args), run(fn, *args)):
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def _through_reshapes(v):
+    while v.op is not None and v.op.name == "reshape":
+        v = v.op.inputs[0]
+    return v

@@ -56,6 +56,13 @@ def as_fill(array: np.ndarray) -> Any:
     return None
 
 
+def cheap_rows(v: Value) -> bool:
+    """v (through reshapes) is computed by an elementwise nest: its rows cost the same in any order."""
+    while v.op is not None and v.op.name == "reshape":
+        v = v.op.inputs[0]
+    return v.op is not None and v.op.opdef.kind == "elementwise"
+
+
 class Simplifier:
     def __init__(self) -> None:
         self.b = Builder()
@@ -160,9 +167,30 @@ class Simplifier:
             return self.emit("reshape", x.op.inputs[0], shape=shape)
         return None
 
+    def rule_matmul(self, a: Value, w: Value) -> Value | None:
+        """matmul(rows permuted, w) = (matmul(rows, w)) with its rows permuted: when the rows of `a` are a
+        permute (keeping the last axis) of a buffer, e.g. an RNN's (T, B) outputs read batch-first by a head
+        Linear, the GEMM reads the buffer in place and the permute moves to the product, where its elementwise
+        readers (bias, loss) take it as index math instead of a transposed copy of `a`."""
+        if a.type.rank != 2 or w.type.rank != 2 or a.op is None or a.op.name != "reshape":
+            return None
+        p = a.op.inputs[0]
+        if p.op is None or p.op.name != "permute" or p.type.rank < 3:
+            return None
+        q, order = p.op.inputs[0], tuple(p.op.attrs["perm"])
+        if order[-1] != q.type.rank - 1 or order == tuple(range(q.type.rank)) or cheap_rows(q):
+            return None
+        (m, k), n = a.shape, w.shape[1]
+        product = self.emit("matmul", self.emit("reshape", q, shape=(m, k)), w)
+        rows = self.emit("reshape", product, shape=q.shape[:-1] + (n,))
+        return self.emit("reshape", self.emit("permute", rows, perm=order), shape=(m, n))
+
     def rule_permute(self, x: Value, perm: tuple[int, ...]) -> Value | None:
         if tuple(perm) == tuple(range(x.type.rank)):
             return x
+        moved = self.permute_of_product(x, tuple(perm))
+        if moved is not None:
+            return moved
         rank = x.type.rank
         if (x.op is not None and x.op.name == "matmul" and x in self.single_use
                 and tuple(perm) == tuple(range(rank - 2)) + (rank - 1, rank - 2)):
@@ -178,6 +206,25 @@ class Simplifier:
         if moved == sorted(moved):  # only unit axes move: the data order is unchanged
             return self.emit("reshape", x, shape=tuple(x.shape[p] for p in perm))
         return None
+
+    def permute_of_product(self, x: Value, perm: tuple[int, ...]) -> Value | None:
+        """The rows of a GEMM product permuted (keeping the last axis) when the product's left operand is cheap
+        to compute in any order (an elementwise nest, e.g. a one-hot embedding lookup): the operand's rows are
+        permuted instead, written in that order by the nest that computes them, and the product needs no
+        transposed copy (the converse of rule_matmul, which never applies to such an operand)."""
+        if perm[-1] != x.type.rank - 1 or x.type.rank < 3 or x.op is None or x.op.name != "reshape":
+            return None
+        c = x.op.inputs[0]
+        if c.op is None or c.op.name != "matmul" or c.type.rank != 2 or c not in self.single_use:
+            return None
+        a, w = c.op.inputs
+        if a.type.rank != 2 or not cheap_rows(a):
+            return None
+        k = a.shape[1]
+        rows = self.emit("reshape", a, shape=x.shape[:-1] + (k,))
+        moved = self.emit("reshape", self.emit("permute", rows, perm=perm), shape=a.shape)
+        out_shape = tuple(x.shape[p] for p in perm)
+        return self.emit("reshape", self.emit("matmul", moved, w), shape=out_shape)
 
     def rule_broadcast_to(self, x: Value, shape: tuple[int, ...]) -> Value | None:
         if x.shape == tuple(shape):
