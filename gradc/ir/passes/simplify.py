@@ -178,8 +178,9 @@ class Simplifier:
         if p.op is None or p.op.name != "permute" or p.type.rank < 3:
             return None
         q, order = p.op.inputs[0], tuple(p.op.attrs["perm"])
-        if order[-1] != q.type.rank - 1 or order == tuple(range(q.type.rank)) or cheap_rows(q):
-            return None
+        if (order[-1] != q.type.rank - 1 or order == tuple(range(q.type.rank)) or p.shape[-1] != a.shape[1]
+                or cheap_rows(q)):
+            return None  # (the reshape must only merge the rows: the permute keeps each row's elements)
         (m, k), n = a.shape, w.shape[1]
         product = self.emit("matmul", self.emit("reshape", q, shape=(m, k)), w)
         rows = self.emit("reshape", product, shape=q.shape[:-1] + (n,))
@@ -218,7 +219,7 @@ class Simplifier:
         if c.op is None or c.op.name != "matmul" or c.type.rank != 2 or c not in self.single_use:
             return None
         a, w = c.op.inputs
-        if a.type.rank != 2 or not cheap_rows(a):
+        if a.type.rank != 2 or x.shape[-1] != c.shape[1] or not cheap_rows(a):
             return None
         k = a.shape[1]
         rows = self.emit("reshape", a, shape=x.shape[:-1] + (k,))
