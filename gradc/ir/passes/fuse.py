@@ -391,7 +391,7 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
     order = {op: i for i, op in enumerate(fn.ops)}
     for k in kernels:
         finish_kernel(prog, k, order)
-    prog.kernels = attach_consumers(kernels, producer)
+    prog.kernels = attach_consumers(kernels, producer, views)
     return prog
 
 
@@ -435,13 +435,20 @@ def cut_long_chains(fn: Function, materialized: set) -> set:
     return cut
 
 
-def attach_consumers(kernels: list[Kernel], producer: dict) -> list[Kernel]:
+def attach_consumers(kernels: list[Kernel], producer: dict, views: dict | None = None) -> list[Kernel]:
     """Make large elementwise first readers of matmul results their consumers (module doc); renumbers the
-    kernels (and `producer`) when kernels move before a matmul. Runs on finished kernels (reads, ops)."""
+    kernels (and `producer`) when kernels move before a matmul. Runs on finished kernels (reads, ops). A
+    kernel reading a view of C (`views`) reads C."""
+    views = views or {}
+
+    def reads(k: Kernel) -> set:
+        return set(k.reads) | {views[v][0] for v in k.reads if v in views}
     for m in [k for k in kernels if k.kind == "matmul"]:
         at = kernels.index(m)
-        reader = next((k for k in kernels[at + 1:] if m.matmul in k.reads), None)
-        if reader is None or not _consumes_in_place(reader, m):
+        reader = next((k for k in kernels[at + 1:] if m.matmul in reads(k)), None)
+        if reader is None or m.matmul not in reader.reads or not _consumes_in_place(reader, m):
+            continue  # (a reader of a view of C reads other rows than its own: not per row block)
+        if any(views.get(v, (None,))[0] is m.matmul for v in reader.reads):
             continue
         between = kernels[at + 1:kernels.index(reader)]  # none of them reads C: they can run first
         kernels = kernels[:at] + between + [m] + kernels[at + 1 + len(between):]
