@@ -14,6 +14,11 @@ top-level function, and compile time does not depend on the trip count. Per iter
 
 so nothing is allocated and no Python runs per iteration. The initial carry is copied into buffer A
 before the loop and the final buffer into the flat result's carry parts after it (carries are small).
+
+Row blocks (`Kernel.parts` > 1, fuse.scan_kernel / ir.scan.split_rows): the body is compiled for one block
+of rows (single-threaded), the scratch holds one region per block, and the pool's threads claim blocks from
+a counter, each running the whole loop with every pointer above offset to its block's rows (rows are the
+leading axis of each carry, x_t and y_t, so a block's rows are one contiguous run of each).
 """
 
 from __future__ import annotations

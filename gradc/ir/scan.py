@@ -20,7 +20,9 @@ the weights), its ys the cotangents of xs. The forward scan of the primal result
 are run once (`share_forward_scans`: the stacking body extends the primal body).
 
 Native code (codegen/scan_loop.py): a scan is ONE LLVM loop calling its body's fused kernels, which are
-fused, planned and compiled once, so compile time does not depend on `length`. A scan whose body (or a
+fused, planned and compiled once, so compile time does not depend on `length`. A body whose rows are
+independent (`split_rows`: an RNN's batch) is compiled for one block of rows and each thread runs the whole
+loop on its block. A scan whose body (or a
 nested body) evaluates a `gather` is inlined `length` times by `unroll_scans` instead (the body's index
 checks report through the outer error slot only when unrolled); GRADC_UNROLL_SCANS=1 unrolls every scan
 (the reference the native loop is measured and tested against).
