@@ -16,9 +16,10 @@ so nothing is allocated and no Python runs per iteration. The initial carry is c
 before the loop and the final buffer into the flat result's carry parts after it (carries are small).
 
 Row blocks (`Kernel.parts` > 1, fuse.scan_kernel / ir.scan.split_rows): the body is compiled for one block
-of rows (single-threaded), the scratch holds one region per block, and the pool's threads claim blocks from
-a counter, each running the whole loop with every pointer above offset to its block's rows (rows are the
-leading axis of each carry, x_t and y_t, so a block's rows are one contiguous run of each).
+of rows (single-threaded), the scratch holds one region per block, and `Kernel.threads` threads claim blocks
+from a counter (one thread: all of them in turn, the same bits), each running the whole loop with every
+pointer above offset to its block's rows (rows are the leading axis of each carry, x_t and y_t, so a block's
+rows are one contiguous run of each).
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def emit_scan_loop(low, k: Kernel, b: ir.IRBuilder) -> None:
                  lambda lo, _hi: emit_rows(low, k, inner, bld, list(func.args[:-1]), lo))
     counter = b.alloca(I64, name="row_blocks")
     b.store(const_i64(0), counter)
-    fork_join(low, b, func, [ptrs + [counter]] * k.parts)
+    if k.threads > 1:
+        fork_join(low, b, func, [ptrs + [counter]] * k.threads)
+    else:  # the same blocks one after another: the same bits as with more threads
+        b.call(func, ptrs + [counter])
 
 
 def emit_rows(low, k: Kernel, inner: ir.Function, b: ir.IRBuilder, ptrs: list, block: ir.Value | None) -> None:

@@ -395,19 +395,28 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
     return prog
 
 
+def row_blocks() -> int:
+    """How many row blocks a splittable loop is cut into: the machine's CPU count, not the run's thread limit
+    (as GEMM blocks: a block's GEMMs have other shapes, so blocks cut by GRADC_NUM_THREADS would give other
+    bits at another limit; cut by the machine, the threads only decide who runs which block)."""
+    return max(1, os.cpu_count() or 1)
+
+
 def scan_kernel(op, index: int, num_threads: int) -> Kernel:
-    """The kernel of a native scan loop: its body fused once; with threads and enough work per iteration, and
-    a body whose rows are independent (an RNN's batch: ir/scan.py split_rows), one block of rows per thread,
-    each thread running the whole loop on its rows (no synchronization per iteration)."""
+    """The kernel of a native scan loop: its body fused once; with enough work per iteration and a body whose
+    rows are independent (an RNN's batch: ir/scan.py split_rows), cut into `row_blocks()` blocks of rows,
+    each one the whole loop on its rows, run by the threads (no synchronization per iteration)."""
     from gradc.ir.scan import loop_body, split_rows  # (scan.py imports the registry, which imports passes)
     body = loop_body(op)
     a = op.attrs
     k = Kernel("scan", index, domain=op.result.shape, matmul=op.result)
     carry_size = sum(r.type.size for r in body.results[:a["num_carry"]])
-    if num_threads > 1 and a["length"] * carry_size >= SCAN_ROWS_MIN_ELEMENTS:
-        rows = split_rows(body, a["num_consts"], a["num_carry"], num_threads)
+    blocks = row_blocks()
+    if blocks > 1 and a["length"] * carry_size >= SCAN_ROWS_MIN_ELEMENTS:
+        rows = split_rows(body, a["num_consts"], a["num_carry"], blocks)
         if rows is not None:
-            k.parts, k.body = num_threads, fuse(rows, 1)
+            k.parts, k.body = blocks, fuse(rows, 1)
+            k.threads = min(num_threads, blocks)
             return k
     k.body = fuse(body, num_threads)
     return k
@@ -586,7 +595,8 @@ def fused_text(prog: FusedProgram, plan=None) -> str:
         elif k.kind == "scan":
             a = k.matmul.op.attrs
             head = (f"kernel {k.index}: scan loop x {a['length']}{' reverse' if a['reverse'] else ''} over "
-                    f"{k.body.num_kernels} body kernel(s)" + (f", {k.parts} row blocks" if k.parts > 1 else ""))
+                    f"{k.body.num_kernels} body kernel(s)"
+                    + (f", {k.parts} row blocks, threads {k.threads}" if k.parts > 1 else ""))
         elif k.kind == "attention":
             from gradc.ir.attention import ATTENTION_BLOCK_K, ATTENTION_BLOCK_Q
             a = k.matmul.op.attrs
