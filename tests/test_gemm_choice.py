@@ -90,6 +90,18 @@ def test_a_corrupt_or_foreign_choices_file_is_measured_again_and_rewritten(monke
     gemm_choice.reset()
 
 
+@needs_mkl
+@pytest.mark.parametrize("t_mkl, want", [(0.97, "openblas"), (0.91, "openblas"), (0.85, "mkl")])
+def test_mkl_is_chosen_only_by_a_clear_margin(monkeypatch, tmp_path, t_mkl, want):
+    # a near tie stays on OpenBLAS: MKL's first call in a process costs ~80 ms (its kernel library loads)
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_BLAS", raising=False)
+    gemm_choice.reset()
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: (1.0, t_mkl))
+    assert gemm_choice.choose(np.float32, 64, 256, 10, False, True) == want
+    gemm_choice.reset()
+
+
 def test_gradc_blas_is_checked_and_forces_the_library(monkeypatch):
     monkeypatch.setenv("GRADC_BLAS", "cublas")
     with pytest.raises(ValueError, match="GRADC_BLAS must be auto, openblas or mkl"):

@@ -2,7 +2,10 @@
 
 A shape class is (dtype, m, n, k, transpose flags) as a matmul kernel calls it. With one library installed,
 or `GRADC_BLAS=openblas|mkl`, there is nothing to choose. Otherwise both run the shape on scratch operands,
-single-threaded and interleaved, and the lower median wins. The
+single-threaded and interleaved, and MKL is taken only where its median is at least MKL_MARGIN faster: its
+first call in a process loads its CPU-specific kernel library (~80 ms measured on an AMD EPYC), which a near
+tie does not repay in a short process (a 3% win on W2's smallest GEMM had made every cached W2 process load
+MKL). The
 choice is kept in memory and in `gemm-choices.json` beside the kernel cache, keyed by the host CPU, its
 features and the two libraries' versions: a machine measures each shape once and then always picks the same
 library, so results stay bitwise reproducible on it. A corrupt or foreign file is ignored and rewritten.
@@ -21,6 +24,7 @@ import numpy as np
 PROVIDERS = ("openblas", "mkl")
 CHOICES_FILE = "gemm-choices.json"
 BUDGET_S = 0.03  # measuring time per library and shape, about
+MKL_MARGIN = 0.9  # MKL's median must be below this fraction of OpenBLAS's
 
 _lock = threading.Lock()
 _table: dict[str, str] | None = None
@@ -59,7 +63,7 @@ def choose(dtype: np.dtype, m: int, n: int, k: int, ta: bool, tb: bool) -> str:
         if key not in table:
             t_open, t_mkl = measure(dtype, m, n, k, ta, tb)
             _MEASURED[key] = (t_open, t_mkl)
-            table[key] = "mkl" if t_mkl < t_open else "openblas"
+            table[key] = "mkl" if t_mkl < MKL_MARGIN * t_open else "openblas"
             _save(table)
         return table[key]
 
@@ -102,9 +106,10 @@ def measured() -> dict[str, tuple[float, float]]:
 
 
 def identity() -> dict[str, str]:
-    """What a stored choice depends on: the CPU and both libraries' versions."""
+    """What a stored choice depends on: the CPU, both libraries' versions and the rule that chose."""
     from gradc.codegen import blas, jit, mkl
-    return {**jit.code_identity(), "mkl": mkl.version(), "openblas": os.path.basename(blas._find_library() or "")}
+    return {**jit.code_identity(), "mkl": mkl.version(), "openblas": os.path.basename(blas._find_library() or ""),
+            "rule": f"mkl below {MKL_MARGIN} x openblas"}
 
 
 def _path() -> str | None:
