@@ -140,25 +140,42 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
                       constant(ty, 1.0), at(pa, m * kk), i32(lda), at(pb, kk * n), i32(ldb),
                       constant(ty, 0.0), at(pc, m * n), i32(n)])
         return []
-    threads = gemm_threads(low, k)
-    if batch == 1 and threads > 1:
-        from gradc.codegen.threads import fork_join
+    blocks = gemm_blocks(k)
+    if blocks > 1:
         counter = b.alloca(I64, name="blocks")
         b.store(const_i64(0), counter)
-        part = emit_blas_blocks(low, k, threads * (2 if m * n * kk >= GEMM_TWO_BLOCKS_MIN_MNK else 1))
-        fork_join(low, b, part, [[pa, pb, pc, counter]] * threads)
+        part = emit_blas_blocks(low, k, blocks)
+        threads = min(low.prog.num_threads, blocks)
+        if threads > 1:
+            from gradc.codegen.threads import fork_join
+            fork_join(low, b, part, [[pa, pb, pc, counter]] * threads)
+        else:  # the same blocks one after another: the same bits as with more threads
+            b.call(part, [pa, pb, pc, counter])
     elif batch == 1:
         call(None)
     else:
         for_range(b, 0, batch, lambda bt, _c: call(bt), name="batch")
 
 
-def gemm_threads(low, k: Kernel) -> int:
-    """How many threads share this GEMM (1: one plain call)."""
+def grid_threads() -> int:
+    """The thread count a GEMM's blocks are cut for: the machine's CPU count, not the run's thread limit.
+
+    A BLAS computes a block of C with micro-kernels chosen by the block's width (OpenBLAS on an AMD EPYC:
+    1,789 of 81,920 elements of a 256x384x320 product differed in the last bit between one call and two
+    column halves), so blocks cut by GRADC_NUM_THREADS gave other bits at another thread limit. Cut by the
+    machine, the blocks are the same at every limit, and the threads only decide who claims them.
+    """
+    return max(1, os.cpu_count() or 1)
+
+
+def gemm_blocks(k: Kernel) -> int:
+    """How many blocks of C this GEMM is cut into (1: one plain call), from its shape and grid_threads()."""
     batch, m, n, kk = dims(k)
-    if m * n * kk < GEMM_THREAD_MIN_MNK:
+    if batch != 1 or m * n * kk < GEMM_THREAD_MIN_MNK:
         return 1
-    return max(1, min(low.prog.num_threads, max(m, n) // 16))
+    threads = max(1, min(grid_threads(), max(m, n) // 16))
+    blocks = threads * (2 if m * n * kk >= GEMM_TWO_BLOCKS_MIN_MNK else 1)
+    return blocks if threads > 1 else 1
 
 
 def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
@@ -226,9 +243,11 @@ def emit_blas_with_consumer(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, consume
     (base_a, _), (base_b, _) = k.operands
     _, m, n, kk = dims(k)
     row_bytes = n * int(np.dtype(k.matmul.dtype.numpy).itemsize)
-    threads = max(1, min(low.prog.num_threads, m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
+    # rows cut for grid_threads(), not the run's limit: the same blocks (and bits) at every thread limit
+    grid = max(1, min(grid_threads(), m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
+    threads = min(grid, low.prog.num_threads)
     rows = max(8, CONSUMER_BLOCK_BYTES // row_bytes // 8 * 8)
-    rows = min(rows, -(-m // threads // 8) * 8 or 8)  # at least one block per thread
+    rows = min(rows, -(-m // grid // 8) * 8 or 8)  # at least one block per thread
     blocks = -(-m // rows)
     rows = -(-(-(-m // blocks)) // 8) * 8  # even blocks
     main = consumer.emit_main()
