@@ -61,6 +61,7 @@ def test_every_gemm_path_matches_numpy(library, dtype, ta, tb):
 def test_choices_are_measured_once_stored_and_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
     gemm_choice.reset()
     first = gemm_choice.choose(np.float32, 64, 256, 784, False, False)
     assert first in gemm_choice.PROVIDERS
@@ -79,6 +80,7 @@ def test_choices_are_measured_once_stored_and_reused(monkeypatch, tmp_path):
 def test_a_corrupt_or_foreign_choices_file_is_measured_again_and_rewritten(monkeypatch, tmp_path, content):
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
     (tmp_path / gemm_choice.CHOICES_FILE).write_text(content)
     gemm_choice.reset()
     calls = []
@@ -96,9 +98,27 @@ def test_mkl_is_chosen_only_by_a_clear_margin(monkeypatch, tmp_path, t_mkl, want
     # a near tie stays on OpenBLAS: MKL's first call in a process costs ~80 ms (its kernel library loads)
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
     gemm_choice.reset()
     monkeypatch.setattr(gemm_choice, "measure", lambda *a: (1.0, t_mkl))
     assert gemm_choice.choose(np.float32, 64, 256, 10, False, True) == want
+    gemm_choice.reset()
+
+
+@needs_mkl
+@pytest.mark.parametrize("cpu, considered", [("znver3", False), ("znver5", False), ("sapphirerapids", True),
+                                             ("skylake-avx512", True), ("haswell", True)])
+def test_mkl_is_not_measured_on_amd_cpus(monkeypatch, tmp_path, cpu, considered):
+    from gradc.codegen import jit
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(jit, "host_cpu", lambda: (cpu, ""))
+    gemm_choice.reset()
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: (2.0, 1.0))  # MKL twice as fast, if asked
+    assert gemm_choice.considers_mkl() is considered
+    assert gemm_choice.choose(np.float32, 64, 256, 784, False, False) == ("mkl" if considered else "openblas")
+    monkeypatch.setenv("GRADC_BLAS", "mkl")
+    assert gemm_choice.choose(np.float32, 64, 256, 784, False, False) == "mkl"  # forcing works everywhere
     gemm_choice.reset()
 
 

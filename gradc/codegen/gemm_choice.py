@@ -1,14 +1,14 @@
 """Which BLAS runs each GEMM shape: OpenBLAS or MKL, chosen by measurement at first use.
 
 A shape class is (dtype, m, n, k, transpose flags) as a matmul kernel calls it. With one library installed,
-or `GRADC_BLAS=openblas|mkl`, there is nothing to choose. Otherwise both run the shape on scratch operands,
-single-threaded and interleaved, and MKL is taken only where its median is at least MKL_MARGIN faster: its
-first call in a process loads its CPU-specific kernel library (~80 ms measured on an AMD EPYC), which a near
-tie does not repay in a short process (a 3% win on W2's smallest GEMM had made every cached W2 process load
-MKL). The
-choice is kept in memory and in `gemm-choices.json` beside the kernel cache, keyed by the host CPU, its
-features and the two libraries' versions: a machine measures each shape once and then always picks the same
-library, so results stay bitwise reproducible on it. A corrupt or foreign file is ignored and rewritten.
+`GRADC_BLAS=openblas|mkl`, or an AMD CPU (considers_mkl), there is nothing to choose. Otherwise both run the
+shape on scratch operands, single-threaded and interleaved, and MKL is taken only where its median is at
+least MKL_MARGIN faster: its first call in a process loads its CPU-specific kernel library (~80 ms measured
+on an AMD EPYC), which a near tie does not repay in a short process (a 3% win on W2's smallest GEMM had made
+every cached W2 process load MKL). The choice is kept in memory and in `gemm-choices.json` beside the kernel
+cache, keyed by the host CPU, its features, the two libraries' versions and the rule: a machine measures each
+shape once and then always picks the same library, so results stay bitwise reproducible on it. A corrupt or
+foreign file is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def choose(dtype: np.dtype, m: int, n: int, k: int, ta: bool, tb: bool) -> str:
         raise RuntimeError("GRADC_BLAS=mkl but MKL is not installed: pip install gradc[mkl]")
     if want is not None:
         return want
-    if not mkl.available():
+    if not mkl.available() or (blas.available() and not considers_mkl()):
         return "openblas"
     if not blas.available():
         return "mkl"
@@ -66,6 +66,18 @@ def choose(dtype: np.dtype, m: int, n: int, k: int, ta: bool, tb: bool) -> str:
             table[key] = "mkl" if t_mkl < MKL_MARGIN * t_open else "openblas"
             _save(table)
         return table[key]
+
+
+# LLVM's names of AMD cores: there the automatic choice does not measure MKL
+AMD_CPU_PREFIXES = ("znver", "bdver", "btver", "amdfam")
+
+
+def considers_mkl() -> bool:
+    """Whether the automatic choice measures MKL on this host: not on AMD CPUs, where none of W2-W9's 85 GEMM
+    shapes ran 10% faster on MKL than on OpenBLAS (EPYC znver3, 2026-12-03: 0.90-2.46x OpenBLAS's time) and
+    measuring would only cost MKL's ~80 ms first call. `GRADC_BLAS=mkl` still forces it."""
+    from gradc.codegen import jit
+    return not jit.host_cpu()[0].startswith(AMD_CPU_PREFIXES)
 
 
 def measure(dtype: np.dtype, m: int, n: int, k: int, ta: bool, tb: bool) -> tuple[float, float]:
@@ -109,7 +121,7 @@ def identity() -> dict[str, str]:
     """What a stored choice depends on: the CPU, both libraries' versions and the rule that chose."""
     from gradc.codegen import blas, jit, mkl
     return {**jit.code_identity(), "mkl": mkl.version(), "openblas": os.path.basename(blas._find_library() or ""),
-            "rule": f"mkl below {MKL_MARGIN} x openblas"}
+            "rule": f"mkl below {MKL_MARGIN} x openblas, not on AMD"}
 
 
 def _path() -> str | None:
