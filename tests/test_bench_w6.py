@@ -110,7 +110,14 @@ def test_check_training_refuses_wrong_counts_names_and_nan():
 
 
 def test_engines_without_a_training_step_are_skipped_with_a_note():
-    assert {n for n, e in engines.ENGINES.items() if e.trains()} == {"gradc-native", "gradc-eager", "torch", "jax"}
+    assert {n for n, e in engines.ENGINES.items() if e.trains()} == {"gradc-native", "gradc-eager", "torch",
+                                                                    "torch-compile", "jax"}
+    assert set(W6.step_engines) == {"gradc-native", "gradc-eager", "torch", "torch-compile", "jax"}
+
+    class NoCompiledStep:  # a training workload whose step table has no torch.compile entry
+        id, kind, step_engines = "WX", "train", ("torch",)
+    assert engines.get("torch-compile").unsupported(NoCompiledStep()) == "WX has no torch-compile training step"
+    assert engines.get("torch").unsupported(NoCompiledStep()) is None
     result = runner.run_one(engines.get("numpy"), W6, TINY)
     assert result.status == "skipped" and "numpy has no training step" in result.note
     assert engines.get("numpy").unsupported(workloads.WORKLOADS["W2"]) is None

@@ -194,6 +194,11 @@ class GPTWorkload:
     kind = "train"
 
     @property
+    def step_engines(self) -> tuple[str, ...]:
+        """The engines with a W8 training step."""
+        return tuple(STEPS)
+
+    @property
     def gemms(self) -> tuple[Gemm, ...]:
         return _gemms()
 
@@ -347,7 +352,9 @@ def jax_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig 
 
 
 STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
-                                              "torch": torch_step, "jax": jax_step}
+                                              "torch": torch_step,
+                                              "torch-compile": lambda *a: torch_step(*a, compiled=True),
+                                              "jax": jax_step}
 
 
 # ----------------------------------------------------------------------------- the attention row
