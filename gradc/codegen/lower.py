@@ -209,25 +209,52 @@ class ModuleLowerer:
     def emit(self) -> None:
         fn = self.prog.fn
         nargs = len(fn.params) + len(fn.results) + 1
-        inner = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), f"{self.name}_inner")
+        inner = self.inner_signature(f"{self.name}_inner", nargs)
+        b = ir.IRBuilder(inner.append_basic_block("entry"))
+        # with donated results, a bad gather index returns before any parameter is written in place
+        stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
+        segments = kernel_segments(self.prog.kernels, stop_after)
+        for n, segment in enumerate(segments):
+            if segment[0].index == stop_after + 1 and stop_after >= 0:
+                self.args = inner.args
+                slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
+                with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
+                    b.ret_void()
+            if len(segments) == 1:
+                self.args = inner.args
+                self.emit_kernels(segment, b)
+                continue
+            part = self.inner_signature(f"{self.name}_inner_part{n}", nargs, internal=True)
+            self.args = part.args
+            pb = ir.IRBuilder(part.append_basic_block("entry"))
+            self.emit_kernels(segment, pb)
+            pb.ret_void()
+            b.call(part, list(inner.args))
+        self.args = inner.args
+        b.ret_void()
+
+    def inner_signature(self, fname: str, nargs: int, internal: bool = False) -> ir.Function:
+        """`void fname(ptr params..., ptr results..., ptr arena)` with the buffers' alias and alignment facts."""
+        fn = self.prog.fn
+        func = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), fname)
+        if internal:  # a segment stays a function of its own: O3 would inline a single-call function
+            func.linkage = "internal"
+            func.attributes.add("noinline")
+            func.attributes.add("nounwind")
         written_params = set(self.plan.donated.values())
-        for i, arg in enumerate(inner.args):
+        for i, arg in enumerate(func.args):
             if i < len(fn.params):
                 set_buffer_attrs(arg, i not in written_params, itemsize(fn.params[i]))
             elif i < nargs - 1:
                 set_buffer_attrs(arg, False, itemsize(fn.results[i - len(fn.params)]))
             else:
                 set_buffer_attrs(arg, False, 64)
-        self.args = inner.args
-        b = ir.IRBuilder(inner.append_basic_block("entry"))
-        # with donated results, a bad gather index returns before any parameter is written in place
-        stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
+        return func
+
+    def emit_kernels(self, kernels: list[Kernel], b: ir.IRBuilder) -> None:
+        """Each kernel's call (or loop, or copies) at the builder, in order."""
         consumers = {c.consumer_of: c for c in self.prog.kernels if c.consumer_of is not None}
-        for k in self.prog.kernels:
-            if k.index == stop_after + 1 and stop_after >= 0:
-                slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
-                with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
-                    b.ret_void()
+        for k in kernels:
             if k.kind == "loop":
                 if k.consumer_of is None:  # (a consumer is emitted with its matmul)
                     LoopKernelLowerer(self, k).emit_call(b)
@@ -243,7 +270,6 @@ class ModuleLowerer:
                 emit_matmul_call(self, k, b, consumer and LoopKernelLowerer(self, consumer))
             else:
                 self.emit_copies(k, b)
-        b.ret_void()
 
     def pointer(self, b: ir.IRBuilder, v: Value) -> ir.Value:
         """The buffer holding materialized value v, as a ptr in the inner function."""
@@ -674,6 +700,22 @@ class LoopKernelLowerer:
         if k.epilogue:
             epi, bufs = self.emit_epilogue()
             b.call(epi, [low.arena_offset(b, low.plan.error_slot) if v is ERR else low.pointer(b, v) for v in bufs])
+
+
+# kernels per segment function of the inner function: LLVM's O3 and code generation grew superlinearly with
+# one straight-line function of thousands of kernel calls (an unrolled 400-step RNN: 2,811 calls)
+SEGMENT_KERNELS = 128
+
+
+def kernel_segments(kernels: list[Kernel], stop_after: int) -> list[list[Kernel]]:
+    """The kernels in runs of at most SEGMENT_KERNELS, a run starting after the last gather kernel (the inner
+    function checks the index error slot there, between segments); one run for a small program."""
+    out: list[list[Kernel]] = []
+    for k in kernels:
+        if not out or len(out[-1]) >= SEGMENT_KERNELS or (stop_after >= 0 and k.index == stop_after + 1):
+            out.append([])
+        out[-1].append(k)
+    return out or [[]]
 
 
 def emit_nest(b: ir.IRBuilder, shape, body) -> None:
