@@ -190,3 +190,24 @@ def test_perf_map_names_the_compiled_kernels(tmp_path):
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
     assert rows and all(len(r) == 3 and r[2].startswith("gradc:") and int(r[0], 16) and int(r[1], 16) for r in rows)
     assert any(r[2].endswith("_entry") for r in rows) and any("_k" in r[2] for r in rows)
+
+
+@pytest.mark.parametrize("ta,tb", [(True, False), (False, True), (False, False), (True, True)])
+def test_a_depth_split_gemm_is_exact_and_the_same_on_one_and_two_threads(ta, tb, monkeypatch):
+    """A small-C, long-depth GEMM (a weight gradient) runs as fuse.GEMM_K_PARTS products over depth slices,
+    the last one shorter here, summed in a fixed order: the same bits on 1 and 2 threads, float32-exact."""
+    from gradc.ir.passes import fuse
+    monkeypatch.setattr(fuse, "GEMM_K_SPLIT_MIN_MNK", 1)
+    m, n, kk = 24, 17, 4 * 501 + 3
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((kk, m) if ta else (m, kk)).astype(np.float32)
+    b = rng.standard_normal((n, kk) if tb else (kk, n)).astype(np.float32)
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("GRADC_NUM_THREADS", threads)
+        f = gradc.compile(lambda x, y: (x.T if ta else x) @ (y.T if tb else y))
+        results.append(np.asarray(f(a, b)).copy())
+        assert "_gemm_depth" in f.specialize([a, b]).as_text("llvm")
+    assert np.array_equal(results[0], results[1])
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    np.testing.assert_allclose(results[0], want, rtol=1e-4, atol=1e-4)

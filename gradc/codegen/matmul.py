@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from gradc.codegen.emitter import I1, constant, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range
-from gradc.ir.passes.fuse import Kernel
+from gradc.ir.passes.fuse import Kernel, gemm_k_parts
 
 # m*n*k at and above which BLAS is called (inline loops below); see benchmarks/bench_matmul_threshold.py
 BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 16 * 16 * 16))
@@ -141,7 +141,9 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
                       constant(ty, 0.0), at(pc, m * n), i32(n)])
         return []
     blocks = gemm_blocks(k)
-    if blocks > 1:
+    if batch == 1 and gemm_k_parts(k) > 1:  # (parts fixed by the shape: the same bits at any thread count)
+        emit_blas_k_parts(low, k, b, pa, pb, pc, low.prog.num_threads)
+    elif blocks > 1:
         counter = b.alloca(I64, name="blocks")
         b.store(const_i64(0), counter)
         part = emit_blas_blocks(low, k, blocks)
@@ -192,6 +194,76 @@ def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
     views = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
     claim_blocks(func, bld, func.args[3], chunk, size,
                  lambda lo, hi: gemm_block(low, k, bld, *views, lo, hi, by_cols))
+    return low.dedupe(func)
+
+
+def emit_blas_k_parts(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, threads: int) -> None:
+    """C = sum over fuse.GEMM_K_PARTS slices of the depth of op(A)[:, part] @ op(B)[part, :]: part 0 into C,
+    part p > 0 into arena scratch p - 1 (parts claimed by the threads from a counter), then
+    C = ((C + P1) + P2) + ... in that order: the same bits whichever thread ran which part."""
+    from gradc.codegen import blas
+    (base_a, ta), (base_b, tb) = k.operands
+    _, m, n, kk = dims(k)
+    parts = gemm_k_parts(k)
+    width = -(-kk // parts)
+    ty = mem_type(k.matmul.dtype)
+    gemm = blas.declare_gemm(low.module, k.matmul.dtype.numpy, provider(low, k))
+    lda, ldb = (m if ta else kk), (kk if tb else n)
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm_depth", [("a", base_a), ("b", base_b),
+                                       ("c", k.matmul)], {("c", k.matmul)}, ret=None, extra=[PTR, PTR])
+    va, vb, vc = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
+    scratch = func.args[3]
+
+    def at(p, off):
+        return bld.gep(p, [off], inbounds=True, source_etype=ty)
+
+    def part(lo, hi):  # one part per claimed block: lo = part index
+        start = bld.mul(lo, const_i64(width), flags=("nsw",))
+        depth = bld.sub(bld.select(bld.icmp_signed(">", const_i64(kk), bld.add(start, const_i64(width))),
+                                   bld.add(start, const_i64(width)), const_i64(kk)), start)
+        a = at(va, bld.mul(start, const_i64(m)) if ta else start)  # op(A)[:, part]: rows of A^T or columns of A
+        bb = at(vb, start if tb else bld.mul(start, const_i64(n)))
+        slot = at(scratch, bld.mul(bld.sub(lo, const_i64(1)), const_i64(m * n)))
+        c = bld.select(bld.icmp_signed("==", lo, const_i64(0)), vc, slot)
+        i32 = lambda v: ir.Constant(I32, v)  # noqa: E731
+        bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
+                        i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), i32(m), i32(n), bld.trunc(depth, I32),
+                        constant(ty, 1.0), a, i32(lda), bb, i32(ldb), constant(ty, 0.0), c, i32(n)])
+    claim_blocks(func, bld, func.args[4], 1, parts, part)
+    run = low.dedupe(func)
+    counter = b.alloca(I64, name="parts")
+    b.store(const_i64(0), counter)
+    scratch_ptr = low.arena_offset(b, low.plan.partials[(k.index, k.matmul)])
+    args = [pa, pb, pc, scratch_ptr, counter]
+    if threads > 1:
+        from gradc.codegen.threads import fork_join
+        fork_join(low, b, run, [args] * min(threads, parts))
+    else:
+        b.call(run, args)
+    b.call(emit_sum_parts(low, k, parts), [pc, scratch_ptr])
+
+
+def emit_sum_parts(low, k: Kernel, parts: int) -> ir.Function:
+    """`void sum(ptr c, ptr scratch)`: C = ((C + P1) + P2) + ... elementwise (the parts of emit_blas_k_parts)."""
+    _, m, n, _ = dims(k)
+    ty = mem_type(k.matmul.dtype)
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_sum_parts", [("c", k.matmul)], {("c", k.matmul)},
+                                       ret=None, extra=[PTR])
+    c, scratch = ptrs[("c", k.matmul)], func.args[1]
+    scratch.attributes.add("noalias")
+    scratch.attributes.align = 4
+
+    def body(i, _carried):
+        pi = bld.gep(c, [i], inbounds=True, source_etype=ty)
+        acc = bld.load(pi, typ=ty)
+        for p in range(1, parts):
+            q = bld.gep(scratch, [bld.add(i, const_i64((p - 1) * m * n), flags=("nsw",))], inbounds=True,
+                        source_etype=ty)
+            acc = bld.fadd(acc, bld.load(q, typ=ty))
+        bld.store(acc, pi)
+        return []
+    for_range(bld, 0, m * n, body, name="e")
+    bld.ret_void()
     return low.dedupe(func)
 
 

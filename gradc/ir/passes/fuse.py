@@ -48,6 +48,32 @@ THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
 
 
+# A GEMM with a small C and a long depth (a weight gradient: conv2's dW = dy^T cols is 64 x 288 over 36864
+# positions) runs as GEMM_K_PARTS products over slices of the depth into C and arena scratch, summed in a
+# fixed order afterwards, whatever the thread count (so 1 and N threads give the same bits). Column
+# blocks, the other split, re-pack the whole op(A) per block: W7's conv2 weight gradient took 34-36 ms of
+# CPU in 4 column blocks (2 threads), 24.4-24.7 ms in 4 depth parts, 24.7-24.9 ms whole (thread CPU time,
+# medians of 12 interleaved calls).
+GEMM_K_PARTS = 4
+GEMM_K_SPLIT_MIN_MNK = int(os.environ.get("GRADC_GEMM_KSPLIT_MIN_MNK", 2 ** 21))
+GEMM_K_SPLIT_MAX_SCRATCH = 1 << 20  # bytes of partial products
+
+
+def gemm_k_parts(k: "Kernel") -> int:
+    """How many depth parts the matmul kernel k runs as (1: one product); see GEMM_K_PARTS."""
+    if k.kind != "matmul" or not k.matmul.dtype.is_float:
+        return 1
+    a, b = k.matmul.op.inputs
+    if len(a.shape) != 2:
+        return 1
+    m, kk, n = a.shape[0], a.shape[1], b.shape[-1]
+    scratch = (GEMM_K_PARTS - 1) * m * n * np.dtype(k.matmul.dtype.numpy).itemsize
+    if (m * n * kk < GEMM_K_SPLIT_MIN_MNK or kk < GEMM_K_PARTS * max(m, n) or scratch > GEMM_K_SPLIT_MAX_SCRATCH
+            or max(m, n, kk) >= 2 ** 31 or -(-kk // GEMM_K_PARTS) * (GEMM_K_PARTS - 1) >= kk):  # (no empty part)
+        return 1
+    return GEMM_K_PARTS
+
+
 @dataclass(eq=False)
 class Kernel:
     kind: str  # "loop" | "matmul" | "copy"
