@@ -77,3 +77,20 @@ def test_a_bad_label_stops_a_segmented_step_before_any_parameter_is_written(monk
         np.testing.assert_array_equal(p.detach().numpy(), before)
     step(x, y)  # and the step still runs afterwards
     assert any(not np.array_equal(p.detach().numpy(), b) for p, b in zip(model.parameters(), saved))
+
+
+def test_a_loop_kernel_takes_at_most_max_loop_roots_and_results_stay_right():
+    # 150 same-shape results: before, all in one loop kernel (150 stores in one loop body, which LLVM's
+    # LoopIdiomRecognize handles in quadratic time)
+    from gradc.ir.passes.fuse import MAX_LOOP_ROOTS, fuse
+
+    def many(xs):
+        return tuple(gradc.tanh(xs[t]) * (t + 1) for t in range(150))
+    xs = np.random.default_rng(2).standard_normal((150, 4, 9)).astype(np.float32)
+    prog = fuse(gradc.make_ir(many)(xs))
+    loops = [k for k in prog.kernels if k.kind == "loop"]
+    assert max(len(k.stores) + len(k.reductions) for k in loops) <= MAX_LOOP_ROOTS
+    assert sum(len(k.stores) for k in loops) >= 150 and len(loops) >= -(-150 // MAX_LOOP_ROOTS)
+    got = gradc.compile(many)(xs)
+    for t in (0, 63, 64, 149):
+        np.testing.assert_allclose(got[t], np.tanh(xs[t]) * (t + 1), rtol=1e-6, atol=1e-6)

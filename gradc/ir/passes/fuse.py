@@ -31,6 +31,7 @@ after the one that stored it loads it. Reductions and matmuls are always loaded.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 
@@ -43,6 +44,9 @@ MAIN, EPILOGUE = 0, 1
 # to split: each row block re-packs all of op(B), so op(B) must be small (W6's dW1 = g^T x: x is 200 KB)
 CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
+# roots (stores + reductions) of one loop kernel: LLVM's LoopIdiomRecognize is quadratic in a loop's stores
+# (an unrolled 400-step RNN's 400 slices of its input in one kernel: 2 s of its 6 s O3 run)
+MAX_LOOP_ROOTS = 64
 MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
@@ -203,6 +207,21 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
     kernels: list[Kernel] = []
     producer: dict[Value, tuple[int, int]] = {}
     hard_memo: dict[Value, int] = {}
+    # loop kernels with room for another root, by domain, in index order (indices kept for bisect): a scan of
+    # every later kernel per value was quadratic in the graph's size
+    open_loops: dict[tuple, tuple[list[int], list[Kernel]]] = {}
+
+    def open_loop(domain: tuple, after: int) -> Kernel | None:
+        """The first loop kernel over `domain` after kernel `after` with room for a root."""
+        indices, ks = open_loops.get(domain, ((), ()))
+        i = bisect.bisect_right(indices, after)
+        return ks[i] if i < len(ks) else None
+
+    def add_root(k: Kernel) -> None:
+        if len(k.stores) + len(k.reductions) >= MAX_LOOP_ROOTS:
+            indices, ks = open_loops[k.domain]
+            i = bisect.bisect_left(indices, k.index)
+            del indices[i], ks[i]
 
     def hard_dep(v: Value) -> int:
         """Latest kernel whose reduction/matmul result v's computation needs (-1: none); an explicit
@@ -277,10 +296,11 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         is_reduce = op.opdef.kind == "reduce"
         domain = op.inputs[0].shape if is_reduce else v.shape
         dep = max((hard_dep(x) for x in op.inputs), default=-1)
-        target = next((k for k in kernels[dep + 1:] if k.kind == "loop" and k.domain == domain), None)
+        target = open_loop(domain, dep)
         if target is not None:
             (target.reductions if is_reduce else target.stores).append(v)
             producer[v] = (target.index, MAIN)
+            add_root(target)
             continue
         if dep >= 0 and epilogue_ok(v, kernels[dep]):
             k = kernels[dep]
@@ -292,6 +312,10 @@ def fuse(fn: Function, num_threads: int | None = None) -> FusedProgram:
         (k.reductions if is_reduce else k.stores).append(v)
         kernels.append(k)
         producer[v] = (k.index, MAIN)
+        indices, ks = open_loops.setdefault(domain, ([], []))
+        indices.append(k.index)
+        ks.append(k)
+        add_root(k)
 
     if copies:
         kernels.append(Kernel("copy", len(kernels), copies=copies))
