@@ -223,9 +223,14 @@ class GPTWorkload:
     def ctypes_pointers(self) -> int:
         return 2 + 1 + 4 * len(_names(CONFIG)) + 1 + 4 * len(_names(CONFIG))
 
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The engines with a W8 step (torch-compile too: BENCHMARKS.md's W8 target names it)."""
+        return tuple(STEPS)
+
     def build(self, engine: Any, idx: np.ndarray, targets: np.ndarray, state: State) -> TrainStep:
-        """The engine's step (`gradc bench` calls this for every training workload; GPTState names STEPS)."""
-        return engine.train_step(idx, targets, state)
+        """The engine's step (`gradc bench` calls this for every training workload)."""
+        return STEPS[engine.name](idx, targets, state)
 
 
 W8 = GPTWorkload()
@@ -347,7 +352,9 @@ def jax_step(idx: np.ndarray, targets: np.ndarray, state: State, cfg: GPTConfig 
 
 
 STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
-                                              "torch": torch_step, "jax": jax_step}
+                                              "torch": torch_step,
+                                              "torch-compile": lambda i, t, s: torch_step(i, t, s, compiled=True),
+                                              "jax": jax_step}
 
 
 # ----------------------------------------------------------------------------- the attention row
