@@ -318,6 +318,9 @@ class Evaluator:
         self.em = ScalarEmitter(low, b)
         self.memo: dict = {}
         self.checks: dict[Value, ir.Value] = {}  # gather value -> unsigned max of its indices here
+        # (loop variable, lo, hi): the innermost loop runs over [lo, hi) only, a segment between pad edges
+        # (LoopKernelLowerer.segments): a pad indexed by it there is statically inside or outside its input
+        self.inner: tuple | None = None
 
     @staticmethod
     def key(idx) -> tuple:
@@ -433,7 +436,15 @@ class Evaluator:
             return zero
         valid = ir.Constant(ir.IntType(1), 1)
         src = []
-        for i, d, lo, step in zip(idx, x.shape, attrs["lo"], attrs["interior"]):
+        last = None
+        if self.inner is not None and idx and idx[-1] is self.inner[0] and attrs["interior"][-1] == 0:
+            seg_lo, seg_hi = self.inner[1:]
+            lo, d = attrs["lo"][-1], x.shape[-1]
+            if seg_hi <= lo or seg_lo >= lo + d:  # the whole segment is padding
+                return zero
+            if lo <= seg_lo and seg_hi <= lo + d:  # the whole segment is inside: a unit-stride load
+                last = idx[-1] if lo == 0 else b.sub(idx[-1], const_i64(lo), flags=("nsw",))
+        for i, d, lo, step in zip(idx[:-1] if last is not None else idx, x.shape, attrs["lo"], attrs["interior"]):
             t = b.sub(i, const_i64(lo), flags=("nsw",))
             step += 1
             q = t if step == 1 else b.sdiv(t, const_i64(step))
@@ -443,6 +454,8 @@ class Evaluator:
             valid = b.and_(valid, ok)
             q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
             src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
+        if last is not None:
+            src.append(last)
         return b.select(valid, (yield (x, src)), zero)
 
     def unwindow(self, v: Value, idx: list):
@@ -593,17 +606,32 @@ class LoopKernelLowerer:
             regs = [r for r in k.reductions if self.reg_acc(r)]
             init = [self.identity(r) for r in regs] + [const_i64(0)] * len(sites)
 
-            def body(i, carried):
+            def body(i, carried, segment=None):
                 ev = Evaluator(self.low, b, k, MAIN, ev_ptrs)
+                if segment is not None:
+                    ev.inner = (i, *segment)
                 out = store_roots(ev, idx + [i], carried[:len(regs)])
                 for v, prev in zip(sites, carried[len(regs):]):  # umax of gather indices (no branch)
                     j = ev.checks.get(v)
                     out.append(prev if j is None else b.call(
                         self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j]))
                 return out
-            keep = k.domain[axis] in KEEP_INNER_LOOP
-            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
-                              loop_md=self.low.inner_loop_md() if keep else None)
+            cuts = self.segments()
+            if not cuts:
+                keep = k.domain[axis] in KEEP_INNER_LOOP
+                final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
+                                  loop_md=self.low.inner_loop_md() if keep else None)
+            else:  # one loop per segment between pad edges, in order (reductions carry on)
+                final = init
+                for s0, s1 in zip(cuts[:-1], cuts[1:]):
+                    keep = s1 - s0 in KEEP_INNER_LOOP
+                    start, stop = const_i64(s0), const_i64(s1)
+                    if axis == 0:  # this call's rows [begin, end) of a 1-d kernel, within the segment
+                        start = b.select(b.icmp_signed(">", lo, start), lo, start)
+                        stop = b.select(b.icmp_signed("<", hi, stop), hi, stop)
+                    final = for_range(b, start, stop,
+                                      lambda i, c, seg=(s0, s1): body(i, c, seg), carried=final, name=f"i{axis}",
+                                      loop_md=self.low.inner_loop_md() if keep else None)
             em = ScalarEmitter(self.low, b)
             for r, reg in zip(regs, final):
                 self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)
@@ -613,6 +641,22 @@ class LoopKernelLowerer:
         nest(0, [])
         b.ret_void()
         return self.low.dedupe(func)
+
+    def segments(self) -> list[int]:
+        """Edges along the innermost axis of the pads of the kernel's shape in its main nest (a concat is a
+        sum of such pads, a slice's VJP one): [0, e1, ..., D], or [] when there are none. Each segment's
+        loop then loads every pad's input unit-stride or not at all, instead of at a clamped index per
+        element, which the vectorizer turned into scalar loads (W8's dq|dk|dv concat: 24 per 8 floats)."""
+        k = self.k
+        if len(k.domain) < 1 or k.domain[-1] < 2:
+            return []
+        size = k.domain[-1]
+        edges = set()
+        for op in k.phase_ops.get(MAIN, []):
+            if op.name == "pad" and op.result.shape == tuple(k.domain) and op.attrs["interior"][-1] == 0:
+                lo, d = op.attrs["lo"][-1], op.inputs[0].shape[-1]
+                edges.update(e for e in (lo, lo + d) if 0 < e < size)
+        return [0, *sorted(edges), size] if edges and len(edges) <= 8 else []
 
     def accumulate(self, b, em, acc, r: Value, kept: list, x) -> None:
         mt = mem_type(r.dtype)
