@@ -1,8 +1,8 @@
 """W8 "gpt-step" x {gradc-native, torch, jax} and its attention row, from the ONE definition in gradc.bench.gpt_step.
 
 Each training benchmark checks its first W8.steps losses and the parameters after them against the numpy
-float64 AdamW reference (W8.check_rtol), then times one step per round; each attention benchmark checks
-value and gradients against the numpy reference (rtol 1e-3) before timing.
+float64 AdamW reference (W8.check: the losses and each parameter's movement), then times one step per round;
+each attention benchmark checks value and gradients against the numpy reference (rtol 1e-3) before timing.
 Run with `python -m pytest benchmarks/test_gpt_step.py --benchmark-only`.
 """
 
@@ -36,7 +36,7 @@ def test_gpt_step(benchmark, engine_name):
     losses = [float(step())]
     first_call_ms = (time.perf_counter() - t0) * 1e3
     losses += [float(step()) for _ in range(w.steps - 1)]
-    ok, err, where = runner.check_training(losses, step.parameters(), _reference[0], w.check_rtol)
+    ok, err, where = w.check(losses, step.parameters(), _reference[0])
     assert ok, f"{engine_name} disagrees with the numpy AdamW reference: {where}, max rel err {err:.2e}"
     benchmark.group = f"{w.id} {w.name}"
     benchmark.extra_info.update(first_call_ms=round(first_call_ms, 3), threads=THREADS, max_rel_err=err)

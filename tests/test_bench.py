@@ -114,8 +114,8 @@ def test_report_derives_speedups_and_percent_of_limit():
     assert "5.50x" in text and "MISMATCH: grad 0 differs" in text and "SKIPPED: autograd is not installed" in text
     assert "25% of the limit (empty ctypes call" in text and "FAILED" in text
     assert report.any_failed(doc)
-    assert "W1 speedup over jax jit: 5.50 (goal >= 8) NOT met" in text
-    assert "W1 time / empty ctypes call: 4.00 (goal <= 3) NOT met" in text
+    assert "W1 speedup over jax: 5.50 (goal >= 10) NOT met" in text
+    assert "W1 time / empty ctypes call: 4.00 (goal <= 2) NOT met" in text
 
 
 def test_bench_quick_json_has_every_column(tmp_path):

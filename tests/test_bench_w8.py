@@ -28,11 +28,18 @@ def test_reference_gradients_match_torch_float64():
 def test_gradc_step_matches_reference_and_w8_is_registered():
     assert workloads.by_id("W8") is gpt_step.W8
     idx, targets, state = gpt_step.initial(SMALL, batch=3)
+    start = {k: v.copy() for k, v in state.items()}
     reference = gpt_step.reference(idx, targets, state, steps=2, cfg=SMALL)
     step = gpt_step.gradc_step(idx, targets, state, SMALL)
     losses = [float(step()) for _ in range(2)]
-    ok, err, where = runner.check_training(losses, step.parameters(), reference, gpt_step.W8.check_rtol)
+    ok, err, where = runner.check_movement(losses, step.parameters(), reference, start)
     assert ok, (where, err)
+    # the check fails a wrong update: one tensor moved by 5% too much
+    moved = dict(step.parameters())
+    name = "transformer.h.0.mlp.c_fc.weight"
+    moved[name] = start[name] + 1.05 * (moved[name] - start[name])
+    ok, err, where = runner.check_movement(losses, moved, reference, start)
+    assert not ok and name in where, (where, err)
 
 
 def test_attention_row_gradc_matches_reference():

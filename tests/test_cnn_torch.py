@@ -120,28 +120,35 @@ def test_max_pool_return_indices_and_nan():
     np.testing.assert_array_equal(i.numpy(), ti.numpy())
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("native", [False, True], ids=["eager", "native"])
-def test_max_pool_ties_and_nan_without_indices(native):
-    """The channels-last path (no return_indices): ties send the gradient to the first maximum, a NaN window
-    gives NaN and its (last) NaN gets the gradient, as PyTorch; eager and compiled natively."""
+def test_max_pool_ties_and_nan_without_indices(native, channels_last):
+    """The paths without return_indices (a select chain over up to 9 taps, the first-max mask of windows
+    above; each NCHW or channels last, chosen by the source's layout: an NHWC value permuted to NCHW):
+    ties send the gradient to the first maximum, a NaN window gives NaN and its (last) NaN gets the
+    gradient, as PyTorch; eager and compiled natively."""
     x = np.round(np.random.default_rng(1).standard_normal((2, 3, 9, 8)) * 2)
     x[0, 0, 1, 1] = x[0, 0, 0, 1] = x[1, 2, 5, 5] = np.nan
     x[1, 1, 2:4, 2:4] = np.inf
+    x[0, 1, 4:6, 4:6] = -0.0
     for kwargs in (dict(kernel_size=2), dict(kernel_size=(3, 2), stride=(2, 3), padding=1, dilation=(2, 1),
-                                             ceil_mode=True)):
+                                             ceil_mode=True), dict(kernel_size=(4, 3), stride=2, padding=1)):
         tx = torch.tensor(x, requires_grad=True)
         tv = torch.nn.functional.max_pool2d(tx, **kwargs)
         weights = np.random.default_rng(2).standard_normal(tuple(tv.shape))
         (tv * torch.tensor(weights)).sum().backward()
 
         def loss(a):
+            if channels_last:  # NHWC data seen through a permute, as a channels-last conv result
+                a = gradc.permute(gradc.permute(a, (0, 2, 3, 1)) * 1.0, (0, 3, 1, 2))
             return (gradc.nn.functional.max_pool2d(a, **kwargs) * gradc.tensor(weights)).sum()
         if native:
             _, gx = gradc.value_and_grad(loss)(x)
             gv = gradc.compile(lambda a: gradc.nn.functional.max_pool2d(a, **kwargs))(x)
         else:
             a = gradc.tensor(x, requires_grad=True)
-            gv = gradc.nn.functional.max_pool2d(a, **kwargs)
+            src = gradc.permute(gradc.permute(a, (0, 2, 3, 1)) * 1.0, (0, 3, 1, 2)) if channels_last else a
+            gv = gradc.nn.functional.max_pool2d(src, **kwargs)
             (gv * gradc.tensor(weights)).sum().backward()
             gv, gx = gv.detach().numpy(), a.grad.numpy()
         np.testing.assert_array_equal(np.asarray(gv), tv.detach().numpy())

@@ -61,6 +61,7 @@ def test_every_gemm_path_matches_numpy(library, dtype, ta, tb):
 def test_choices_are_measured_once_stored_and_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
     gemm_choice.reset()
     first = gemm_choice.choose(np.float32, 64, 256, 784, False, False)
     assert first in gemm_choice.PROVIDERS
@@ -79,6 +80,7 @@ def test_choices_are_measured_once_stored_and_reused(monkeypatch, tmp_path):
 def test_a_corrupt_or_foreign_choices_file_is_measured_again_and_rewritten(monkeypatch, tmp_path, content):
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
     (tmp_path / gemm_choice.CHOICES_FILE).write_text(content)
     gemm_choice.reset()
     calls = []
@@ -87,6 +89,36 @@ def test_a_corrupt_or_foreign_choices_file_is_measured_again_and_rewritten(monke
     assert len(calls) == 1
     saved = json.loads((tmp_path / gemm_choice.CHOICES_FILE).read_text())
     assert saved["choices"] == {"d:33x17x257:tn": "mkl"}
+    gemm_choice.reset()
+
+
+@needs_mkl
+@pytest.mark.parametrize("t_mkl, want", [(0.97, "openblas"), (0.91, "openblas"), (0.85, "mkl")])
+def test_mkl_is_chosen_only_by_a_clear_margin(monkeypatch, tmp_path, t_mkl, want):
+    # a near tie stays on OpenBLAS: MKL's first call in a process costs ~80 ms (its kernel library loads)
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(gemm_choice, "considers_mkl", lambda: True)
+    gemm_choice.reset()
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: (1.0, t_mkl))
+    assert gemm_choice.choose(np.float32, 64, 256, 10, False, True) == want
+    gemm_choice.reset()
+
+
+@needs_mkl
+@pytest.mark.parametrize("cpu, considered", [("znver3", False), ("znver5", False), ("sapphirerapids", True),
+                                             ("skylake-avx512", True), ("haswell", True)])
+def test_mkl_is_not_measured_on_amd_cpus(monkeypatch, tmp_path, cpu, considered):
+    from gradc.codegen import jit
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_BLAS", raising=False)
+    monkeypatch.setattr(jit, "host_cpu", lambda: (cpu, ""))
+    gemm_choice.reset()
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: (2.0, 1.0))  # MKL twice as fast, if asked
+    assert gemm_choice.considers_mkl() is considered
+    assert gemm_choice.choose(np.float32, 64, 256, 784, False, False) == ("mkl" if considered else "openblas")
+    monkeypatch.setenv("GRADC_BLAS", "mkl")
+    assert gemm_choice.choose(np.float32, 64, 256, 784, False, False) == "mkl"  # forcing works everywhere
     gemm_choice.reset()
 
 
@@ -158,3 +190,24 @@ def test_perf_map_names_the_compiled_kernels(tmp_path):
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
     assert rows and all(len(r) == 3 and r[2].startswith("gradc:") and int(r[0], 16) and int(r[1], 16) for r in rows)
     assert any(r[2].endswith("_entry") for r in rows) and any("_k" in r[2] for r in rows)
+
+
+@pytest.mark.parametrize("ta,tb", [(True, False), (False, True), (False, False), (True, True)])
+def test_a_depth_split_gemm_is_exact_and_the_same_on_one_and_two_threads(ta, tb, monkeypatch):
+    """A small-C, long-depth GEMM (a weight gradient) runs as fuse.GEMM_K_PARTS products over depth slices,
+    the last one shorter here, summed in a fixed order: the same bits on 1 and 2 threads, float32-exact."""
+    from gradc.ir.passes import fuse
+    monkeypatch.setattr(fuse, "GEMM_K_SPLIT_MIN_MNK", 1)
+    m, n, kk = 24, 17, 4 * 501 + 3
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((kk, m) if ta else (m, kk)).astype(np.float32)
+    b = rng.standard_normal((n, kk) if tb else (kk, n)).astype(np.float32)
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("GRADC_NUM_THREADS", threads)
+        f = gradc.compile(lambda x, y: (x.T if ta else x) @ (y.T if tb else y))
+        results.append(np.asarray(f(a, b)).copy())
+        assert "_gemm_depth" in f.specialize([a, b]).as_text("llvm")
+    assert np.array_equal(results[0], results[1])
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    np.testing.assert_allclose(results[0], want, rtol=1e-4, atol=1e-4)

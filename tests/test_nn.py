@@ -177,6 +177,29 @@ def test_gelu_matches_pytorch_and_float64_erf():
         nn.GELU("erf")
 
 
+def test_gelu_gradient_rule_compiled_eager_and_second_order():
+    """gelu's custom VJP (Phi = gelu(x) / x, a series near 0): the compiled and eager gradients agree with
+    float64 Phi + x phi in float32 (including |x| < 1e-4 and 0), and its derivative (second order, through
+    the rule again) with float64 central differences of the first derivative."""
+    x = np.concatenate([np.linspace(-9, 9, 181), [-1e-5, 0.0, 3e-5, -1e-4, 1e-4]]).astype(np.float32)
+    wide = x.astype(np.float64)
+    cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in wide])
+    pdf = np.exp(-wide * wide / 2) / math.sqrt(2 * math.pi)
+    g = gradc.grad(lambda t: nn.GELU()(t).sum())
+    np.testing.assert_allclose(g(x), cdf + wide * pdf, rtol=1e-6, atol=1e-7)
+    gx = gradc.tensor(x, requires_grad=True)
+    nn.GELU()(gx).sum().backward()
+    np.testing.assert_allclose(gx.grad.numpy(), cdf + wide * pdf, rtol=1e-6, atol=1e-7)
+    x64 = np.array([-3.0, -0.7, -1e-5, 0.0, 2e-5, 0.4, 2.5])
+    dd = np.diag(gradc.hessian(lambda u: nn.GELU()(u).sum())(x64))
+    h = 1e-5
+    first = gradc.grad(lambda u: nn.GELU()(u).sum())
+    fd = (first(x64 + h) - first(x64 - h)) / (2 * h)
+    np.testing.assert_allclose(dd, fd, rtol=1e-5, atol=1e-6)
+    exact = (2 - x64 * x64) * np.exp(-x64 * x64 / 2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(dd, exact, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("make", [
     lambda m: m.LayerNorm(7), lambda m: m.LayerNorm((3, 7)), lambda m: m.Linear(7, 5), lambda m: m.Tanh(),
     lambda m: m.Sigmoid(), lambda m: m.ReLU(), lambda m: m.Softmax(dim=-1), lambda m: m.LogSoftmax(dim=1),

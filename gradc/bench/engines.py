@@ -180,10 +180,17 @@ class TorchEngine(Engine):
         return loss.double().numpy(), [g.double().numpy() for g in grads]
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, state: train_step.State) -> train_step.TrainStep:
-        return getattr(state, "steps", train_step.STEPS)["torch"](x, labels, state)
+        return getattr(state, "steps", train_step.STEPS)[self.name](x, labels, state)  # torch or torch-compile
 
     def trains(self) -> bool:
-        return not self.compiled  # W6 compares torch eager; a torch.compile'd step is not defined
+        return True
+
+    def unsupported(self, workload: Any) -> str | None:
+        note = super().unsupported(workload)
+        engines = getattr(workload, "step_engines", None)  # the training workloads' own step tables
+        if note is None and engines is not None and self.name not in engines:
+            note = f"{workload.id} has no {self.name} training step"
+        return note
 
 
 class TorchCompileEngine(TorchEngine):

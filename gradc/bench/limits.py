@@ -74,8 +74,10 @@ def _mkl_sgemm() -> Callable | None:
 def blas_name() -> str:
     name = "OpenBLAS (scipy-openblas32, cblas_sgemm)" if _cblas_sgemm() else "numpy.matmul"
     if _mkl_sgemm() is not None:
-        from gradc.codegen import mkl
+        from gradc.codegen import gemm_choice, mkl
         name += f" and MKL {mkl.version()} (sequential), the faster per shape"
+        if not gemm_choice.considers_mkl():
+            name += " (gradc's kernels use OpenBLAS only on this AMD CPU)"
     return name
 
 

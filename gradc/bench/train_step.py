@@ -62,6 +62,11 @@ class TrainWorkload:
     steps: int = CHECK_STEPS
     kind = "train"
 
+    @property
+    def step_engines(self) -> tuple[str, ...]:
+        """The engines with a training step for this workload."""
+        return tuple(STEPS)
+
     def initial(self) -> tuple[np.ndarray, np.ndarray, State]:
         return initial()
 
@@ -174,6 +179,29 @@ def torch_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) 
     return eager_step("torch", x, labels, state, lr)
 
 
+def torch_compile_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) -> TrainStep:
+    """torch.compile of the MLP's loss (inductor; backward by AOTAutograd), torch.optim's Adam eager: the
+    usual way to compile a PyTorch training step (W7's torch-compile row does the same)."""
+    import torch
+    import torch.nn.functional as F
+
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    params = [torch.from_numpy(state[k].copy()).requires_grad_(True) for k in names]
+    opt = torch.optim.Adam(params, lr=lr, betas=BETAS, eps=EPS)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
+    compiled_loss = torch.compile(
+        lambda x, y, w0, b0, w2, b2: F.cross_entropy(F.linear(F.relu(F.linear(x, w0, b0)), w2, b2), y),
+        dynamic=False)
+
+    def step() -> Any:
+        opt.zero_grad()
+        loss = compiled_loss(tx, ty, *params)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return TrainStep(step, lambda: {k: p.detach().numpy() for k, p in zip(names, params)})
+
+
 def gradc_eager_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR) -> TrainStep:
     """gradc eager: the identical plain loop on gradc (no compile_step)."""
     return eager_step("gradc", x, labels, state, lr)
@@ -220,4 +248,5 @@ def jax_step(x: np.ndarray, labels: np.ndarray, state: State, lr: float = LR,
 
 
 STEPS: dict[str, Callable[..., TrainStep]] = {"gradc-native": gradc_step, "gradc-eager": gradc_eager_step,
-                                              "torch": torch_step, "jax": jax_step}
+                                              "torch": torch_step, "torch-compile": torch_compile_step,
+                                              "jax": jax_step}

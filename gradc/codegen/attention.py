@@ -76,11 +76,17 @@ class _Ctx:
     def fill(self, p, count, value) -> None:
         for_range(self.b, 0, count, lambda j, _: self.store(value, p, j) or [], name="fill")
 
+    def fill_range(self, p, lo, hi, value) -> None:
+        """p[lo:hi] = value (no iteration when lo >= hi)."""
+        for_range(self.b, lo, hi, lambda j, _: self.store(value, p, j) or [], name="fill")
+
     def visible(self, causal: bool, r0, i, c0, cols):
-        """Keys of this block row i sees: causal keeps key c0 + j <= r0 + i (may be <= 0)."""
+        """Keys of this block row i sees: causal keeps key c0 + j <= r0 + i (0 when it sees none: the
+        masked keys [lim, cols) are filled from there)."""
         if not causal:
             return cols
-        return self.imin(self.b.sub(self.add(self.add(r0, i), 1), c0), cols)
+        lim = self.imin(self.b.sub(self.add(self.add(r0, i), 1), c0), cols)
+        return self.b.select(self.b.icmp_signed("<", lim, const_i64(0)), const_i64(0), lim)
 
 
 def _dims(op):
@@ -164,12 +170,12 @@ def _emit_forward(low, k: Kernel) -> ir.Function:
                 alpha = bld.select(bld.fcmp_ordered("==", m_old, m_new), cx.c(1.0), em.exp(bld.fsub(m_old, m_new)))
 
                 def pj(j, acc):
-                    seen = bld.icmp_signed("<", j, lim)
-                    x = bld.select(seen, cx.load(srow, j), neg_inf)
-                    p = bld.select(seen, em.exp(bld.fsub(x, m_new)), cx.c(0.0))  # masked: 0 even if m is NaN
+                    p = em.exp(bld.fsub(cx.load(srow, j), m_new))
                     cx.store(p, srow, j)
                     return [bld.fadd(acc[0], p, flags=SUM_FLAGS)]
-                (total,) = for_range(bld, 0, cols, pj, carried=[cx.c(0.0)], name="p")
+                # visible keys, then the masked ones: exactly 0 (even if m is NaN), no exp computed for them
+                (total,) = for_range(bld, 0, lim, pj, carried=[cx.c(0.0)], name="p")
+                cx.fill_range(srow, lim, cols, cx.c(0.0))
                 cx.store(bld.fadd(bld.fmul(cx.load(l_buf, i), alpha), total), l_buf, i)
                 cx.store(m_new, m_buf, i)
                 orow = cx.at(op_, cx.mul(i, dv))
@@ -209,7 +215,6 @@ def _emit_backward(low, k: Kernel) -> ir.Function:
     p_buf.align = dp_buf.align = 64
     delta = bld.alloca(cx.ty, size=const_i64(BQ), name="delta")
     em = cx.em
-    neg_inf = cx.c(float("-inf"))
 
     def task(nn, _hi):
         qp = cx.at(pq, cx.mul(nn, tq * d))
@@ -255,11 +260,10 @@ def _emit_backward(low, k: Kernel) -> ir.Function:
                     lse = cx.load(lsep, cx.add(r0, i))
 
                     def pj(j, _c):
-                        seen = bld.icmp_signed("<", j, lim)
-                        p = em.exp(bld.fsub(bld.select(seen, cx.load(prow_, j), neg_inf), lse))
-                        cx.store(bld.select(seen, p, cx.c(0.0)), prow_, j)
+                        cx.store(em.exp(bld.fsub(cx.load(prow_, j), lse)), prow_, j)
                         return []
-                    for_range(bld, 0, cols, pj, name="p")
+                    for_range(bld, 0, lim, pj, name="p")
+                    cx.fill_range(prow_, lim, cols, cx.c(0.0))  # masked keys: exactly 0, no exp
                     return []
                 for_range(bld, 0, rows, prow, name="prow")
                 cx.call_gemm(True, False, cols, dv, rows, 1.0, p_buf, BK, do_blk, dv, 1.0,

@@ -209,25 +209,52 @@ class ModuleLowerer:
     def emit(self) -> None:
         fn = self.prog.fn
         nargs = len(fn.params) + len(fn.results) + 1
-        inner = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), f"{self.name}_inner")
+        inner = self.inner_signature(f"{self.name}_inner", nargs)
+        b = ir.IRBuilder(inner.append_basic_block("entry"))
+        # with donated results, a bad gather index returns before any parameter is written in place
+        stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
+        segments = kernel_segments(self.prog.kernels, stop_after)
+        for n, segment in enumerate(segments):
+            if segment[0].index == stop_after + 1 and stop_after >= 0:
+                self.args = inner.args
+                slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
+                with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
+                    b.ret_void()
+            if len(segments) == 1:
+                self.args = inner.args
+                self.emit_kernels(segment, b)
+                continue
+            part = self.inner_signature(f"{self.name}_inner_part{n}", nargs, internal=True)
+            self.args = part.args
+            pb = ir.IRBuilder(part.append_basic_block("entry"))
+            self.emit_kernels(segment, pb)
+            pb.ret_void()
+            b.call(part, list(inner.args))
+        self.args = inner.args
+        b.ret_void()
+
+    def inner_signature(self, fname: str, nargs: int, internal: bool = False) -> ir.Function:
+        """`void fname(ptr params..., ptr results..., ptr arena)` with the buffers' alias and alignment facts."""
+        fn = self.prog.fn
+        func = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * nargs), fname)
+        if internal:  # a segment stays a function of its own: O3 would inline a single-call function
+            func.linkage = "internal"
+            func.attributes.add("noinline")
+            func.attributes.add("nounwind")
         written_params = set(self.plan.donated.values())
-        for i, arg in enumerate(inner.args):
+        for i, arg in enumerate(func.args):
             if i < len(fn.params):
                 set_buffer_attrs(arg, i not in written_params, itemsize(fn.params[i]))
             elif i < nargs - 1:
                 set_buffer_attrs(arg, False, itemsize(fn.results[i - len(fn.params)]))
             else:
                 set_buffer_attrs(arg, False, 64)
-        self.args = inner.args
-        b = ir.IRBuilder(inner.append_basic_block("entry"))
-        # with donated results, a bad gather index returns before any parameter is written in place
-        stop_after = last_gather_kernel(self.prog) if self.plan.donated else -1
+        return func
+
+    def emit_kernels(self, kernels: list[Kernel], b: ir.IRBuilder) -> None:
+        """Each kernel's call (or loop, or copies) at the builder, in order."""
         consumers = {c.consumer_of: c for c in self.prog.kernels if c.consumer_of is not None}
-        for k in self.prog.kernels:
-            if k.index == stop_after + 1 and stop_after >= 0:
-                slot = b.load(self.arena_offset(b, self.plan.error_slot), typ=I64, align=8)
-                with b.if_then(b.icmp_unsigned("!=", slot, const_i64(0)), likely=False):
-                    b.ret_void()
+        for k in kernels:
             if k.kind == "loop":
                 if k.consumer_of is None:  # (a consumer is emitted with its matmul)
                     LoopKernelLowerer(self, k).emit_call(b)
@@ -243,7 +270,6 @@ class ModuleLowerer:
                 emit_matmul_call(self, k, b, consumer and LoopKernelLowerer(self, consumer))
             else:
                 self.emit_copies(k, b)
-        b.ret_void()
 
     def pointer(self, b: ir.IRBuilder, v: Value) -> ir.Value:
         """The buffer holding materialized value v, as a ptr in the inner function."""
@@ -298,6 +324,9 @@ class Evaluator:
         self.em = ScalarEmitter(low, b)
         self.memo: dict = {}
         self.checks: dict[Value, ir.Value] = {}  # gather value -> unsigned max of its indices here
+        # (loop variable, lo, hi): the innermost loop runs over [lo, hi) only, a segment between pad edges
+        # (LoopKernelLowerer.segments): a pad indexed by it there is statically inside or outside its input
+        self.inner: tuple | None = None
 
     @staticmethod
     def key(idx) -> tuple:
@@ -413,7 +442,15 @@ class Evaluator:
             return zero
         valid = ir.Constant(ir.IntType(1), 1)
         src = []
-        for i, d, lo, step in zip(idx, x.shape, attrs["lo"], attrs["interior"]):
+        last = None
+        if self.inner is not None and idx and idx[-1] is self.inner[0] and attrs["interior"][-1] == 0:
+            seg_lo, seg_hi = self.inner[1:]
+            lo, d = attrs["lo"][-1], x.shape[-1]
+            if seg_hi <= lo or seg_lo >= lo + d:  # the whole segment is padding
+                return zero
+            if lo <= seg_lo and seg_hi <= lo + d:  # the whole segment is inside: a unit-stride load
+                last = idx[-1] if lo == 0 else b.sub(idx[-1], const_i64(lo), flags=("nsw",))
+        for i, d, lo, step in zip(idx[:-1] if last is not None else idx, x.shape, attrs["lo"], attrs["interior"]):
             t = b.sub(i, const_i64(lo), flags=("nsw",))
             step += 1
             q = t if step == 1 else b.sdiv(t, const_i64(step))
@@ -423,6 +460,8 @@ class Evaluator:
             valid = b.and_(valid, ok)
             q = b.select(b.icmp_signed("<", q, const_i64(0)), const_i64(0), q)
             src.append(b.select(b.icmp_signed(">", q, const_i64(d - 1)), const_i64(d - 1), q))
+        if last is not None:
+            src.append(last)
         return b.select(valid, (yield (x, src)), zero)
 
     def unwindow(self, v: Value, idx: list):
@@ -573,17 +612,32 @@ class LoopKernelLowerer:
             regs = [r for r in k.reductions if self.reg_acc(r)]
             init = [self.identity(r) for r in regs] + [const_i64(0)] * len(sites)
 
-            def body(i, carried):
+            def body(i, carried, segment=None):
                 ev = Evaluator(self.low, b, k, MAIN, ev_ptrs)
+                if segment is not None:
+                    ev.inner = (i, *segment)
                 out = store_roots(ev, idx + [i], carried[:len(regs)])
                 for v, prev in zip(sites, carried[len(regs):]):  # umax of gather indices (no branch)
                     j = ev.checks.get(v)
                     out.append(prev if j is None else b.call(
                         self.low.intrinsic("llvm.umax.i64", I64, [I64, I64]), [prev, j]))
                 return out
-            keep = k.domain[axis] in KEEP_INNER_LOOP
-            final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
-                              loop_md=self.low.inner_loop_md() if keep else None)
+            cuts = self.segments()
+            if not cuts:
+                keep = k.domain[axis] in KEEP_INNER_LOOP
+                final = for_range(b, lo, hi, body, carried=init, name=f"i{axis}",
+                                  loop_md=self.low.inner_loop_md() if keep else None)
+            else:  # one loop per segment between pad edges, in order (reductions carry on)
+                final = init
+                for s0, s1 in zip(cuts[:-1], cuts[1:]):
+                    keep = s1 - s0 in KEEP_INNER_LOOP
+                    start, stop = const_i64(s0), const_i64(s1)
+                    if axis == 0:  # this call's rows [begin, end) of a 1-d kernel, within the segment
+                        start = b.select(b.icmp_signed(">", lo, start), lo, start)
+                        stop = b.select(b.icmp_signed("<", hi, stop), hi, stop)
+                    final = for_range(b, start, stop,
+                                      lambda i, c, seg=(s0, s1): body(i, c, seg), carried=final, name=f"i{axis}",
+                                      loop_md=self.low.inner_loop_md() if keep else None)
             em = ScalarEmitter(self.low, b)
             for r, reg in zip(regs, final):
                 self.accumulate(b, em, ptrs[("acc", r)], r, self.kept(r, idx + [None]), reg)
@@ -606,6 +660,21 @@ class LoopKernelLowerer:
             x = b.fadd(x, constant(ll_type(v.dtype), 0.0))
         idx = [i if a == 0 else b.add(i, const_i64(a), flags=("nsw",)) for i, a in zip(idx, lo)]
         store_element(b, ptr, idx, total, x)
+    def segments(self) -> list[int]:
+        """Edges along the innermost axis of the pads of the kernel's shape in its main nest (a concat is a
+        sum of such pads, a slice's VJP one): [0, e1, ..., D], or [] when there are none. Each segment's
+        loop then loads every pad's input unit-stride or not at all, instead of at a clamped index per
+        element, which the vectorizer turned into scalar loads (W8's dq|dk|dv concat: 24 per 8 floats)."""
+        k = self.k
+        if len(k.domain) < 1 or k.domain[-1] < 2:
+            return []
+        size = k.domain[-1]
+        edges = set()
+        for op in k.phase_ops.get(MAIN, []):
+            if op.name == "pad" and op.result.shape == tuple(k.domain) and op.attrs["interior"][-1] == 0:
+                lo, d = op.attrs["lo"][-1], op.inputs[0].shape[-1]
+                edges.update(e for e in (lo, lo + d) if 0 < e < size)
+        return [0, *sorted(edges), size] if edges and len(edges) <= 8 else []
 
     def accumulate(self, b, em, acc, r: Value, kept: list, x) -> None:
         mt = mem_type(r.dtype)
@@ -693,6 +762,22 @@ class LoopKernelLowerer:
         if k.epilogue:
             epi, bufs = self.emit_epilogue()
             b.call(epi, [low.arena_offset(b, low.plan.error_slot) if v is ERR else low.pointer(b, v) for v in bufs])
+
+
+# kernels per segment function of the inner function: LLVM's O3 and code generation grew superlinearly with
+# one straight-line function of thousands of kernel calls (an unrolled 400-step RNN: 2,811 calls)
+SEGMENT_KERNELS = 128
+
+
+def kernel_segments(kernels: list[Kernel], stop_after: int) -> list[list[Kernel]]:
+    """The kernels in runs of at most SEGMENT_KERNELS, a run starting after the last gather kernel (the inner
+    function checks the index error slot there, between segments); one run for a small program."""
+    out: list[list[Kernel]] = []
+    for k in kernels:
+        if not out or len(out[-1]) >= SEGMENT_KERNELS or (stop_after >= 0 and k.index == stop_after + 1):
+            out.append([])
+        out[-1].append(k)
+    return out or [[]]
 
 
 def emit_nest(b: ir.IRBuilder, shape, body) -> None:

@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from gradc.codegen.emitter import I1, constant, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range
-from gradc.ir.passes.fuse import Kernel
+from gradc.ir.passes.fuse import Kernel, gemm_k_parts
 
 # m*n*k at and above which BLAS is called (inline loops below); see benchmarks/bench_matmul_threshold.py
 BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 16 * 16 * 16))
@@ -140,25 +140,44 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
                       constant(ty, 1.0), at(pa, m * kk), i32(lda), at(pb, kk * n), i32(ldb),
                       constant(ty, 0.0), at(pc, m * n), i32(n)])
         return []
-    threads = gemm_threads(low, k)
-    if batch == 1 and threads > 1:
-        from gradc.codegen.threads import fork_join
+    blocks = gemm_blocks(k)
+    if batch == 1 and gemm_k_parts(k) > 1:  # (parts fixed by the shape: the same bits at any thread count)
+        emit_blas_k_parts(low, k, b, pa, pb, pc, low.prog.num_threads)
+    elif blocks > 1:
         counter = b.alloca(I64, name="blocks")
         b.store(const_i64(0), counter)
-        part = emit_blas_blocks(low, k, threads * (2 if m * n * kk >= GEMM_TWO_BLOCKS_MIN_MNK else 1))
-        fork_join(low, b, part, [[pa, pb, pc, counter]] * threads)
+        part = emit_blas_blocks(low, k, blocks)
+        threads = min(low.prog.num_threads, blocks)
+        if threads > 1:
+            from gradc.codegen.threads import fork_join
+            fork_join(low, b, part, [[pa, pb, pc, counter]] * threads)
+        else:  # the same blocks one after another: the same bits as with more threads
+            b.call(part, [pa, pb, pc, counter])
     elif batch == 1:
         call(None)
     else:
         for_range(b, 0, batch, lambda bt, _c: call(bt), name="batch")
 
 
-def gemm_threads(low, k: Kernel) -> int:
-    """How many threads share this GEMM (1: one plain call)."""
+def grid_threads() -> int:
+    """The thread count a GEMM's blocks are cut for: the machine's CPU count, not the run's thread limit.
+
+    A BLAS computes a block of C with micro-kernels chosen by the block's width (OpenBLAS on an AMD EPYC:
+    1,789 of 81,920 elements of a 256x384x320 product differed in the last bit between one call and two
+    column halves), so blocks cut by GRADC_NUM_THREADS gave other bits at another thread limit. Cut by the
+    machine, the blocks are the same at every limit, and the threads only decide who claims them.
+    """
+    return max(1, os.cpu_count() or 1)
+
+
+def gemm_blocks(k: Kernel) -> int:
+    """How many blocks of C this GEMM is cut into (1: one plain call), from its shape and grid_threads()."""
     batch, m, n, kk = dims(k)
-    if m * n * kk < GEMM_THREAD_MIN_MNK:
+    if batch != 1 or m * n * kk < GEMM_THREAD_MIN_MNK:
         return 1
-    return max(1, min(low.prog.num_threads, max(m, n) // 16))
+    threads = max(1, min(grid_threads(), max(m, n) // 16))
+    blocks = threads * (2 if m * n * kk >= GEMM_TWO_BLOCKS_MIN_MNK else 1)
+    return blocks if threads > 1 else 1
 
 
 def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
@@ -175,6 +194,76 @@ def emit_blas_blocks(low, k: Kernel, blocks: int) -> ir.Function:
     views = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
     claim_blocks(func, bld, func.args[3], chunk, size,
                  lambda lo, hi: gemm_block(low, k, bld, *views, lo, hi, by_cols))
+    return low.dedupe(func)
+
+
+def emit_blas_k_parts(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, threads: int) -> None:
+    """C = sum over fuse.GEMM_K_PARTS slices of the depth of op(A)[:, part] @ op(B)[part, :]: part 0 into C,
+    part p > 0 into arena scratch p - 1 (parts claimed by the threads from a counter), then
+    C = ((C + P1) + P2) + ... in that order: the same bits whichever thread ran which part."""
+    from gradc.codegen import blas
+    (base_a, ta), (base_b, tb) = k.operands
+    _, m, n, kk = dims(k)
+    parts = gemm_k_parts(k)
+    width = -(-kk // parts)
+    ty = mem_type(k.matmul.dtype)
+    gemm = blas.declare_gemm(low.module, k.matmul.dtype.numpy, provider(low, k))
+    lda, ldb = (m if ta else kk), (kk if tb else n)
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_gemm_depth", [("a", base_a), ("b", base_b),
+                                       ("c", k.matmul)], {("c", k.matmul)}, ret=None, extra=[PTR, PTR])
+    va, vb, vc = ptrs[("a", base_a)], ptrs[("b", base_b)], ptrs[("c", k.matmul)]
+    scratch = func.args[3]
+
+    def at(p, off):
+        return bld.gep(p, [off], inbounds=True, source_etype=ty)
+
+    def part(lo, hi):  # one part per claimed block: lo = part index
+        start = bld.mul(lo, const_i64(width), flags=("nsw",))
+        depth = bld.sub(bld.select(bld.icmp_signed(">", const_i64(kk), bld.add(start, const_i64(width))),
+                                   bld.add(start, const_i64(width)), const_i64(kk)), start)
+        a = at(va, bld.mul(start, const_i64(m)) if ta else start)  # op(A)[:, part]: rows of A^T or columns of A
+        bb = at(vb, start if tb else bld.mul(start, const_i64(n)))
+        slot = at(scratch, bld.mul(bld.sub(lo, const_i64(1)), const_i64(m * n)))
+        c = bld.select(bld.icmp_signed("==", lo, const_i64(0)), vc, slot)
+        i32 = lambda v: ir.Constant(I32, v)  # noqa: E731
+        bld.call(gemm, [i32(CBLAS_ROW_MAJOR), i32(CBLAS_TRANS if ta else CBLAS_NO_TRANS),
+                        i32(CBLAS_TRANS if tb else CBLAS_NO_TRANS), i32(m), i32(n), bld.trunc(depth, I32),
+                        constant(ty, 1.0), a, i32(lda), bb, i32(ldb), constant(ty, 0.0), c, i32(n)])
+    claim_blocks(func, bld, func.args[4], 1, parts, part)
+    run = low.dedupe(func)
+    counter = b.alloca(I64, name="parts")
+    b.store(const_i64(0), counter)
+    scratch_ptr = low.arena_offset(b, low.plan.partials[(k.index, k.matmul)])
+    args = [pa, pb, pc, scratch_ptr, counter]
+    if threads > 1:
+        from gradc.codegen.threads import fork_join
+        fork_join(low, b, run, [args] * min(threads, parts))
+    else:
+        b.call(run, args)
+    b.call(emit_sum_parts(low, k, parts), [pc, scratch_ptr])
+
+
+def emit_sum_parts(low, k: Kernel, parts: int) -> ir.Function:
+    """`void sum(ptr c, ptr scratch)`: C = ((C + P1) + P2) + ... elementwise (the parts of emit_blas_k_parts)."""
+    _, m, n, _ = dims(k)
+    ty = mem_type(k.matmul.dtype)
+    func, bld, ptrs = low.new_function(f"{low.name}_k{k.index}_sum_parts", [("c", k.matmul)], {("c", k.matmul)},
+                                       ret=None, extra=[PTR])
+    c, scratch = ptrs[("c", k.matmul)], func.args[1]
+    scratch.attributes.add("noalias")
+    scratch.attributes.align = 4
+
+    def body(i, _carried):
+        pi = bld.gep(c, [i], inbounds=True, source_etype=ty)
+        acc = bld.load(pi, typ=ty)
+        for p in range(1, parts):
+            q = bld.gep(scratch, [bld.add(i, const_i64((p - 1) * m * n), flags=("nsw",))], inbounds=True,
+                        source_etype=ty)
+            acc = bld.fadd(acc, bld.load(q, typ=ty))
+        bld.store(acc, pi)
+        return []
+    for_range(bld, 0, m * n, body, name="e")
+    bld.ret_void()
     return low.dedupe(func)
 
 
@@ -226,9 +315,11 @@ def emit_blas_with_consumer(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc, consume
     (base_a, _), (base_b, _) = k.operands
     _, m, n, kk = dims(k)
     row_bytes = n * int(np.dtype(k.matmul.dtype.numpy).itemsize)
-    threads = max(1, min(low.prog.num_threads, m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
+    # rows cut for grid_threads(), not the run's limit: the same blocks (and bits) at every thread limit
+    grid = max(1, min(grid_threads(), m // 8)) if m * n * kk >= GEMM_THREAD_MIN_MNK else 1
+    threads = min(grid, low.prog.num_threads)
     rows = max(8, CONSUMER_BLOCK_BYTES // row_bytes // 8 * 8)
-    rows = min(rows, -(-m // threads // 8) * 8 or 8)  # at least one block per thread
+    rows = min(rows, -(-m // grid // 8) * 8 or 8)  # at least one block per thread
     blocks = -(-m // rows)
     rows = -(-(-(-m // blocks)) // 8) * 8  # even blocks
     main = consumer.emit_main()

@@ -107,13 +107,63 @@ def first_max_mask(w: Tensor, ntaps: int = 1) -> Tensor:
     return apply("compare", score, _keep(apply("reduce_max", score, axes=axes), w, axes), pred="eq")
 
 
+# windows of at most this many taps pool as one select chain over the taps (_max_pool_select_chain)
+SELECT_CHAIN_MAX_TAPS = 9
+
+
+def _max_pool_select_chain(xb: Tensor, nd: int, k, s, p, d, out) -> Tensor:
+    """Max pooling as PyTorch's CPU kernel runs it, unrolled over the taps: best = tap 0, then for each
+    later tap in row-major order best = tap where (tap > best or tap is NaN): the first maximum, the last
+    NaN, and the output IS the selected element (-0.0 stays -0.0). Each tap is a slice of the windows, so
+    the forward is one elementwise pass over the output (the first-max mask of first_max_mask took three
+    reductions over the windows) and the VJP (where sends g to the selected branch, slices pad back,
+    unwindow gathers) is one pass in gather form. Channels last when the source is (see
+    _channels_last_source)."""
+    last = _channels_last_source(xb, nd)
+    src = apply("permute", xb, perm=(0,) + tuple(range(2, 2 + nd)) + (1,)) if last else xb
+    w = _windowed(src, nd, k, s, p, d, out, -math.inf, first=1 if last else 2)
+    lead = w.shape[:w.ndim - nd]
+    best = None
+    for tap in np.ndindex(*k):
+        starts = (0,) * len(lead) + tuple(tap)
+        t = apply("slice", w, starts=starts, stops=lead + tuple(i + 1 for i in tap), steps=(1,) * w.ndim)
+        t = apply("reshape", t, shape=lead)
+        if best is None:
+            best = t
+            continue
+        take = apply("where", apply("compare", t, t, pred="ne"), apply("compare", t, t, pred="ne"),
+                     apply("compare", t, best, pred="gt"))
+        best = apply("where", take, t, best)
+    if last:
+        best = apply("permute", best, perm=(0, nd + 1) + tuple(range(1, nd + 1)))
+    return best
+
+
+def _channels_last_source(x: Tensor, nd: int) -> bool:
+    """True when traced x is, through one-input elementwise ops (relu), a permute of a channels-last
+    (N, *S, C) value; an NCHW (or channels-first CNHW, gradc's conv output) source keeps its spatial axes
+    innermost: W7's pool on a channels-first conv output took 3x longer channels last (a stride of N*H*W)."""
+    v = x._value
+    while v is not None and v.op is not None:
+        op = v.op
+        if op.name == "permute":
+            return tuple(op.attrs["perm"]) == (0, nd + 1) + tuple(range(1, nd + 1))
+        if op.opdef.kind != "elementwise" or len(op.inputs) != 1:
+            return False
+        v = op.inputs[0]
+    return False
+
+
 def _max_pool(x: Tensor, nd: int, kernel_size, stride, padding, dilation, ceil_mode, return_indices, name):
     x = F.to_tensor(x)
     k, s, p, d, out = _pool_args(x, nd, kernel_size, stride, padding, dilation, ceil_mode, name)
     xb, batched = _as_batched(x, nd)
-    if not return_indices:
-        # channels last: the loops' inner axes then run along the channels of a conv's GEMM rows (its result
-        # is channels-last under a permute), not across them with a stride of C elements
+    if not return_indices and int(np.prod(k)) <= SELECT_CHAIN_MAX_TAPS:
+        pooled = _max_pool_select_chain(xb, nd, k, s, p, d, out)
+        return pooled if batched else apply("reshape", pooled, shape=pooled.shape[1:])
+    if not return_indices and _channels_last_source(xb, nd):
+        # channels last: the loops' inner axes then run along the channels of a channels-last producer (a
+        # permuted (N, *S, C) value, e.g. a conv's GEMM rows), not across them with a stride of C elements
         xl = apply("permute", xb, perm=(0,) + tuple(range(2, 2 + nd)) + (1,))
         w = _windowed(xl, nd, k, s, p, d, out, -math.inf, first=1)
         mask = first_max_mask(w, nd)

@@ -73,6 +73,7 @@ def threading_mode(request, monkeypatch):
         monkeypatch.setattr(fuse, "CONSUMER_MIN_ELEMENTS", 1)
         monkeypatch.setattr(matmul, "BLAS_MIN_MNK", 1)
         monkeypatch.setattr(matmul, "GEMM_THREAD_MIN_MNK", 1)
+        monkeypatch.setattr(fuse, "GEMM_K_SPLIT_MIN_MNK", 1)  # deep products: depth-split GEMMs
         monkeypatch.setattr(matmul, "CONSUMER_BLOCK_BYTES", 1)
     monkeypatch.setenv("GRADC_NUM_THREADS", str(request.param))  # part of the kernel cache key
     return request.param

@@ -160,7 +160,8 @@ def test_native_eager_torch_and_fd_agree_on_random_graphs(data):
 @pytest.fixture
 def threads_and_blas_everywhere(monkeypatch):
     """Every loop nest with an outer dimension >= 2 split over threads, every matmul through (threaded) BLAS,
-    every elementwise first reader of a matmul its consumer, run in row blocks of 8."""
+    every elementwise first reader of a matmul its consumer, run in row blocks of 8, every deep product split
+    over its depth."""
     from gradc.codegen import matmul
     from gradc.ir.passes import fuse
     monkeypatch.setattr(fuse, "THREAD_MIN_ELEMENTS", 2)
@@ -168,6 +169,7 @@ def threads_and_blas_everywhere(monkeypatch):
     monkeypatch.setattr(matmul, "CONSUMER_BLOCK_BYTES", 1)
     monkeypatch.setattr(matmul, "BLAS_MIN_MNK", 1)
     monkeypatch.setattr(matmul, "GEMM_THREAD_MIN_MNK", 1)
+    monkeypatch.setattr(fuse, "GEMM_K_SPLIT_MIN_MNK", 1)  # deep products: depth-split GEMMs
     monkeypatch.setenv("GRADC_NUM_THREADS", "3")  # also part of the kernel cache key: no stale kernels
     yield
 

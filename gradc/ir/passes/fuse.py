@@ -40,6 +40,7 @@ after the one that stored it loads it. Reductions and matmuls are always loaded.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 
@@ -54,9 +55,38 @@ CONSUMER_MIN_ELEMENTS = 65_536
 CONSUMER_MAX_B_BYTES = 256 * 1024
 SCAN_ROWS_MIN_ELEMENTS = 200_000  # a native loop splits its rows over threads from this many carry elements
 # times iterations (split_rows: W9's LSTM loops have 10^6; W5's RNN, 32 x 16 x 64, stays on one thread)
+# roots (stores + reductions) of one loop kernel: LLVM's LoopIdiomRecognize is quadratic in a loop's stores
+# (an unrolled 400-step RNN's 400 slices of its input in one kernel: 2 s of its 6 s O3 run)
+MAX_LOOP_ROOTS = 64
 MAX_FUSED_CONE = 128  # elementwise ops a fused value may recompute before it gets a buffer (cut_long_chains)
 THREAD_MIN_ELEMENTS = 200_000  # below this a loop nest stays on one thread (set when each fork cost a
 # pthread_create, ~20-50 us; the pool (codegen/threads.py) costs a few us, but W1-W5 gain nothing below)
+
+
+# A GEMM with a small C and a long depth (a weight gradient: conv2's dW = dy^T cols is 64 x 288 over 36864
+# positions) runs as GEMM_K_PARTS products over slices of the depth into C and arena scratch, summed in a
+# fixed order afterwards, whatever the thread count (so 1 and N threads give the same bits). Column
+# blocks, the other split, re-pack the whole op(A) per block: W7's conv2 weight gradient took 34-36 ms of
+# CPU in 4 column blocks (2 threads), 24.4-24.7 ms in 4 depth parts, 24.7-24.9 ms whole (thread CPU time,
+# medians of 12 interleaved calls).
+GEMM_K_PARTS = 4
+GEMM_K_SPLIT_MIN_MNK = int(os.environ.get("GRADC_GEMM_KSPLIT_MIN_MNK", 2 ** 21))
+GEMM_K_SPLIT_MAX_SCRATCH = 1 << 20  # bytes of partial products
+
+
+def gemm_k_parts(k: "Kernel") -> int:
+    """How many depth parts the matmul kernel k runs as (1: one product); see GEMM_K_PARTS."""
+    if k.kind != "matmul" or not k.matmul.dtype.is_float:
+        return 1
+    a, b = k.matmul.op.inputs
+    if len(a.shape) != 2:
+        return 1
+    m, kk, n = a.shape[0], a.shape[1], b.shape[-1]
+    scratch = (GEMM_K_PARTS - 1) * m * n * np.dtype(k.matmul.dtype.numpy).itemsize
+    if (m * n * kk < GEMM_K_SPLIT_MIN_MNK or kk < GEMM_K_PARTS * max(m, n) or scratch > GEMM_K_SPLIT_MAX_SCRATCH
+            or max(m, n, kk) >= 2 ** 31 or -(-kk // GEMM_K_PARTS) * (GEMM_K_PARTS - 1) >= kk):  # (no empty part)
+        return 1
+    return GEMM_K_PARTS
 
 
 @dataclass(eq=False)
@@ -287,6 +317,21 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
     kernels: list[Kernel] = []
     producer: dict[Value, tuple[int, int]] = {}
     hard_memo: dict[Value, int] = {}
+    # loop kernels with room for another root, by domain, in index order (indices kept for bisect): a scan of
+    # every later kernel per value was quadratic in the graph's size
+    open_loops: dict[tuple, tuple[list[int], list[Kernel]]] = {}
+
+    def open_loop(domain: tuple, after: int) -> Kernel | None:
+        """The first loop kernel over `domain` after kernel `after` with room for a root."""
+        indices, ks = open_loops.get(domain, ((), ()))
+        i = bisect.bisect_right(indices, after)
+        return ks[i] if i < len(ks) else None
+
+    def add_root(k: Kernel) -> None:
+        if len(k.stores) + len(k.reductions) >= MAX_LOOP_ROOTS:
+            indices, ks = open_loops[k.domain]
+            i = bisect.bisect_left(indices, k.index)
+            del indices[i], ks[i]
 
     def hard_dep(v: Value) -> int:
         """Latest kernel whose reduction/matmul result v's computation needs (-1: none); an explicit
@@ -365,10 +410,11 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
         is_reduce = op.opdef.kind == "reduce"
         domain = op.inputs[0].shape if is_reduce else v.shape
         dep = max((hard_dep(x) for x in op.inputs), default=-1)
-        target = next((k for k in kernels[dep + 1:] if k.kind == "loop" and k.domain == domain), None)
+        target = open_loop(domain, dep)
         if target is not None:
             (target.reductions if is_reduce else target.stores).append(v)
             producer[v] = (target.index, MAIN)
+            add_root(target)
             continue
         if dep >= 0 and epilogue_ok(v, kernels[dep]):
             k = kernels[dep]
@@ -380,6 +426,10 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
         (k.reductions if is_reduce else k.stores).append(v)
         kernels.append(k)
         producer[v] = (k.index, MAIN)
+        indices, ks = open_loops.setdefault(domain, ([], []))
+        indices.append(k.index)
+        ks.append(k)
+        add_root(k)
 
     split = frozenset(total for total, pieces in tile_pieces.items()
                       if len({producer[p] for p in pieces}) > 1 or producer[pieces[0]][1] != MAIN)

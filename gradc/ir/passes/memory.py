@@ -1,7 +1,8 @@
 """Memory planning: give every materialized value of a FusedProgram a home.
 
 Params and results live in the caller's buffers; dense consts are module globals; every other
-materialized value (and each threaded kernel's per-thread partial reduction accumulators) gets an
+materialized value (and each threaded kernel's per-thread partial reduction accumulators, and a depth-split
+GEMM's partial products: fuse.gemm_k_parts) gets an
 offset in ONE arena; a program with a `gather` also gets a 16-byte *error slot* at the arena's end, where
 kernels record an out-of-range index (the arena is per call, so two threads calling the same function never
 share it). Offsets come from liveness over kernel order (a value lives from the kernel that
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradc.ir.core import Value
-from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, is_dense_const, reads_only_at_index
+from gradc.ir.passes.fuse import EPILOGUE, MAIN, FusedProgram, gemm_k_parts, is_dense_const, reads_only_at_index
 
 ALIGN = 64
 
@@ -40,7 +41,7 @@ class Home:
 @dataclass
 class MemoryPlan:
     home: dict = field(default_factory=dict)  # Value -> Home
-    partials: dict = field(default_factory=dict)  # (kernel index, reduction Value) -> arena offset
+    partials: dict = field(default_factory=dict)  # (kernel index, reduction or matmul Value) -> arena offset
     arena_bytes: int = 0
     error_slot: int | None = None  # arena offset of {i64 site + 1, i64 index} (programs with a gather)
     donated: dict = field(default_factory=dict)  # result index -> param index written in place
@@ -105,6 +106,8 @@ def plan_memory(prog: FusedProgram) -> MemoryPlan:
         if k.kind == "scan":
             k.body_plan = plan_memory(k.body)
             requests.append((k.index, k.index, k.parts * scratch_stride(k), ("scan", k.index)))
+        if gemm_k_parts(k) > 1:  # the partial products of a depth-split GEMM (fuse.GEMM_K_PARTS)
+            requests.append((k.index, k.index, (gemm_k_parts(k) - 1) * nbytes(k.matmul), (k.index, k.matmul)))
         if k.kind == "loop" and k.threads > 1:
             for r in k.reductions:
                 if 0 in r.op.attrs["axes"]:
