@@ -158,7 +158,7 @@ def test_rows_split_over_threads(B, monkeypatch):
             rng.standard_normal((4, 16)) * 0.4]
     fn = joint_of(lstm_loss, args, argnums=(0, 1, 2, 3))
     monkeypatch.setattr(fuse_mod, "SCAN_ROWS_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fuse_mod, "row_blocks", lambda: 2)
+    monkeypatch.setattr(fuse_mod, "grid_threads", lambda: 2)
     monkeypatch.setenv("GRADC_CACHE", "0")
     outs = {}
     for threads in (2, 1):
@@ -218,7 +218,7 @@ def test_compile_step_of_recurrent_layers_matches_torch(kind, row_blocks, monkey
     if row_blocks:  # every loop (forward and reverse, both directions and layers) on two row blocks
         import gradc.ir.passes.fuse as fuse_mod
         monkeypatch.setattr(fuse_mod, "SCAN_ROWS_MIN_ELEMENTS", 0)
-        monkeypatch.setattr(fuse_mod, "row_blocks", lambda: 2)
+        monkeypatch.setattr(fuse_mod, "grid_threads", lambda: 2)
         monkeypatch.setenv("GRADC_CACHE", "0")
         monkeypatch.setenv("GRADC_NUM_THREADS", "2")
 

@@ -54,7 +54,7 @@ def versions() -> dict[str, str]:
 
 def code_identity() -> dict[str, str]:
     """What must agree for two processes to generate the same code: llvmlite/LLVM versions, CPU, features,
-    and the CPU count (GEMM blocks are cut for it: matmul.grid_threads)."""
+    and the CPU count (blocks of work are cut for it: fuse.grid_threads)."""
     cpu, features = host_cpu()
     return {**versions(), "cpu": cpu, "features": features, "cpus": str(os.cpu_count() or 1)}
 

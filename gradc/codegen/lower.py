@@ -660,6 +660,7 @@ class LoopKernelLowerer:
             x = b.fadd(x, constant(ll_type(v.dtype), 0.0))
         idx = [i if a == 0 else b.add(i, const_i64(a), flags=("nsw",)) for i, a in zip(idx, lo)]
         store_element(b, ptr, idx, total, x)
+
     def segments(self) -> list[int]:
         """Edges along the innermost axis of the pads of the kernel's shape in its main nest (a concat is a
         sum of such pads, a slice's VJP one): [0, e1, ..., D], or [] when there are none. Each segment's

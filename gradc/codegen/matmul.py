@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from gradc.codegen.emitter import I1, constant, mem_type
 from gradc.codegen.loops import I64, const_i64, for_range
-from gradc.ir.passes.fuse import Kernel, gemm_k_parts
+from gradc.ir.passes.fuse import Kernel, gemm_k_parts, grid_threads
 
 # m*n*k at and above which BLAS is called (inline loops below); see benchmarks/bench_matmul_threshold.py
 BLAS_MIN_MNK = int(os.environ.get("GRADC_BLAS_MIN_MNK", 16 * 16 * 16))
@@ -157,17 +157,6 @@ def emit_blas(low, k: Kernel, b: ir.IRBuilder, pa, pb, pc) -> None:
         call(None)
     else:
         for_range(b, 0, batch, lambda bt, _c: call(bt), name="batch")
-
-
-def grid_threads() -> int:
-    """The thread count a GEMM's blocks are cut for: the machine's CPU count, not the run's thread limit.
-
-    A BLAS computes a block of C with micro-kernels chosen by the block's width (OpenBLAS on an AMD EPYC:
-    1,789 of 81,920 elements of a 256x384x320 product differed in the last bit between one call and two
-    column halves), so blocks cut by GRADC_NUM_THREADS gave other bits at another thread limit. Cut by the
-    machine, the blocks are the same at every limit, and the threads only decide who claims them.
-    """
-    return max(1, os.cpu_count() or 1)
 
 
 def gemm_blocks(k: Kernel) -> int:

@@ -445,23 +445,29 @@ def fuse(fn: Function, num_threads: int | None = None, _untiled: frozenset = fro
     return prog
 
 
-def row_blocks() -> int:
-    """How many row blocks a splittable loop is cut into: the machine's CPU count, not the run's thread limit
-    (as GEMM blocks: a block's GEMMs have other shapes, so blocks cut by GRADC_NUM_THREADS would give other
-    bits at another limit; cut by the machine, the threads only decide who runs which block)."""
+def grid_threads() -> int:
+    """The thread count that work split into blocks is cut for (GEMM blocks of C, a scan loop's row blocks):
+    the machine's CPU count, not the run's thread limit.
+
+    A BLAS computes a block of C with micro-kernels chosen by the block's width (OpenBLAS on an AMD EPYC:
+    1,789 of 81,920 elements of a 256x384x320 product differed in the last bit between one call and two
+    column halves), and a row block's GEMMs have other shapes, so blocks cut by GRADC_NUM_THREADS gave other
+    bits at another thread limit. Cut by the machine, the blocks are the same at every limit, and the threads
+    only decide who claims which block.
+    """
     return max(1, os.cpu_count() or 1)
 
 
 def scan_kernel(op, index: int, num_threads: int) -> Kernel:
     """The kernel of a native scan loop: its body fused once; with enough work per iteration and a body whose
-    rows are independent (an RNN's batch: ir/scan.py split_rows), cut into `row_blocks()` blocks of rows,
+    rows are independent (an RNN's batch: ir/scan.py split_rows), cut into `grid_threads()` blocks of rows,
     each one the whole loop on its rows, run by the threads (no synchronization per iteration)."""
     from gradc.ir.scan import loop_body, split_rows  # (scan.py imports the registry, which imports passes)
     body = loop_body(op)
     a = op.attrs
     k = Kernel("scan", index, domain=op.result.shape, matmul=op.result)
     carry_size = sum(r.type.size for r in body.results[:a["num_carry"]])
-    blocks = row_blocks()
+    blocks = grid_threads()
     if blocks > 1 and a["length"] * carry_size >= SCAN_ROWS_MIN_ELEMENTS:
         rows = split_rows(body, a["num_consts"], a["num_carry"], blocks)
         if rows is not None:
